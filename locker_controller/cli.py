@@ -1,0 +1,5 @@
+import typer
+
+
+def controller_command() -> None:
+    raise typer.Exit(2)

@@ -1,0 +1,3 @@
+import typer
+
+sim_app = typer.Typer(no_args_is_help=True)

@@ -1,0 +1,5 @@
+import typer
+
+
+def demo_command() -> None:
+    raise typer.Exit(2)
