@@ -1,0 +1,69 @@
+"""The code scheme shared by the cloud and every locker (DESIGN.md section 6).
+
+Each locker has its own key ``K_l = HMAC-SHA256(master, "xinbao/locker-key/v1|" + locker_id)``.
+A code is the HOTP value (RFC 4226, SHA-256) of ``K_l`` at a counter that the cloud allocates per
+handover and sends to the locker with the reservation. Cloud and locker therefore compute the
+same code without the code itself ever crossing the network or being stored: the SMS body is the
+only plaintext. The cloud keeps only ``code_digest`` (a keyed hash) to find a handover by code.
+
+A locker that is off line still checks a typed code against every counter it holds
+(``match_counter``), so pickups and pre-synced drop-offs work without the network.
+"""
+
+import base64
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+import pyotp
+
+MIN_DIGITS = 6
+MAX_DIGITS = 10
+DEFAULT_DIGITS = 8
+_KEY_LABEL = b"xinbao/locker-key/v1|"
+
+
+def derive_locker_key(master_secret: bytes, locker_id: str) -> bytes:
+    """The locker's own 32-byte key; leaking it exposes that locker only."""
+    if not master_secret:
+        raise ValueError("the master secret is empty")
+    return hmac.new(master_secret, _KEY_LABEL + locker_id.encode(), hashlib.sha256).digest()
+
+
+def _check_digits(digits: int) -> None:
+    if not MIN_DIGITS <= digits <= MAX_DIGITS:
+        raise ValueError(f"code length must be {MIN_DIGITS}-{MAX_DIGITS} digits, not {digits}")
+
+
+def code_for(locker_key: bytes, counter: int, digits: int = DEFAULT_DIGITS) -> str:
+    """The code for one handover counter at one locker."""
+    _check_digits(digits)
+    if counter < 0:
+        raise ValueError("counter must not be negative")
+    secret = base64.b32encode(locker_key).decode()
+    return pyotp.HOTP(secret, digits=digits, digest=hashlib.sha256).at(counter)
+
+
+def code_digest(locker_key: bytes, code: str) -> str:
+    """Keyed hash of a code: what the database stores and indexes instead of the code."""
+    return hmac.new(locker_key, b"xinbao/code/v1|" + code.encode(), hashlib.sha256).hexdigest()
+
+
+def is_well_formed(code: str, digits: int = DEFAULT_DIGITS) -> bool:
+    return len(code) == digits and code.isascii() and code.isdigit()
+
+
+def match_counter(
+    locker_key: bytes, code: str, counters: Iterable[int], digits: int = DEFAULT_DIGITS
+) -> int | None:
+    """The counter whose code equals ``code``, or None.
+
+    Every candidate is computed and compared in constant time, and the loop never stops early,
+    so the time taken says nothing about which counter (if any) matched.
+    """
+    found = None
+    typed = code.encode()
+    for counter in counters:
+        if hmac.compare_digest(code_for(locker_key, counter, digits).encode(), typed):
+            found = counter
+    return found
