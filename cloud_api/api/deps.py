@@ -1,0 +1,138 @@
+"""Dependencies shared by the routes, as ``Annotated`` aliases (SessionDep, CurrentStaff ...)."""
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import Depends, Header, Path, Query, Request
+from sqlmodel import Session
+
+from cloud_api.core import security
+from cloud_api.core.config import Settings
+from cloud_api.errors import AuthError, Forbidden
+from cloud_api.models.common import MAX_INT, LockerId
+from cloud_api.models.locker import Locker
+from cloud_api.models.staff import Role, Scope, Staff
+from cloud_api.services import lockers
+from cloud_api.services import staff as staff_service
+from cloud_api.services.handovers import HandoverPolicy
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    with Session(request.app.state.engine, expire_on_commit=False) as session:
+        yield session
+
+
+def get_now(request: Request) -> datetime:
+    return request.app.state.clock()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+SessionDep = Annotated[Session, Depends(get_session)]
+NowDep = Annotated[datetime, Depends(get_now)]
+DbId = Annotated[int, Path(ge=1, le=MAX_INT)]
+LockerIdPath = Annotated[LockerId, Path()]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a staff member (bearer token) or an integrator (API key)."""
+
+    name: str  # as it appears in the audit trail, e.g. "staff:li" or "api_key:3"
+    scopes: frozenset[str]
+    staff: Staff | None = None
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthError("use 'Authorization: Bearer <token>' from POST /api/v1/staff/login")
+    return token.strip()
+
+
+def _staff_from_token(session: Session, settings: Settings, token: str, now: datetime) -> Staff:
+    claims = security.read_token(settings.token_key, token, now)
+    staff = session.get(Staff, claims.staff_id)
+    if staff is None or not staff.active:
+        raise AuthError("this account is disabled: ask an administrator")
+    return staff
+
+
+def get_principal(
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+    authorization: Annotated[str | None, Header()] = None,
+    x_api_key: Annotated[str | None, Header()] = None,
+) -> Principal:
+    token = _bearer(authorization)
+    if token is not None:
+        staff = _staff_from_token(session, settings, token, now)
+        return Principal(f"staff:{staff.username}", staff_service.ROLE_SCOPES[staff.role], staff)
+    if x_api_key:
+        key = staff_service.authenticate_api_key(session, x_api_key.strip())
+        return Principal(f"api_key:{key.id}", frozenset(key.scopes.split()))
+    raise AuthError("log in (Authorization: Bearer) or send an API key (X-API-Key)")
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def require(scope: Scope) -> Callable[[Principal], Principal]:
+    def check(principal: PrincipalDep) -> Principal:
+        staff_service.require_scope(principal.scopes, scope)
+        return principal
+
+    return check
+
+
+def get_current_staff(principal: PrincipalDep) -> Staff:
+    if principal.staff is None:
+        raise Forbidden("this needs a staff log-in, not an API key")
+    return principal.staff
+
+
+def get_current_admin(staff: Annotated[Staff, Depends(get_current_staff)]) -> Staff:
+    if staff.role != Role.admin:
+        raise Forbidden("this needs an administrator")
+    return staff
+
+
+CurrentStaff = Annotated[Staff, Depends(get_current_staff)]
+CurrentAdmin = Annotated[Staff, Depends(get_current_admin)]
+RecordsWriter = Annotated[Principal, Depends(require(Scope.records_write))]
+HandoversWriter = Annotated[Principal, Depends(require(Scope.handovers_write))]
+LockersWriter = Annotated[Principal, Depends(require(Scope.lockers_write))]
+LockersReader = Annotated[Principal, Depends(require(Scope.lockers_read))]
+
+
+def get_calling_locker(
+    session: SessionDep,
+    locker_id: LockerIdPath,
+    x_locker_key: Annotated[str | None, Header(max_length=200)] = None,
+) -> Locker:
+    if not x_locker_key:
+        raise AuthError("a locker authenticates with its key in the X-Locker-Key header")
+    return lockers.authenticate(session, locker_id, x_locker_key)
+
+
+CallingLocker = Annotated[Locker, Depends(get_calling_locker)]
+IdempotencyKey = Annotated[
+    str | None, Header(min_length=1, max_length=200, pattern=r"^[\x21-\x7e]+$")
+]
+
+
+def get_policy(request: Request) -> HandoverPolicy:
+    return request.app.state.policy
+
+
+PolicyDep = Annotated[HandoverPolicy, Depends(get_policy)]
+Offset = Annotated[int, Query(ge=0, le=MAX_INT)]
+Limit = Annotated[int, Query(ge=1, le=500)]

@@ -1,0 +1,71 @@
+"""Drop-offs for integrators, and the applicant's code resend."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response
+
+from cloud_api.api.deps import (
+    DbId,
+    HandoversWriter,
+    IdempotencyKey,
+    NowDep,
+    PolicyDep,
+    SessionDep,
+)
+from cloud_api.models.handover import DropoffRequest, HandoverPublic, ResendRequest
+from cloud_api.services import handovers, idempotency
+
+router = APIRouter(prefix="/api/v1/handovers", tags=["handovers"])
+HandoverRef = Annotated[str, Path(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+@router.post("/dropoff", response_model=HandoverPublic, status_code=201)
+def request_dropoff(
+    body: DropoffRequest,
+    session: SessionDep,
+    who: HandoversWriter,
+    policy: PolicyDep,
+    now: NowDep,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+):
+    """Reserve a compartment (at ``locker_id`` or nearest to latitude/longitude) and send the
+    applicant a drop-off code by SMS."""
+    body_hash = idempotency.request_hash(body.model_dump(mode="json"))
+    if idempotency_key:
+        stored = idempotency.replay(session, who.name, idempotency_key, body_hash)
+        if stored is not None:
+            response.status_code = stored.status_code
+            return stored.response
+    handover = handovers.request_dropoff(session, policy, body, who.name, now)
+    public = handovers.public(session, handover)
+    if idempotency_key:
+        idempotency.remember(
+            session, who.name, idempotency_key, body_hash, 201, public.model_dump(mode="json")
+        )
+    return public
+
+
+@router.get("/{handover_id}", response_model=HandoverPublic)
+def get_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter):
+    return handovers.public(session, handovers.get(session, handover_id))
+
+
+@router.post("/{handover_id}/cancel", response_model=HandoverPublic)
+def cancel_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter, now: NowDep):
+    """Cancel a reservation whose item is not in yet; its code stops working."""
+    handover = handovers.get(session, handover_id)
+    handovers.cancel(session, handover, who.name, now)
+    return handovers.public(session, handover)
+
+
+@router.post("/by-ref/{ref}/resend", response_model=HandoverPublic)
+def resend_code(
+    ref: HandoverRef, body: ResendRequest, session: SessionDep, policy: PolicyDep, now: NowDep
+):
+    """The applicant asks for the code again (rate-limited); the old code stops working.
+
+    No log-in: the handover reference (from the applicant's account page) and the mobile
+    number on the record are the proof."""
+    handover = handovers.resend(session, policy, ref, body.mobile, now)
+    return handovers.public(session, handover)

@@ -1,0 +1,79 @@
+"""Approval records, for the approval system (API key with ``records:write``)."""
+
+from fastapi import APIRouter, Response
+
+from cloud_api.api.deps import IdempotencyKey, NowDep, RecordsWriter, SessionDep
+from cloud_api.models.common import ApplicationNumber
+from cloud_api.models.record import RecordCreate, RecordPublic, RecordTransition, RecordUpdate
+from cloud_api.services import idempotency, records
+
+router = APIRouter(prefix="/api/v1/records", tags=["records"])
+
+
+@router.post(
+    "",
+    response_model=RecordPublic,
+    status_code=201,
+    responses={200: {"description": "the same record existed already"}},
+)
+def create_record(
+    body: RecordCreate,
+    session: SessionDep,
+    who: RecordsWriter,
+    response: Response,
+    idempotency_key: IdempotencyKey = None,
+):
+    body_hash = idempotency.request_hash(body.model_dump(mode="json"))
+    if idempotency_key:
+        stored = idempotency.replay(session, who.name, idempotency_key, body_hash)
+        if stored is not None:
+            response.status_code = stored.status_code
+            return stored.response
+    record, created = records.create(session, body, who.name)
+    response.status_code = 201 if created else 200
+    public = RecordPublic.model_validate(record, from_attributes=True)
+    if idempotency_key:
+        idempotency.remember(
+            session,
+            who.name,
+            idempotency_key,
+            body_hash,
+            response.status_code,
+            public.model_dump(mode="json"),
+        )
+    return public
+
+
+@router.put("/{application_number}", response_model=RecordPublic)
+def put_record(
+    application_number: ApplicationNumber,
+    body: RecordUpdate,
+    session: SessionDep,
+    who: RecordsWriter,
+    now: NowDep,
+    response: Response,
+):
+    record, created = records.upsert(session, application_number, body, who.name, now)
+    response.status_code = 201 if created else 200
+    return RecordPublic.model_validate(record, from_attributes=True)
+
+
+@router.get("/{application_number}", response_model=RecordPublic)
+def get_record(application_number: ApplicationNumber, session: SessionDep, who: RecordsWriter):
+    return RecordPublic.model_validate(
+        records.by_number(session, application_number), from_attributes=True
+    )
+
+
+@router.post("/{application_number}/transitions", response_model=RecordPublic)
+def move_record(
+    application_number: ApplicationNumber,
+    body: RecordTransition,
+    session: SessionDep,
+    who: RecordsWriter,
+    now: NowDep,
+):
+    record = records.transition_by_integrator(
+        session, application_number, body.status, who.name, now, body.reason
+    )
+    return RecordPublic.model_validate(record, from_attributes=True)

@@ -1,0 +1,168 @@
+"""Staff: log-in and second factor, loading licences, recovery tasks, remote opens, accounts."""
+
+from fastapi import APIRouter
+
+from cloud_api.api.deps import (
+    CurrentAdmin,
+    CurrentStaff,
+    DbId,
+    Limit,
+    NowDep,
+    Offset,
+    PolicyDep,
+    SessionDep,
+    SettingsDep,
+)
+from cloud_api.models.handover import HandoverKind, HandoverPublic, HandoverState, LoadRequest
+from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenPublic, RemoteOpenRequest
+from cloud_api.models.staff import (
+    ApiKeyCreate,
+    ApiKeyIssued,
+    LoginRequest,
+    Staff,
+    StaffCreate,
+    StaffPublic,
+    TokenPublic,
+    TotpConfirm,
+    TotpEnrolment,
+)
+from cloud_api.services import handovers
+from cloud_api.services import staff as staff_service
+
+router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
+keys_router = APIRouter(prefix="/api/v1/api-keys", tags=["staff"])
+
+
+def _public(staff: Staff) -> StaffPublic:
+    return StaffPublic(
+        id=staff.id,
+        username=staff.username,
+        role=staff.role,
+        totp_enabled=staff.totp_confirmed,
+        active=staff.active,
+    )
+
+
+@router.post("/login", response_model=TokenPublic)
+def login(body: LoginRequest, session: SessionDep, settings: SettingsDep, now: NowDep):
+    from datetime import timedelta
+
+    token, expires, _ = staff_service.login(
+        session,
+        body.username,
+        body.password,
+        body.totp,
+        settings.token_key,
+        timedelta(minutes=settings.token_ttl_minutes),
+        now,
+    )
+    return TokenPublic(access_token=token, expires_at=expires)
+
+
+@router.get("/me", response_model=StaffPublic)
+def me(staff: CurrentStaff):
+    return _public(staff)
+
+
+@router.post("/me/totp", response_model=TotpEnrolment)
+def enrol_totp(staff: CurrentStaff, session: SessionDep):
+    """Start TOTP enrolment: scan the QR code, then confirm with a code from the app."""
+    uri, svg = staff_service.begin_totp(session, staff)
+    return TotpEnrolment(provisioning_uri=uri, qr_svg=svg)
+
+
+@router.post("/me/totp/confirm", response_model=StaffPublic)
+def confirm_totp(body: TotpConfirm, staff: CurrentStaff, session: SessionDep, now: NowDep):
+    staff_service.confirm_totp(session, staff, body.code, now)
+    return _public(staff)
+
+
+@router.post("", response_model=StaffPublic, status_code=201)
+def create_staff(body: StaffCreate, admin: CurrentAdmin, session: SessionDep):
+    staff = staff_service.create_staff(
+        session, body.username, body.password, body.role, f"staff:{admin.username}"
+    )
+    return _public(staff)
+
+
+@router.post("/loads", response_model=HandoverPublic, status_code=201)
+def start_load(
+    body: LoadRequest, staff: CurrentStaff, session: SessionDep, policy: PolicyDep, now: NowDep
+):
+    """Start loading an approved licence: reserves a compartment, allocates the pickup code's
+    counter; the SMS goes out when the locker reports the licence deposited."""
+    handover = handovers.start_load(session, policy, body, f"staff:{staff.username}", now)
+    return handovers.public(session, handover)
+
+
+@router.get("/recovery-tasks", response_model=list[HandoverPublic])
+def recovery_tasks(
+    staff: CurrentStaff, session: SessionDep, offset: Offset = 0, limit: Limit = 100
+):
+    """Overdue pickups to take back from the lockers."""
+    found = handovers.list_in_states(
+        session, HandoverKind.pickup, [HandoverState.overdue], offset, limit
+    )
+    return [handovers.public(session, h) for h in found]
+
+
+@router.get("/dropoffs-waiting", response_model=list[HandoverPublic])
+def dropoffs_waiting(
+    staff: CurrentStaff, session: SessionDep, offset: Offset = 0, limit: Limit = 100
+):
+    """Documents dropped off and waiting for staff to collect them."""
+    found = handovers.list_in_states(
+        session, HandoverKind.dropoff, [HandoverState.deposited], offset, limit
+    )
+    return [handovers.public(session, h) for h in found]
+
+
+@router.post("/handovers/{handover_id}/collect", response_model=HandoverPublic)
+def collect_dropoff(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+    handover = handovers.get(session, handover_id)
+    handovers.staff_collect(session, handover, f"staff:{staff.username}", now)
+    return handovers.public(session, handover)
+
+
+@router.post("/handovers/{handover_id}/recover", response_model=HandoverPublic)
+def recover_pickup(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+    handover = handovers.get(session, handover_id)
+    handovers.staff_recover(session, handover, f"staff:{staff.username}", now)
+    return handovers.public(session, handover)
+
+
+@router.post("/handovers/{handover_id}/cancel", response_model=HandoverPublic)
+def cancel_handover(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+    handover = handovers.get(session, handover_id)
+    handovers.cancel(session, handover, f"staff:{staff.username}", now)
+    return handovers.public(session, handover)
+
+
+@router.post("/remote-opens", response_model=RemoteOpenPublic, status_code=201)
+def remote_open(body: RemoteOpenCreate, staff: CurrentStaff, session: SessionDep):
+    """Record an authorised remote open (the command goes to the locker over MQTT)."""
+    request = staff_service.request_remote_open(session, staff, body)
+    return RemoteOpenPublic.model_validate(request, from_attributes=True)
+
+
+@router.get("/remote-opens", response_model=list[RemoteOpenPublic])
+def list_remote_opens(
+    staff: CurrentStaff, session: SessionDep, offset: Offset = 0, limit: Limit = 100
+):
+    from sqlalchemy import select
+
+    rows = session.scalars(
+        select(RemoteOpenRequest).order_by(RemoteOpenRequest.id.desc()).offset(offset).limit(limit)
+    )
+    return [RemoteOpenPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@keys_router.post("", response_model=ApiKeyIssued, status_code=201)
+def create_api_key(body: ApiKeyCreate, admin: CurrentAdmin, session: SessionDep):
+    """A scoped key for an integrator; the key is shown only in this answer."""
+    key, secret = staff_service.create_api_key(
+        session, body.name, body.scopes, f"staff:{admin.username}"
+    )
+    return ApiKeyIssued(
+        id=key.id, name=key.name, scopes=key.scopes.split(), active=key.active, key=secret
+    )

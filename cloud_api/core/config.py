@@ -1,0 +1,111 @@
+"""Typed settings (env prefix ``XINBAO_``; the database URL is plain ``DATABASE_URL``).
+
+Outside the demo the service refuses to start with an empty or built-in secret: a locker key
+derived from a known master secret would let anyone compute every code.
+"""
+
+from datetime import timedelta
+from typing import Self
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud_api.errors import ConfigError
+from xinbao.codes import DEFAULT_DIGITS, MAX_DIGITS, MIN_DIGITS
+
+DEMO_MASTER_SECRET = "xinbao-demo-master-secret-do-not-use"
+DEMO_TOKEN_SECRET = "xinbao-demo-token-secret-do-not-use"
+_MIN_SECRET_LENGTH = 32
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="XINBAO_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./xinbao.db",
+        validation_alias=AliasChoices("DATABASE_URL", "XINBAO_DATABASE_URL", "database_url"),
+    )
+    demo: bool = False
+    master_secret: SecretStr = SecretStr("")
+    token_secret: SecretStr = SecretStr("")
+
+    code_digits: int = Field(default=DEFAULT_DIGITS, ge=MIN_DIGITS, le=MAX_DIGITS)
+    token_ttl_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
+    dropoff_reservation_hours: float = Field(default=48, gt=0, le=24 * 30)
+    pickup_load_hours: float = Field(default=2, gt=0, le=24 * 7)
+    retention_days: float = Field(default=7, gt=0, le=365)
+    reminder_hours: list[float] = Field(default=[24, 72])
+    overdue_code_keeps_working: bool = True
+
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_base_seconds: float = Field(default=30, gt=0)
+    lockout_max_seconds: float = Field(default=3600, gt=0)
+    resend_min_interval_seconds: float = Field(default=60, ge=0)
+    resend_max_per_handover: int = Field(default=5, ge=0, le=100)
+
+    service_phone: str = "12345"
+    rating_url: str = "https://xinbao.example.cn/rate"
+
+    first_admin_username: str | None = None
+    first_admin_password: SecretStr | None = None
+
+    run_background: bool = True
+    scheduler_interval_seconds: float = Field(default=30, gt=0)
+    sms_interval_seconds: float = Field(default=2, gt=0)
+    # A bare endpoint doing the same single-row query as the code check, for bench/api_bench.py.
+    bench_routes: bool = False
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Self:
+        for name, demo_value in (
+            ("master_secret", DEMO_MASTER_SECRET),
+            ("token_secret", DEMO_TOKEN_SECRET),
+        ):
+            value = getattr(self, name).get_secret_value()
+            if self.demo:
+                if not value:
+                    setattr(self, name, SecretStr(demo_value))
+                continue
+            env = f"XINBAO_{name.upper()}"
+            if not value or value == demo_value:
+                raise ConfigError(
+                    f"{env} is not set (or is the demo value): set it to a long random string, "
+                    f"e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, "
+                    "or set XINBAO_DEMO=1 for a demo"
+                )
+            if len(value) < _MIN_SECRET_LENGTH:
+                raise ConfigError(f"{env} must be at least {_MIN_SECRET_LENGTH} characters")
+        if any(not 0 < h < 24 * 365 for h in self.reminder_hours):
+            raise ConfigError("XINBAO_REMINDER_HOURS must be hours between 0 and a year")
+        if self.lockout_max_seconds < self.lockout_base_seconds:
+            raise ConfigError("XINBAO_LOCKOUT_MAX_SECONDS must not be below the base")
+        if (self.first_admin_username is None) != (self.first_admin_password is None):
+            raise ConfigError(
+                "set both XINBAO_FIRST_ADMIN_USERNAME and XINBAO_FIRST_ADMIN_PASSWORD, or neither"
+            )
+        return self
+
+    @property
+    def master_key(self) -> bytes:
+        return self.master_secret.get_secret_value().encode()
+
+    @property
+    def token_key(self) -> bytes:
+        return self.token_secret.get_secret_value().encode()
+
+    @property
+    def retention(self) -> timedelta:
+        return timedelta(days=self.retention_days)
+
+
+def load_settings(**overrides) -> Settings:
+    """Settings from the environment; a ConfigError with a readable message if they are bad."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as err:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
+        )
+        raise ConfigError(f"bad settings: {problems}") from None

@@ -1,0 +1,105 @@
+"""The FastAPI application: ``create_app(settings)``.
+
+The lifespan creates the first admin (if the settings name one) and runs the background work
+of this process: the SMS dispatcher and the scheduler. Both are safe to run in several API
+processes at once (see their modules), so a deployment simply runs N identical processes.
+The schema is not created here: ``xinbao api`` runs the alembic migrations before serving.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
+
+from fastapi import Depends, FastAPI
+
+from cloud_api.api import problems
+from cloud_api.api.deps import get_current_staff
+from cloud_api.api.routes import audit, bench, handovers, lockers, records, staff
+from cloud_api.core.config import Settings
+from cloud_api.core.db import make_engine
+from cloud_api.models.common import utcnow
+from cloud_api.services import bootstrap, policy
+from cloud_api.services.scheduler import Scheduler
+from cloud_api.sms.config import SmsSettings
+from cloud_api.sms.dispatcher import SmsDispatcher
+from cloud_api.sms.providers import SmsProvider, build_provider
+from cloud_api.sms.routes import SmsContext, mount_sms
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings,
+    *,
+    sms_settings: SmsSettings | None = None,
+    sms_provider: SmsProvider | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> FastAPI:
+    engine = make_engine(settings.database_url)
+    sms_settings = sms_settings or SmsSettings()
+    provider = sms_provider or build_provider(sms_settings)
+    handover_policy = policy.from_settings(settings)
+    dispatcher = SmsDispatcher.from_settings(
+        engine,
+        provider,
+        sms_settings,
+        master_secret=settings.master_key,
+        digits=settings.code_digits,
+    )
+    scheduler = Scheduler(
+        engine, handover_policy, [timedelta(hours=h) for h in settings.reminder_hours], clock
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        await asyncio.to_thread(bootstrap.ensure_first_admin, engine, settings)
+        stop = asyncio.Event()
+        tasks = []
+        if settings.run_background:
+            tasks = [
+                asyncio.create_task(
+                    dispatcher.run_forever(stop, settings.sms_interval_seconds),
+                    name="sms-dispatcher",
+                ),
+                asyncio.create_task(
+                    scheduler.run_forever(stop, settings.scheduler_interval_seconds),
+                    name="scheduler",
+                ),
+            ]
+        try:
+            yield
+        finally:
+            stop.set()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            provider.close()
+            engine.dispose()
+
+    app = FastAPI(
+        title="Xinbao cloud API",
+        summary="Approval records, lockers, drop-off and pickup codes, staff, audit trail.",
+        version="1",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.clock = clock
+    app.state.policy = handover_policy
+    app.state.scheduler = scheduler
+    app.state.dispatcher = dispatcher
+    problems.install(app)
+    for module in (records, lockers, handovers, staff, audit):
+        app.include_router(module.router)
+    app.include_router(staff.keys_router)
+    mount_sms(
+        app,
+        SmsContext(engine=engine, settings=sms_settings, provider=provider),
+        staff_dependencies=[Depends(get_current_staff)],
+    )
+    if settings.bench_routes:
+        app.include_router(bench.router)
+    return app

@@ -1,0 +1,103 @@
+"""Staff accounts and integrator API keys."""
+
+from datetime import datetime
+from enum import StrEnum
+
+from pydantic import Field as PydanticField
+from sqlalchemy import Column
+from sqlmodel import Field, SQLModel
+
+from cloud_api.models.common import ShortText, UtcDateTime, utcnow
+
+
+class Role(StrEnum):
+    admin = "admin"
+    staff = "staff"
+
+
+class Scope(StrEnum):
+    records_write = "records:write"
+    handovers_write = "handovers:write"
+    lockers_write = "lockers:write"
+    lockers_read = "lockers:read"
+
+
+class Staff(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    role: str = Field(max_length=16)
+    password_hash: str = Field(max_length=200)
+    # Kept readable: the site's lockers verify staff TOTP offline (DESIGN.md section 6).
+    totp_secret: str | None = Field(default=None, max_length=64)
+    totp_confirmed: bool = Field(default=False)
+    active: bool = Field(default=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
+
+
+Username = ShortText
+
+
+class StaffCreate(SQLModel):
+    username: str = PydanticField(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    password: str = PydanticField(min_length=10, max_length=200)
+    role: Role = Role.staff
+
+
+class StaffPublic(SQLModel):
+    id: int
+    username: str
+    role: str
+    totp_enabled: bool
+    active: bool
+
+
+class LoginRequest(SQLModel):
+    username: str = PydanticField(min_length=1, max_length=64)
+    password: str = PydanticField(min_length=1, max_length=200)
+    totp: str | None = PydanticField(default=None, max_length=10)
+
+
+class TokenPublic(SQLModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_at: datetime
+
+
+class TotpEnrolment(SQLModel):
+    provisioning_uri: str
+    qr_svg: str
+
+
+class TotpConfirm(SQLModel):
+    code: str = PydanticField(min_length=1, max_length=10)
+
+
+class ApiKey(SQLModel, table=True):
+    __tablename__ = "api_key"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=200)
+    key_digest: str = Field(max_length=64)
+    scopes: str = Field(max_length=200, description="space-separated")
+    active: bool = Field(default=True)
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
+
+
+class ApiKeyCreate(SQLModel):
+    name: ShortText
+    scopes: list[Scope] = PydanticField(min_length=1, max_length=10)
+
+
+class ApiKeyPublic(SQLModel):
+    id: int
+    name: str
+    scopes: list[str]
+    active: bool
+
+
+class ApiKeyIssued(ApiKeyPublic):
+    key: str = PydanticField(description="shown only once")

@@ -1,0 +1,248 @@
+"""Lockers and compartments: registration, occupancy, nearest search, claiming."""
+
+import math
+from collections import defaultdict
+from datetime import datetime
+
+from sqlalchemy import and_, case, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from cloud_api.core.security import new_secret, secret_digest, secret_matches
+from cloud_api.errors import AuthError, Conflict, InputError, NoFreeCompartment, NotFound
+from cloud_api.models.locker import (
+    Compartment,
+    CompartmentState,
+    Locker,
+    LockerCreate,
+    LockerDetail,
+    LockerNearby,
+    LockerPublic,
+    Occupancy,
+)
+from cloud_api.services import audit
+
+EARTH_RADIUS_KM = 6371.0088
+# How many of the nearest lockers with free space a drop-off tries before giving up (each
+# try loses only to a concurrent request that took that locker's last free compartment).
+NEAREST_CANDIDATES = 10
+
+
+def register(session: Session, body: LockerCreate, actor: str) -> tuple[Locker, str]:
+    """Create a locker and its compartments; the locker's credential is returned only here."""
+    numbers = [c.number for c in body.compartments]
+    if len(set(numbers)) != len(numbers):
+        raise InputError("compartment numbers must be unique within a locker")
+    wiring = [(c.board, c.channel) for c in body.compartments]
+    if len(set(wiring)) != len(wiring):
+        raise InputError("two compartments cannot share a board address and channel")
+    if session.get(Locker, body.id) is not None:
+        raise Conflict(f"locker {body.id!r} is already registered")
+    locker_key = new_secret()
+    locker = Locker(
+        id=body.id,
+        site=body.site,
+        address=body.address,
+        latitude=body.latitude,
+        longitude=body.longitude,
+        key_digest=secret_digest(locker_key),
+    )
+    session.add(locker)
+    session.flush()
+    for c in body.compartments:
+        session.add(
+            Compartment(
+                locker_id=body.id,
+                number=c.number,
+                size=c.size.value,
+                board=c.board,
+                channel=c.channel,
+            )
+        )
+    audit.append(
+        session,
+        actor,
+        "locker.registered",
+        f"locker:{body.id}",
+        {"compartments": len(numbers), "site": body.site},
+    )
+    try:
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"locker {body.id!r} is already registered") from None
+    return locker, locker_key
+
+
+def authenticate(session: Session, locker_id: str, presented_key: str) -> Locker:
+    locker = session.get(Locker, locker_id)
+    if locker is None or not secret_matches(locker.key_digest, presented_key):
+        raise AuthError("the locker key does not match this locker")
+    return locker
+
+
+def get_locker(session: Session, locker_id: str) -> Locker:
+    locker = session.get(Locker, locker_id)
+    if locker is None:
+        raise NotFound(f"no locker {locker_id!r}")
+    return locker
+
+
+def compartments_of(session: Session, locker_id: str) -> list[Compartment]:
+    return list(
+        session.scalars(
+            select(Compartment)
+            .where(Compartment.locker_id == locker_id)
+            .order_by(Compartment.number)
+        )
+    )
+
+
+def _occupancy(session: Session, locker_ids: list[str]) -> dict[str, list[Occupancy]]:
+    free_case = func.sum(
+        case(
+            (
+                and_(
+                    Compartment.state == CompartmentState.free.value,
+                    Compartment.out_of_service.is_(False),
+                ),
+                1,
+            ),
+            else_=0,
+        )
+    )
+    rows = session.execute(
+        select(Compartment.locker_id, Compartment.size, func.count(), free_case)
+        .where(Compartment.locker_id.in_(locker_ids))
+        .group_by(Compartment.locker_id, Compartment.size)
+        .order_by(Compartment.locker_id, Compartment.size)
+    )
+    result: dict[str, list[Occupancy]] = defaultdict(list)
+    for locker_id, size, total, free in rows:
+        result[locker_id].append(Occupancy(size=size, total=total, free=int(free or 0)))
+    return result
+
+
+def _public(locker: Locker, occupancy: list[Occupancy], now: datetime) -> dict:
+    locked = locker.lockout_until if locker.lockout_until and locker.lockout_until > now else None
+    return {
+        "id": locker.id,
+        "site": locker.site,
+        "address": locker.address,
+        "latitude": locker.latitude,
+        "longitude": locker.longitude,
+        "locked_out_until": locked,
+        "occupancy": occupancy,
+    }
+
+
+def list_lockers(session: Session, now: datetime, offset: int, limit: int) -> list[LockerPublic]:
+    lockers = list(session.scalars(select(Locker).order_by(Locker.id).offset(offset).limit(limit)))
+    occupancy = _occupancy(session, [lk.id for lk in lockers])
+    return [LockerPublic(**_public(lk, occupancy[lk.id], now)) for lk in lockers]
+
+
+def detail(session: Session, locker: Locker, now: datetime) -> LockerDetail:
+    occupancy = _occupancy(session, [locker.id])
+    return LockerDetail(
+        **_public(locker, occupancy[locker.id], now),
+        compartments=[c.model_dump() for c in compartments_of(session, locker.id)],
+    )
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine): plenty for 'which locker is nearest' in a city."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+
+
+def nearest_with_space(
+    session: Session, latitude: float, longitude: float, size: str, limit: int, now: datetime
+) -> list[LockerNearby]:
+    rows = (
+        session.execute(
+            select(Locker)
+            .join(Compartment, Compartment.locker_id == Locker.id)
+            .where(
+                Compartment.size == size,
+                Compartment.state == CompartmentState.free.value,
+                Compartment.out_of_service.is_(False),
+            )
+            .distinct()
+        )
+        .scalars()
+        .all()
+    )
+    ranked = sorted(
+        ((distance_km(latitude, longitude, lk.latitude, lk.longitude), lk) for lk in rows),
+        key=lambda pair: (pair[0], pair[1].id),
+    )[:limit]
+    occupancy = _occupancy(session, [lk.id for _, lk in ranked])
+    return [
+        LockerNearby(**_public(lk, occupancy[lk.id], now), distance_km=round(d, 3))
+        for d, lk in ranked
+    ]
+
+
+def claim_compartment(session: Session, locker_id: str, size: str) -> Compartment:
+    """Take a free compartment of ``size`` at the locker for the caller's transaction.
+
+    The conditional UPDATE (``WHERE state = 'free'``) is what makes two concurrent requests
+    unable to win the same compartment: the loser's UPDATE matches no row and it tries the next.
+    """
+    candidates = session.scalars(
+        select(Compartment.id)
+        .where(
+            Compartment.locker_id == locker_id,
+            Compartment.size == size,
+            Compartment.state == CompartmentState.free.value,
+            Compartment.out_of_service.is_(False),
+        )
+        .order_by(Compartment.number)
+    ).all()
+    for compartment_id in candidates:
+        won = session.execute(
+            update(Compartment)
+            .where(
+                Compartment.id == compartment_id,
+                Compartment.state == CompartmentState.free.value,
+                Compartment.out_of_service.is_(False),
+            )
+            .values(state=CompartmentState.reserved.value)
+        ).rowcount
+        if won == 1:
+            return session.get(Compartment, compartment_id, populate_existing=True)
+    raise NoFreeCompartment(
+        f"locker {locker_id} has no free compartment of size {size}: "
+        "try another locker or a larger size"
+    )
+
+
+def release_compartment(session: Session, compartment_id: int, handover_id: int) -> None:
+    session.execute(
+        update(Compartment)
+        .where(Compartment.id == compartment_id, Compartment.handover_id == handover_id)
+        .values(state=CompartmentState.free.value, handover_id=None)
+    )
+
+
+def set_out_of_service(
+    session: Session, locker_id: str, number: int, out_of_service: bool, actor: str
+) -> Compartment:
+    compartment = session.scalar(
+        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
+    )
+    if compartment is None:
+        raise NotFound(f"locker {locker_id} has no compartment {number}")
+    compartment.out_of_service = out_of_service
+    audit.append(
+        session,
+        actor,
+        "compartment.out_of_service" if out_of_service else "compartment.in_service",
+        f"locker:{locker_id}",
+        {"compartment": number},
+    )
+    session.commit()
+    return compartment

@@ -1,0 +1,182 @@
+"""Approval records from the approval system: create, update, move through their states."""
+
+from datetime import datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlmodel import Session
+
+from cloud_api.errors import Conflict, IllegalTransition, InputError, NotFound
+from cloud_api.models.handover import ACTIVE_STATES, Handover
+from cloud_api.models.record import ApprovalRecord, RecordCreate, RecordStatus, RecordUpdate
+from cloud_api.services import audit
+from cloud_api.services.transitions import check_record, check_record_by_integrator
+from cloud_api.sms.errors import SmsInputError
+from cloud_api.sms.outbox import normalise_number
+
+#: States a record may be created in (the approval system may register it after pre-review).
+INITIAL_STATES = frozenset({RecordStatus.submitted, RecordStatus.prereview_passed})
+
+
+def _mobile(raw: str) -> str:
+    try:
+        return normalise_number(raw)
+    except SmsInputError as err:
+        raise InputError(str(err)) from None
+
+
+def by_number(session: Session, application_number: str, *, lock: bool = False) -> ApprovalRecord:
+    query = select(ApprovalRecord).where(ApprovalRecord.application_number == application_number)
+    if lock:
+        query = query.with_for_update()
+    record = session.scalar(query)
+    if record is None:
+        raise NotFound(f"no approval record {application_number!r}")
+    return record
+
+
+def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecord, bool]:
+    """The record and whether it was created; an identical repeat returns the existing one."""
+    if body.status not in INITIAL_STATES:
+        raise InputError("a new record starts as 'submitted' or 'prereview_passed'")
+    mobile = _mobile(body.mobile)
+    existing = session.scalar(
+        select(ApprovalRecord).where(ApprovalRecord.application_number == body.application_number)
+    )
+    if existing is not None:
+        same = (existing.applicant_name, existing.mobile, existing.matter_name) == (
+            body.applicant_name,
+            mobile,
+            body.matter_name,
+        )
+        if same:
+            return existing, False
+        raise Conflict(
+            f"record {body.application_number} exists with other details: "
+            f"use PUT /api/v1/records/{body.application_number} to change it"
+        )
+    record = ApprovalRecord(
+        application_number=body.application_number,
+        applicant_name=body.applicant_name,
+        mobile=mobile,
+        matter_name=body.matter_name,
+        status=body.status.value,
+    )
+    session.add(record)
+    try:
+        session.flush()
+    except IntegrityError:
+        # A concurrent create of the same number won; answer as for a repeat.
+        session.rollback()
+        return create(session, body, actor)
+    audit.append(
+        session,
+        actor,
+        "record.created",
+        f"record:{record.application_number}",
+        {"status": record.status},
+    )
+    session.commit()
+    return record, True
+
+
+def upsert(
+    session: Session, application_number: str, body: RecordUpdate, actor: str, now: datetime
+) -> tuple[ApprovalRecord, bool]:
+    mobile = _mobile(body.mobile)
+    existing = session.scalar(
+        select(ApprovalRecord)
+        .where(ApprovalRecord.application_number == application_number)
+        .with_for_update()
+    )
+    if existing is None:
+        return create(
+            session,
+            RecordCreate(
+                application_number=application_number,
+                applicant_name=body.applicant_name,
+                mobile=mobile,
+                matter_name=body.matter_name,
+            ),
+            actor,
+        )
+    changes = {
+        name: value
+        for name, value in (
+            ("applicant_name", body.applicant_name),
+            ("mobile", mobile),
+            ("matter_name", body.matter_name),
+        )
+        if getattr(existing, name) != value
+    }
+    if changes:
+        for name, value in changes.items():
+            setattr(existing, name, value)
+        existing.updated_at = now
+        audit.append(
+            session,
+            actor,
+            "record.updated",
+            f"record:{application_number}",
+            {"fields": sorted(changes)},
+        )
+    session.commit()
+    return existing, False
+
+
+def move(
+    session: Session,
+    record: ApprovalRecord,
+    wanted: RecordStatus,
+    actor: str,
+    now: datetime,
+    *,
+    by_integrator: bool = False,
+    reason: str | None = None,
+) -> None:
+    """Change the record's status in the caller's transaction (conditional on the old one)."""
+    current = record.status
+    if by_integrator:
+        check_record_by_integrator(current, wanted)
+    else:
+        check_record(current, wanted)
+    moved = session.execute(
+        update(ApprovalRecord)
+        .where(ApprovalRecord.id == record.id, ApprovalRecord.status == current)
+        .values(status=wanted.value, updated_at=now)
+    ).rowcount
+    if moved != 1:
+        session.rollback()
+        fresh = session.get(ApprovalRecord, record.id, populate_existing=True)
+        raise IllegalTransition("approval record", fresh.status, wanted.value)
+    set_committed_value(record, "status", wanted.value)
+    set_committed_value(record, "updated_at", now)
+    detail = {"from": current, "to": wanted.value} | ({"reason": reason} if reason else {})
+    audit.append(session, actor, "record.status", f"record:{record.application_number}", detail)
+
+
+def transition_by_integrator(
+    session: Session,
+    application_number: str,
+    wanted: RecordStatus,
+    actor: str,
+    now: datetime,
+    reason: str | None = None,
+) -> ApprovalRecord:
+    record = by_number(session, application_number, lock=True)
+    if wanted in (RecordStatus.rejected, RecordStatus.withdrawn):
+        active = session.scalar(
+            select(Handover.id).where(
+                Handover.record_id == record.id,
+                Handover.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+        )
+        if active is not None:
+            raise Conflict(
+                f"record {application_number} has an active handover ({active}): cancel it "
+                f"before moving the record to '{wanted.value}'"
+            )
+    move(session, record, wanted, actor, now, by_integrator=True, reason=reason)
+    session.commit()
+    return record

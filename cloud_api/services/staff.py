@@ -1,0 +1,157 @@
+"""Staff log-in, TOTP enrolment, API keys and remote door opening requests."""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session
+
+from cloud_api.core import security
+from cloud_api.errors import AuthError, Conflict, Forbidden, InputError, NotFound
+from cloud_api.models.locker import Compartment
+from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenRequest
+from cloud_api.models.staff import ApiKey, Role, Scope, Staff
+from cloud_api.services import audit
+
+ROLE_SCOPES: dict[str, frozenset[str]] = {
+    Role.admin: frozenset(s.value for s in Scope),
+    Role.staff: frozenset({Scope.lockers_read.value, Scope.handovers_write.value}),
+}
+
+
+def create_staff(session: Session, username: str, password: str, role: Role, actor: str) -> Staff:
+    if session.scalar(select(Staff.id).where(Staff.username == username)) is not None:
+        raise Conflict(f"staff user {username!r} exists already")
+    staff = Staff(
+        username=username, role=role.value, password_hash=security.hash_password(password)
+    )
+    session.add(staff)
+    try:
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"staff user {username!r} exists already") from None
+    audit.append(session, actor, "staff.created", f"staff:{username}", {"role": role.value})
+    session.commit()
+    return staff
+
+
+def login(
+    session: Session,
+    username: str,
+    password: str,
+    totp: str | None,
+    token_key: bytes,
+    ttl: timedelta,
+    now: datetime,
+) -> tuple[str, datetime, Staff]:
+    staff = session.scalar(select(Staff).where(Staff.username == username))
+    if staff is None:
+        security.burn_password_time(password)
+        ok = False
+    else:
+        ok = staff.active and security.verify_password(staff.password_hash, password)
+        if ok and staff.totp_confirmed:
+            ok = totp is not None and security.totp_ok(staff.totp_secret, totp, now)
+    if not ok:
+        audit.append(session, f"staff:{username}", "staff.login_failed", f"staff:{username}", {})
+        session.commit()
+        raise AuthError("wrong user name, password or one-time code")
+    audit.append(session, f"staff:{username}", "staff.login", f"staff:{username}", {})
+    session.commit()
+    token = security.issue_token(token_key, staff.id, staff.role, now, ttl)
+    return token, now + ttl, staff
+
+
+def begin_totp(session: Session, staff: Staff) -> tuple[str, str]:
+    """A new (unconfirmed) TOTP secret; log-in needs the code only after it is confirmed."""
+    if staff.totp_confirmed:
+        raise Conflict("a second factor is already enrolled")
+    staff.totp_secret = security.new_totp_secret()
+    audit.append(
+        session, f"staff:{staff.username}", "staff.totp_enrolment", f"staff:{staff.username}", {}
+    )
+    session.commit()
+    return security.totp_provisioning(staff.totp_secret, staff.username)
+
+
+def confirm_totp(session: Session, staff: Staff, code: str, now: datetime) -> None:
+    if staff.totp_secret is None or staff.totp_confirmed:
+        raise Conflict("start the enrolment first: POST /api/v1/staff/me/totp")
+    if not security.totp_ok(staff.totp_secret, code, now):
+        raise InputError("that one-time code is not right: check the phone's clock and retry")
+    staff.totp_confirmed = True
+    audit.append(
+        session, f"staff:{staff.username}", "staff.totp_confirmed", f"staff:{staff.username}", {}
+    )
+    session.commit()
+
+
+def create_api_key(
+    session: Session, name: str, scopes: list[Scope], actor: str
+) -> tuple[ApiKey, str]:
+    secret = security.new_secret()
+    key = ApiKey(
+        name=name,
+        key_digest=security.secret_digest(secret),
+        scopes=" ".join(sorted({s.value for s in scopes})),
+    )
+    session.add(key)
+    session.flush()
+    audit.append(
+        session, actor, "api_key.created", f"api_key:{key.id}", {"name": name, "scopes": key.scopes}
+    )
+    session.commit()
+    # The id in the key lets us find its row without a scan; the secret part is what counts.
+    return key, f"xbk_{key.id}_{secret}"
+
+
+def authenticate_api_key(session: Session, presented: str) -> ApiKey:
+    prefix, _, rest = presented.partition("_")
+    key_id, _, secret = rest.partition("_")
+    if prefix != "xbk" or not key_id.isdigit() or len(key_id) > 9 or not secret:
+        raise AuthError("the API key is malformed")
+    key = session.get(ApiKey, int(key_id))
+    if key is None or not key.active or not security.secret_matches(key.key_digest, secret):
+        raise AuthError("the API key is not valid")
+    return key
+
+
+def require_scope(scopes: frozenset[str] | set[str], needed: Scope) -> None:
+    if needed.value not in scopes:
+        raise Forbidden(f"this credential lacks the scope '{needed.value}'")
+
+
+def request_remote_open(
+    session: Session, staff: Staff, body: RemoteOpenCreate
+) -> RemoteOpenRequest:
+    """Record and authorise a remote open; the MQTT integration sends the command later."""
+    compartment = session.scalar(
+        select(Compartment).where(
+            Compartment.locker_id == body.locker_id, Compartment.number == body.compartment_number
+        )
+    )
+    if compartment is None:
+        raise NotFound(f"locker {body.locker_id} has no compartment {body.compartment_number}")
+    request = RemoteOpenRequest(
+        locker_id=body.locker_id,
+        compartment_number=body.compartment_number,
+        staff_id=staff.id,
+        reason=body.reason,
+    )
+    session.add(request)
+    session.flush()
+    audit.append(
+        session,
+        f"staff:{staff.username}",
+        "door.remote_open_requested",
+        f"locker:{body.locker_id}",
+        {
+            "compartment": body.compartment_number,
+            "reason": body.reason,
+            "request": request.id,
+            "handover": compartment.handover_id,
+        },
+    )
+    session.commit()
+    return request
