@@ -2,7 +2,8 @@
 
 Plain stdlib ``ThreadingHTTPServer``: the simulator must stay importable and runnable with no
 web stack. Every answer is JSON; bad input of any kind gets a 4xx JSON error and changes
-nothing. ``GET /`` is a minimal HTML page listing the doors (room for a later web panel).
+nothing. ``GET /`` is the testers' web panel (static files from ``simulator/panel``, served
+under ``/panel/NAME``); the panel itself only calls the JSON endpoints below.
 
     GET    /boards                                   every compartment of every board
     POST   /boards/{b}/channels/{c}/door  {"action": "open" | "close", "by"?: "tester"|"forced"}
@@ -10,21 +11,23 @@ nothing. ``GET /`` is a minimal HTML page listing the doors (room for a later we
     GET    /faults                                   active faults
     POST   /faults  {"board": b, "fault": name, "channel"?: c, "params"?: {...}}
     DELETE /faults[?board=b&fault=name]              clear (all when no filter)
-    GET    /truth[?since=seq&kind=k]                 ground-truth events
+    GET    /fault-kinds                              faults one can inject, with parameters
+    GET    /truth[?since=seq&kind=k&limit=n]         ground-truth events (limit: the last n)
 On a cabinet with several buses add ``?bus=name`` (or "bus" in the body) to pick the bus.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 import threading
+from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from simulator import panel
 from simulator.endpoints import bind_listener
 from simulator.errors import (
     DoorError,
@@ -33,10 +36,21 @@ from simulator.errors import (
     SimulatorError,
     UnknownCompartment,
 )
+from simulator.faults import FAULT_KINDS
 from simulator.truth import EVENT_KINDS
 
 MAX_BODY = 64 * 1024
+MAX_TRUTH_LIMIT = 10_000
 _CHANNEL_ACTION = re.compile(r"^/boards/(\d{1,6})/channels/(\d{1,6})/(door|item)$")
+_PANEL_PREFIX = "/panel/"
+
+
+@dataclass(frozen=True)
+class _File:
+    """A non-JSON answer: a panel page or asset."""
+
+    body: bytes
+    content_type: str
 
 
 class ApiError(Exception):
@@ -127,8 +141,8 @@ class _Handler(BaseHTTPRequestHandler):
         except (TypeError, ValueError) as err:
             # Input shapes the checks above did not foresee: still the caller's mistake.
             status, payload = HTTPStatus.BAD_REQUEST, {"error": f"bad request: {err}"}
-        if isinstance(payload, str):
-            self._send(status, payload.encode(), "text/html; charset=utf-8")
+        if isinstance(payload, _File):
+            self._send(status, payload.body, payload.content_type)
         else:
             body = json.dumps(payload, ensure_ascii=False).encode()
             self._send(status, body, "application/json")
@@ -137,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
+        # The panel polls; an old cached state or an old panel.js would mislead a tester.
+        self.send_header("Cache-Control", "no-store")
         self.end_headers()
         self.wfile.write(body)
 
@@ -184,10 +200,15 @@ class _Handler(BaseHTTPRequestHandler):
             ("POST", "/faults"): self._inject,
             ("DELETE", "/faults"): self._clear,
             ("GET", "/truth"): self._truth,
+            ("GET", "/fault-kinds"): self._fault_kinds,
         }
         handler = routes.get((method, path))
         if handler is not None:
             return handler(query)
+        if path.startswith(_PANEL_PREFIX):
+            if method != "GET":
+                raise ApiError(HTTPStatus.METHOD_NOT_ALLOWED, f"{method} not allowed here")
+            return self._panel_asset(path[len(_PANEL_PREFIX) :])
         match = _CHANNEL_ACTION.match(path)
         if match:
             if method != "POST":
@@ -250,12 +271,32 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _truth(self, query: dict[str, str]) -> tuple[HTTPStatus, Any]:
         since = _integer(query["since"], "since") if "since" in query else None
+        limit = _integer(query["limit"], "limit") if "limit" in query else None
+        if limit is not None and not 1 <= limit <= MAX_TRUTH_LIMIT:
+            raise ApiError(HTTPStatus.BAD_REQUEST, f"limit must be 1..{MAX_TRUTH_LIMIT}")
         kind = query.get("kind")
         if kind is not None and kind not in EVENT_KINDS:
             raise ApiError(HTTPStatus.BAD_REQUEST, f"unknown event kind {kind!r}")
         truth = self.server.control.sims[0].truth
-        events = [e.to_dict() for e in truth.events(kind, since)]
-        return HTTPStatus.OK, {"events": events, "last_seq": truth.last_seq}
+        last_seq = truth.last_seq  # read first: events recorded meanwhile come next time
+        found = [e for e in truth.events(kind, since) if e.seq <= last_seq]
+        if limit is not None:
+            found = found[-limit:]
+        return HTTPStatus.OK, {"events": [e.to_dict() for e in found], "last_seq": last_seq}
+
+    def _fault_kinds(self, query: dict[str, str]) -> tuple[HTTPStatus, Any]:
+        kinds = [
+            {"fault": k.name, "per_channel": k.per_channel, "params": k.params, "help": k.help}
+            for k in FAULT_KINDS.values()
+        ]
+        return HTTPStatus.OK, {"kinds": kinds}
+
+    def _panel_asset(self, name: str) -> tuple[HTTPStatus, _File]:
+        try:
+            body, content_type = panel.asset(name)
+        except panel.AssetNotFound:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no such panel file {name!r}") from None
+        return HTTPStatus.OK, _File(body, content_type)
 
     def _channel_action(
         self, sim: Any, board: int, channel: int, what: str, body: dict[str, Any]
@@ -285,23 +326,9 @@ class _Handler(BaseHTTPRequestHandler):
         state = sim.compartment(board, channel)
         return HTTPStatus.OK, {"changed": changed, "board": board, **state.to_dict()}
 
-    def _index(self, query: dict[str, str]) -> tuple[HTTPStatus, str]:
-        rows = []
-        for sim in self.server.control.sims:
-            for board in sim.boards:
-                for state in board.states():
-                    door = "open" if state.door_open else ("locked" if state.locked else "shut")
-                    rows.append(
-                        f"<tr><td>{html.escape(sim.name)}</td><td>{board.address}</td>"
-                        f"<td>{state.channel}</td><td>{door}</td><td>{state.items}</td></tr>"
-                    )
-        page = (
-            "<!doctype html><html><head><meta charset='utf-8'><title>Xinbao simulator</title>"
-            "</head><body><h1>Simulated doors</h1><table><tr><th>bus</th><th>board</th>"
-            "<th>channel</th><th>door</th><th>items</th></tr>" + "".join(rows) + "</table>"
-            "</body></html>"
-        )
-        return HTTPStatus.OK, page
+    def _index(self, query: dict[str, str]) -> tuple[HTTPStatus, _File]:
+        page = panel.index_page(self.server.control.sims)
+        return HTTPStatus.OK, _File(page.encode("utf-8"), panel.CONTENT_TYPES[".html"])
 
 
 def _integer(value: Any, name: str) -> int:
