@@ -1,0 +1,61 @@
+"""Everything the lock-board bridge raises, drawn once:
+
+    BridgeError                  anything from firmware_bridge
+    ├── LinkError                the port or adapter: missing device, unplugged USB, refused socket
+    ├── BoardTimeout             the board stayed silent (absent, unpowered, wrong address/baud)
+    ├── ProtocolError            bytes came back but not a usable answer: bad checksum,
+    │   │                        garbled frame, a reply from someone else
+    │   └── BoardRefusal         a well-formed "no" (a Modbus exception reply)
+    └── ConfigError              a request we will not send: unknown protocol, board address
+                                 or channel out of range, a command this board lacks
+
+Callers react differently to each: a LinkError means the whole cabinet is cut off, a
+BoardTimeout one board, a ProtocolError points at wiring (duplicate DIP addresses, noise,
+wrong protocol) and a ConfigError at the caller. Messages name the board and channel.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base of every firmware_bridge error; ``board``/``channel`` say where, when known."""
+
+    def __init__(self, message: str, *, board: int | None = None, channel: int | None = None):
+        super().__init__(message)
+        self.board = board
+        self.channel = channel
+
+
+class LinkError(BridgeError):
+    """The serial link itself failed (open, read or write)."""
+
+
+class BoardTimeout(BridgeError):
+    """No reply from the board within the response timeout, after every retry.
+
+    ``sent_at`` (time.monotonic()) is when the first attempt went on the wire: an unlock
+    that met silence may still have pulsed the lock.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        board: int | None = None,
+        channel: int | None = None,
+        sent_at: float | None = None,
+    ):
+        super().__init__(message, board=board, channel=channel)
+        self.sent_at = sent_at
+
+
+class ProtocolError(BridgeError):
+    """The board (or the line) answered with something we cannot use."""
+
+
+class BoardRefusal(ProtocolError):
+    """The board understood the request and refused it."""
+
+
+class ConfigError(BridgeError):
+    """A bad protocol name, board address, channel or board setting."""

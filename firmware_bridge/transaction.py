@@ -1,0 +1,214 @@
+"""One request at a time on a master/slave bus: send, wait for the matching reply, retry.
+
+Why each rule exists:
+- The line is held for a whole attempt (send, reply or timeout, drain): RS-485 is half
+  duplex with one master; two threads interleaving frames would garble both. It is let go
+  between retries, and urgent requests (unlocks) take it before routine ones (status
+  polls): a keypad user must not wait for the retries of a poll of a dead board.
+- A reply ends on its length (the codec knows it), never on silence, so a USB adapter that
+  delivers a frame in bursts does not split it, and a reply is used the moment it is whole.
+- Frames that do not answer the request in flight (another board, another kind) are dropped:
+  a duplicate DIP address or a late reply must not pass for the answer.
+- After a failed attempt the line is read until it has been quiet for a while (default half
+  the response timeout): a board that answers late must not have its reply taken as the
+  answer to the next request. Stale bytes are also flushed right before every send.
+- Modbus needs 3.5 character times of silence between frames; every protocol declares its
+  gap, measured from the last byte on the line in either direction (our own frame's end is
+  estimated from its length and the baud rate, as a USB adapter gives no transmit-done).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from firmware_bridge.errors import BoardRefusal, BoardTimeout, ProtocolError
+from firmware_bridge.protocols.base import BITS_PER_CHAR, Frame, LockProtocol, Request
+from firmware_bridge.transport import SerialTransport
+
+log = logging.getLogger(__name__)
+
+DRAIN_MAX_S = 1.0  # a line that never goes quiet (a babbling board) still ends the drain
+GARBLED_QUIET_S = 0.025  # after a bad frame, this much silence ends the attempt early
+
+
+@dataclass(frozen=True)
+class Exchange:
+    frame: Frame | None  # None when no reply was expected
+    sent_at: float  # time.monotonic() when the request was handed to the port
+
+
+class LineTurn:
+    """Who uses the line next: one holder at a time, urgent waiters before routine ones."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy = False
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool) -> Iterator[None]:
+        with self._cond:
+            self._urgent_waiting += urgent
+            try:
+                while self._busy or (not urgent and self._urgent_waiting):
+                    self._cond.wait()
+            finally:
+                self._urgent_waiting -= urgent
+            self._busy = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._busy = False
+                self._cond.notify_all()
+
+
+class BusTransaction:
+    def __init__(
+        self,
+        transport: SerialTransport,
+        protocol: LockProtocol,
+        *,
+        timeout: float | None = None,
+        retries: int = 2,
+        gap: float | None = None,
+        drain_quiet: float | None = None,
+    ) -> None:
+        self.transport = transport
+        self.protocol = protocol
+        self.timeout = protocol.response_timeout if timeout is None else timeout
+        self.retries = retries
+        self.gap = protocol.gap(transport.baud) if gap is None else gap
+        self.drain_quiet = self.timeout / 2 if drain_quiet is None else drain_quiet
+        self._char_time = BITS_PER_CHAR / transport.baud
+        self._turn = LineTurn()
+        self._line_busy_until = 0.0  # time.monotonic() of the last byte on the line
+
+    def execute(
+        self,
+        request: Request,
+        *,
+        expect_reply: bool = True,
+        retries: int | None = None,
+        timeout: float | None = None,
+        urgent: bool = False,
+    ) -> Exchange:
+        """Send ``request`` and return the board's reply (``urgent``: before routine work).
+
+        Raises BoardTimeout when every attempt met silence, ProtocolError when something
+        answered but never usably (bad checksum, garbled, another board), BoardRefusal when
+        the board refused, LinkError when the port fails.
+        """
+        wait = self.timeout if timeout is None else timeout
+        attempts = 1 + (self.retries if retries is None else retries)
+        problem: str | None = None
+        first_sent: float | None = None
+        for attempt in range(1, attempts + 1):
+            with self._turn.hold(urgent):
+                sent_at = self._send(request)
+                first_sent = sent_at if first_sent is None else first_sent
+                if not expect_reply:
+                    return Exchange(None, sent_at)
+                frame, trouble = self._await(request, self._line_busy_until + wait)
+                if frame is not None:
+                    refusal = frame.refusal()
+                    if refusal:
+                        raise BoardRefusal(f"board {request.board}: {refusal}", board=request.board)
+                    return Exchange(frame, sent_at)
+                problem = trouble or problem
+                log.debug(
+                    "board %s: attempt %d/%d failed (%s)",
+                    request.board,
+                    attempt,
+                    attempts,
+                    trouble or "silence",
+                )
+                self._drain()
+        what = request.WHAT
+        tries = f"{attempts} attempt{'s' * (attempts > 1)}"
+        if problem:
+            raise ProtocolError(
+                f"board {request.board}: {problem} in reply to {what} ({tries})",
+                board=request.board,
+            )
+        raise BoardTimeout(
+            f"board {request.board} did not answer {what} within {wait:g} s ({tries})",
+            board=request.board,
+            sent_at=first_sent,
+        )
+
+    def _send(self, request: Request) -> float:
+        quiet_until = self._line_busy_until + self.gap
+        now = time.monotonic()
+        if now < quiet_until:
+            time.sleep(quiet_until - now)
+        self.transport.flush_input()  # anything already waiting was not asked for
+        frame = request.pack()
+        sent_at = self.transport.write(frame)
+        self._line_busy_until = max(time.monotonic(), sent_at + len(frame) * self._char_time)
+        return sent_at
+
+    def _await(self, request: Request, deadline: float) -> tuple[Frame | None, str | None]:
+        """Read until a frame answers ``request`` or the deadline passes; on failure, the
+        most telling thing that was heard instead (None: silence)."""
+        buffer = bytearray()
+        noise = bytearray()
+        heard: dict[str, str] = {}  # kind of trouble -> latest example
+        last_byte_at = 0.0
+        echo = request.pack()
+
+        def reject(raw: bytes, reason: str) -> None:
+            heard[reason] = f"{reason} ({raw.hex(' ')})"
+
+        while True:
+            now = time.monotonic()
+            # A frame with a bad checksum followed by silence: the board has had its say.
+            said_its_say = "bad checksum" in heard and now - last_byte_at > GARBLED_QUIET_S
+            if now >= deadline or said_its_say:
+                if noise.startswith(echo):
+                    # Our own frame, echoed by the adapter (loop://, some RS-485 converters):
+                    # it says nothing about the board.
+                    del noise[: len(echo)]
+                if noise:
+                    heard["garbled"] = f"garbled bytes ({bytes(noise[:32]).hex(' ')})"
+                if buffer:
+                    heard["incomplete"] = f"incomplete frame ({bytes(buffer).hex(' ')})"
+                for kind in ("bad checksum", "impossible field", "unexpected", "garbled"):
+                    if kind in heard:
+                        return None, heard[kind]
+                return None, heard.get("incomplete")
+            chunk = self.transport.read(min(deadline - now, GARBLED_QUIET_S))
+            if not chunk:
+                continue
+            last_byte_at = self._line_busy_until = time.monotonic()
+            buffer += chunk
+            while buffer:
+                used, frame = self.protocol.decode(bytes(buffer), request.REPLIES, reject)
+                if used == 0:
+                    break
+                if frame is None:
+                    noise += buffer[:used]
+                del buffer[:used]
+                if frame is None:
+                    continue
+                if request.answered_by(frame):
+                    if buffer:
+                        log.debug("dropped %s after a reply", bytes(buffer).hex(" "))
+                    return frame, None
+                heard["unexpected"] = f"unexpected frame {frame!r}"
+
+    def _drain(self) -> None:
+        started = quiet_since = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - quiet_since >= self.drain_quiet or now - started >= DRAIN_MAX_S:
+                return
+            late = self.transport.read(self.drain_quiet - (now - quiet_since))
+            if late:
+                quiet_since = self._line_busy_until = time.monotonic()
+                log.debug("drained late bytes %s", late.hex(" "))
