@@ -1,0 +1,184 @@
+"""One cabinet's controller: wires state, boards, doors, codes, staff, MQTT and the kiosk.
+
+Everything runs on one asyncio loop: uvicorn serves the kiosk as a task of that loop, paho's
+network thread hands its callbacks to it, and each RS-485 bus has its one worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from typing import Any
+
+import uvicorn
+
+from locker_controller.cabinet import BusOpener, Cabinet, open_lock_bus
+from locker_controller.commands import RUNTIME_SETTINGS, CommandDesk
+from locker_controller.config import ControllerConfig
+from locker_controller.doors import DoorWatcher
+from locker_controller.keypad import Keypad
+from locker_controller.kiosk import build_app
+from locker_controller.lockout import Lockout
+from locker_controller.mqtt_link import MqttLink
+from locker_controller.operations import Operations
+from locker_controller.outbox import EventLog, OutboxPublisher
+from locker_controller.staff import StaffDesk
+from locker_controller.store import Store
+from xinbao.contract import BoardHealthReport, Telemetry
+
+log = logging.getLogger(__name__)
+VERSION = "0.1.0"
+
+
+class Controller:
+    def __init__(self, config: ControllerConfig, opener: BusOpener = open_lock_bus) -> None:
+        self.config = config
+        self.store = Store(config.data_dir / "controller.sqlite3")
+        self.store.sync_layout(
+            (c.number, c.size, c.bus, c.board, c.channel) for c in config.compartments
+        )
+        self.events = EventLog(self.store)
+        self.cabinet = Cabinet(config, opener)
+        self.doors = DoorWatcher(config, self.cabinet, self.store, self.events)
+        self.operations = Operations(self.store, self.events)
+        self.doors.listener = self.operations
+        self.lockout = Lockout(config, self.store, self.events)
+        self.keypad = Keypad(
+            config, self.store, self.events, self.doors, self.operations, self.lockout
+        )
+        self.staff = StaffDesk(
+            config, self.store, self.events, self.doors, self.operations, self.lockout
+        )
+        self.commands = CommandDesk(
+            config, self.store, self.events, self.doors, self.operations, self.apply_setting
+        )
+        self.publisher = OutboxPublisher(self.store, self.events)
+        self.link: MqttLink | None = None
+        self.kiosk_url: str | None = None
+        self._started = time.monotonic()
+        saved = json.loads(self.store.get_meta("runtime_settings", "{}") or "{}")
+        for name, value in saved.items():
+            if name in RUNTIME_SETTINGS:
+                self.apply_setting(name, value)
+
+    def apply_setting(self, name: str, value: Any) -> None:
+        if name == "door_left_open_after_s":
+            self.doors.left_open_after_s = value
+        elif name == "poll_interval_s":
+            self.doors.poll_interval_s = value
+        elif name == "lockout_threshold":
+            self.lockout.threshold = value
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "locker_id": self.config.locker_id,
+            "online": bool(self.link and self.link.connected),
+            "outbox_depth": self.publisher.depth,
+            "out_of_service": self.doors.out_of_service(),
+            "doors": {n: d.open for n, d in self.doors.doors.items()},
+        }
+
+    def telemetry(self) -> Telemetry:
+        from datetime import UTC, datetime
+
+        return Telemetry(
+            ts=datetime.now(UTC),
+            version=VERSION,
+            uptime_s=round(time.monotonic() - self._started, 1),
+            outbox_depth=self.publisher.depth,
+            boards=[
+                BoardHealthReport(
+                    bus=str(bus),
+                    address=h.address,
+                    reachable=reachable,
+                    consecutive_timeouts=h.consecutive_timeouts,
+                )
+                for bus, h in self.cabinet.healths()
+                for reachable in [self.doors.boards[(bus, h.address)].reachable]
+            ],
+        )
+
+    async def _telemetry_loop(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.link is not None:
+                self.link.publish_telemetry(self.telemetry())
+            self.commands.prune()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        self.cabinet.open()
+        try:
+            if self.config.mqtt is not None:
+                self.link = MqttLink(
+                    self.config.mqtt,
+                    self.config.locker_id,
+                    loop,
+                    self.commands.received,
+                    self.publisher.link_up,
+                    self.publisher.acknowledged,
+                )
+                self.publisher.attach(self.link)
+                self.commands.reply = self.link.publish_reply
+                self.link.start()
+            try:
+                await self._serve(stop)
+            finally:
+                await self.commands.drain()
+                if self.link is not None:
+                    self.link.stop()
+        finally:
+            self.cabinet.close()
+            self.store.close()
+
+    async def _serve(self, stop: asyncio.Event) -> None:
+        server = None
+        tasks = [
+            asyncio.create_task(self.doors.run(), name="doors"),
+            asyncio.create_task(self.publisher.run(), name="outbox"),
+        ]
+        if self.config.mqtt is not None:
+            tasks.append(
+                asyncio.create_task(
+                    self._telemetry_loop(self.config.mqtt.telemetry_interval_s), name="telemetry"
+                )
+            )
+        if self.config.kiosk.enabled:
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    build_app(self),
+                    host=self.config.kiosk.host,
+                    port=self.config.kiosk.port,
+                    log_level="warning",
+                    lifespan="off",
+                    access_log=False,
+                )
+            )
+            tasks.append(asyncio.create_task(server.serve(), name="kiosk"))
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        try:
+            if server is not None:
+                while not server.started and not stopper.done():
+                    if tasks[-1].done():
+                        break
+                    await asyncio.sleep(0.02)
+                if server.started:
+                    host, port = server.servers[0].sockets[0].getsockname()[:2]
+                    self.kiosk_url = f"http://{host}:{port}"
+                    log.info("kiosk at %s", self.kiosk_url)
+            done, _ = await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()
+        finally:
+            if server is not None:
+                server.should_exit = True
+            for task in [*tasks, stopper]:
+                if task.get_name() != "kiosk":
+                    task.cancel()
+            for task in [*tasks, stopper]:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

@@ -1,0 +1,198 @@
+"""Commands from the cloud: verified, never replayed, each answered with a reply.
+
+A command is acted on only when it is signed with this locker's key, not expired, not
+retained and its request_id was never seen (xinbao.contract.verify_command does the first
+three; the seen ids live in SQLite so a replay after a restart is refused too). Anything
+malformed or hostile is logged, audited as ``command_rejected`` and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from locker_controller.config import ControllerConfig
+from locker_controller.doors import DoorWatcher
+from locker_controller.errors import CompartmentUnavailable
+from locker_controller.operations import MAINTENANCE, Operations, Purpose
+from locker_controller.outbox import EventLog
+from locker_controller.store import Handover, StaffMember, Store
+from xinbao.contract import (
+    CommandRejected,
+    CommandReply,
+    CommandType,
+    ConfigPayload,
+    EventType,
+    ReservationSync,
+    StaffCredentials,
+    UnlockPayload,
+    verify_command,
+)
+
+log = logging.getLogger(__name__)
+
+SEEN_REQUESTS_KEPT = timedelta(days=7)
+# Local progress of a handover; a sync never moves a handover backwards (the cloud may not
+# have our latest event yet).
+_STATE_RANK = {"reserved": 0, "deposited": 1, "overdue": 2, "collected": 3, "recovered": 3}
+RUNTIME_SETTINGS = {
+    "door_left_open_after_s": (float, 1.0, 86_400.0),
+    "poll_interval_s": (float, 0.02, 60.0),
+    "lockout_threshold": (int, 1, 100),
+}
+
+Reply = Callable[[CommandReply], None]
+
+
+class CommandDesk:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        store: Store,
+        events: EventLog,
+        doors: DoorWatcher,
+        operations: Operations,
+        apply_setting: Callable[[str, Any], None],
+    ) -> None:
+        self._key = config.locker_key
+        self._store = store
+        self._events = events
+        self._doors = doors
+        self._operations = operations
+        self._apply_setting = apply_setting
+        self.reply: Reply = lambda reply: None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def received(self, raw: bytes, retained: bool) -> None:
+        """Entry point for every message on our commands topic (called on the loop)."""
+        try:
+            command = verify_command(self._key, raw, retained=retained)
+            if not self._store.remember_request(str(command.request_id)):
+                raise CommandRejected("replayed", "request_id seen before", str(command.request_id))
+        except CommandRejected as err:
+            log.warning("command rejected: %s", err)
+            self._events.record(
+                EventType.COMMAND_REJECTED, None, reason=err.reason, request_id=err.request_id
+            )
+            self._answer(err.request_id, error=err.reason)
+            return
+        task = asyncio.get_running_loop().create_task(self._execute(command))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _answer(
+        self, request_id: str | None, result: dict[str, Any] | None = None, error: str | None = None
+    ) -> None:
+        try:
+            rid = uuid.UUID(str(request_id))
+        except ValueError:
+            return  # nothing to address a reply to
+        self.reply(
+            CommandReply(
+                request_id=rid,
+                ok=error is None,
+                result=result if error is None else None,
+                error=error,
+            )
+        )
+
+    async def _execute(self, command) -> None:
+        payload = command.parsed_payload()
+        rid = str(command.request_id)
+        try:
+            if command.type is CommandType.UNLOCK:
+                result = await self._unlock(payload, rid)
+            elif command.type is CommandType.SYNC_RESERVATIONS:
+                result = self._sync(payload)
+            elif command.type is CommandType.STAFF_CREDENTIALS:
+                result = self._staff(payload)
+            elif command.type is CommandType.CONFIG:
+                result = self._config(payload)
+            else:
+                result = {"pong": True}
+        except CompartmentUnavailable as err:
+            self._answer(rid, error=f"unavailable: {err}")
+            return
+        except ValueError as err:
+            self._answer(rid, error=f"invalid: {err}")
+            return
+        self._answer(rid, result=result)
+
+    async def _unlock(self, payload: UnlockPayload, request_id: str) -> dict[str, Any]:
+        number = payload.compartment
+        if number not in self._doors.doors:
+            raise ValueError(f"no compartment {number}")
+        purpose = Purpose(MAINTENANCE, None, payload.staff_no)
+        result = await self._doors.open_door(
+            number,
+            prepare=lambda: self._operations.begin(number, purpose),
+            remote=True,
+            reason=payload.reason,
+            staff_no=payload.staff_no,
+            request_id=request_id,
+        )
+        return {"compartment": number, "outcome": result.outcome.value}
+
+    def _sync(self, payload: ReservationSync) -> dict[str, Any]:
+        with self._store.transaction():
+            if payload.full:
+                self._store.delete_handovers_except(u.handover_id for u in payload.upserts)
+            for r in payload.revocations:
+                self._store.delete_handover(r.handover_id)
+            for u in payload.upserts:
+                old = self._store.handover(u.handover_id)
+                state, compartment = u.state, u.compartment
+                if old is not None:
+                    if _STATE_RANK.get(old.state, 0) > _STATE_RANK.get(state, 0):
+                        state = old.state
+                    compartment = compartment or old.compartment
+                self._store.upsert_handover(
+                    Handover(
+                        u.handover_id,
+                        u.kind,
+                        compartment,
+                        u.size,
+                        u.counter,
+                        u.digits,
+                        u.expires_at.astimezone(UTC) if u.expires_at else None,
+                        state,
+                        u.record_ref,
+                    )
+                )
+        return {"upserted": len(payload.upserts), "revoked": len(payload.revocations)}
+
+    def _staff(self, payload: StaffCredentials) -> dict[str, Any]:
+        count = self._store.replace_staff(
+            StaffMember(s.staff_no, s.name, s.totp_secret, list(s.roles), -1) for s in payload.staff
+        )
+        return {"staff": count}
+
+    def _config(self, payload: ConfigPayload) -> dict[str, Any]:
+        checked = {}
+        for name, value in payload.settings.items():
+            if name not in RUNTIME_SETTINGS:
+                raise ValueError(f"unknown setting {name!r}")
+            kind, low, high = RUNTIME_SETTINGS[name]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{name} must be a number")
+            if not low <= value <= high or (kind is int and value != int(value)):
+                raise ValueError(f"{name} must be {kind.__name__} in {low}..{high}")
+            checked[name] = kind(value)
+        for name, value in checked.items():
+            self._apply_setting(name, value)
+        saved = json.loads(self._store.get_meta("runtime_settings", "{}") or "{}")
+        saved.update(checked)
+        self._store.set_meta("runtime_settings", json.dumps(saved))
+        return {"applied": checked}
+
+    def prune(self) -> None:
+        self._store.forget_requests_before(datetime.now(UTC) - SEEN_REQUESTS_KEPT)
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

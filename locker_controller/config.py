@@ -1,0 +1,299 @@
+"""The controller's TOML config file: typed, checked once at start, errors name line and field.
+
+locker_id = "XA-0001"
+locker_key_hex = "…64 hex digits…"   # or master_key_hex (demo/test: derive the key)
+data_dir = "/var/lib/xinbao"
+poll_interval_s = 0.2
+
+[mqtt]
+url = "mqtts://broker.example:8883"   # mqtt:// plain, mqtts:// TLS
+username = "XA-0001"
+password = "…"
+
+[kiosk]
+host = "0.0.0.0"
+port = 8080
+
+[[buses]]
+port = "/dev/ttyUSB0"
+protocol = "kerong-cu16"
+  [[buses.boards]]
+  address = 1
+  channels = 16
+
+[[compartments]]
+number = 1
+size = "M"
+board = 1
+channel = 1
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from firmware_bridge.config import BoardConfig
+from firmware_bridge.errors import ConfigError as BridgeConfigError
+from locker_controller.errors import ConfigError
+from xinbao.codes import derive_locker_key
+from xinbao.contract import LOCKER_ID_RE
+
+PROTOCOL_NAMES = ("kerong-cu16", "kerong-cu48", "kerong-cu48b", "bcc-8a", "modbus-relay")
+
+
+class _Section(BaseModel):
+    # A misspelt key is a mistake the operator must hear about, not a silent default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    url: str
+    username: str | None = None
+    password: str | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    keepalive_s: int = Field(default=30, ge=5, le=3600)
+    reconnect_max_s: float = Field(default=30.0, ge=0.5, le=3600)
+    telemetry_interval_s: float = Field(default=30.0, ge=0.5, le=3600)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("must look like mqtt://host:1883 or mqtts://host:8883")
+        try:
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as err:
+            raise ValueError(f"bad port: {err}") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+
+class KioskSettings(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+
+
+class BoardSettings(_Section):
+    """Mirrors firmware_bridge.BoardConfig; None takes the protocol's usual value."""
+
+    address: int = Field(ge=0, le=255)
+    channels: int | None = Field(default=None, ge=1, le=64)
+    locked_level: Literal[0, 1] = 1
+    answers_unlock: bool = True
+    pulse_ms: int | None = Field(default=None, ge=100, le=25_500)
+    channel_base: Literal[0, 1] | None = None
+    has_sensors: bool | None = None
+    status_byte_order: Literal["last", "first"] = "last"
+
+
+class BusSettings(_Section):
+    port: str = Field(min_length=1)
+    protocol: Literal["kerong-cu16", "kerong-cu48", "kerong-cu48b", "bcc-8a", "modbus-relay"]
+    baud: int | None = Field(default=None, ge=300, le=4_000_000)
+    rs485: bool = False
+    timeout_s: float | None = Field(default=None, gt=0, le=10)
+    boards: list[BoardSettings] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_boards(self) -> BusSettings:
+        seen = set()
+        for board in self.boards:
+            if board.address in seen:
+                raise ValueError(f"board address {board.address} appears twice on this bus")
+            seen.add(board.address)
+        return self
+
+    def board_configs(self) -> list[BoardConfig]:
+        """The boards as firmware_bridge takes them; firmware_bridge checks protocol limits."""
+        return [BoardConfig(protocol=self.protocol, **b.model_dump()) for b in self.boards]
+
+
+class CompartmentSettings(_Section):
+    number: int = Field(ge=1, le=10_000)
+    size: Literal["S", "M", "L"]
+    bus: int = Field(default=0, ge=0)
+    board: int = Field(ge=0, le=255)
+    channel: int = Field(ge=1, le=64)
+
+
+class ControllerConfig(_Section):
+    locker_id: str
+    locker_key_hex: str | None = None
+    master_key_hex: str | None = None
+    data_dir: Path
+    poll_interval_s: float = Field(default=0.25, ge=0.02, le=60)
+    debounce_polls: int = Field(default=2, ge=1, le=20)
+    door_left_open_after_s: float = Field(default=120.0, gt=0, le=86_400)
+    reopen_window_s: float = Field(default=60.0, ge=0, le=3600)
+    code_digits: int = Field(default=8, ge=6, le=10)
+    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_base_s: float = Field(default=30.0, gt=0, le=86_400)
+    lockout_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    staff_session_s: float = Field(default=300.0, gt=0, le=86_400)
+    mqtt: MqttSettings | None = None
+    kiosk: KioskSettings = Field(default_factory=KioskSettings)
+    buses: list[BusSettings] = Field(min_length=1)
+    compartments: list[CompartmentSettings] = Field(min_length=1)
+
+    @field_validator("locker_id")
+    @classmethod
+    def _locker_id(cls, value: str) -> str:
+        if not LOCKER_ID_RE.match(value):
+            raise ValueError("must be 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("locker_key_hex", "master_key_hex")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,64}", value):
+            raise ValueError("must be 32 to 128 hex digits")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ControllerConfig:
+        if (self.locker_key_hex is None) == (self.master_key_hex is None):
+            raise ValueError("give exactly one of locker_key_hex and master_key_hex")
+        resolved: list[dict[int, BoardConfig]] = []
+        for i, bus in enumerate(self.buses):
+            boards = {}
+            for j, board in enumerate(bus.boards):
+                try:
+                    boards[board.address] = BoardConfig(protocol=bus.protocol, **board.model_dump())
+                except BridgeConfigError as err:
+                    raise ValueError(f"buses[{i}].boards[{j}]: {err}") from None
+            resolved.append(boards)
+        numbers: set[int] = set()
+        wired: set[tuple[int, int, int]] = set()
+        for i, c in enumerate(self.compartments):
+            where = f"compartments[{i}]"
+            if c.number in numbers:
+                raise ValueError(f"{where}: compartment number {c.number} appears twice")
+            numbers.add(c.number)
+            if c.bus >= len(self.buses):
+                raise ValueError(f"{where}: bus {c.bus} does not exist")
+            board = resolved[c.bus].get(c.board)
+            if board is None:
+                raise ValueError(f"{where}: board {c.board} is not on bus {c.bus}")
+            if c.channel > board.channels:
+                raise ValueError(f"{where}: board {c.board} has only {board.channels} channels")
+            if (c.bus, c.board, c.channel) in wired:
+                raise ValueError(f"{where}: board {c.board} channel {c.channel} is used twice")
+            wired.add((c.bus, c.board, c.channel))
+        return self
+
+    @property
+    def locker_key(self) -> bytes:
+        if self.locker_key_hex is not None:
+            return bytes.fromhex(self.locker_key_hex)
+        assert self.master_key_hex is not None
+        return derive_locker_key(bytes.fromhex(self.master_key_hex), self.locker_id)
+
+
+# --- line tracking --------------------------------------------------------------------------
+
+_HEADER = re.compile(r"^\s*(\[\[?)\s*([A-Za-z0-9_.\-]+)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_\-]+)\s*=")
+
+
+def _line_index(source: str) -> dict[tuple[Any, ...], int]:
+    """Where each table, array-of-tables entry and key starts, by pydantic-style path.
+
+    Handles what the config uses: ``[table]``, ``[[array]]`` (also nested, like
+    ``[[buses.boards]]``) and ``key = value`` lines. Anything fancier (inline tables) falls
+    back to the nearest enclosing path, which still points the operator at the right place.
+    """
+    index: dict[tuple[Any, ...], int] = {}
+    counters: dict[tuple[Any, ...], int] = {}
+    current: tuple[Any, ...] = ()
+    for number, line in enumerate(source.splitlines(), start=1):
+        header = _HEADER.match(line)
+        if header:
+            names = header.group(2).split(".")
+            # Resolve every parent name to its latest array entry, as TOML does.
+            path: tuple[Any, ...] = ()
+            for name in names[:-1]:
+                path += (name,)
+                if path in counters:
+                    path += (counters[path],)
+            path += (names[-1],)
+            if header.group(1) == "[[":
+                counters[path] = counters.get(path, -1) + 1
+                index.setdefault(path, number)
+                path += (counters[path],)
+            index[path] = number
+            current = path
+            continue
+        key = _KEY.match(line)
+        if key:
+            index.setdefault(current + (key.group(1),), number)
+    return index
+
+
+def _locate(index: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int | None:
+    for end in range(len(loc), 0, -1):
+        if loc[:end] in index:
+            return index[loc[:end]]
+    return None
+
+
+_PATH_IN_MESSAGE = re.compile(r"^((?:\w+\[\d+\]\.?)+): (.*)$", re.S)
+_PATH_PART = re.compile(r"(\w+)\[(\d+)\]")
+
+
+def parse_config(source: str, *, name: str = "config") -> ControllerConfig:
+    try:
+        raw = tomllib.loads(source)
+    except tomllib.TOMLDecodeError as err:
+        line = getattr(err, "lineno", None)
+        if line is None:
+            found = re.search(r"line (\d+)", str(err))
+            line = int(found.group(1)) if found else None
+        raise ConfigError(f"{name}: not valid TOML: {err}", line=line) from None
+    try:
+        return ControllerConfig.model_validate(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        index = _line_index(source)
+        nested = _PATH_IN_MESSAGE.match(message)
+        if nested:  # a cross-field check names the entry it is about
+            loc = tuple(
+                part for name, i in _PATH_PART.findall(nested.group(1)) for part in (name, int(i))
+            )
+            message = nested.group(2)
+        field = ".".join(str(p) for p in loc) or None
+        line = _locate(index, loc) if loc else None
+        raise ConfigError(f"{name}: {message}", line=line, field=field) from None
+
+
+def load_config(path: Path) -> ControllerConfig:
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read {path}: {err}") from None
+    return parse_config(source, name=str(path))

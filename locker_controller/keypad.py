@@ -1,0 +1,133 @@
+"""Codes typed at the cabinet (or scanned): checked locally, then the right door opens.
+
+Offline first: a code is matched with ``xinbao.codes.match_counter`` against the counters of
+the handovers this cabinet holds, so pickups and pre-synced drop-offs need no network. A code
+the cabinet does not know is refused; asking the cloud for unknown codes is not done (a code
+the cloud issued for this locker always reaches it first through sync_reservations).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from firmware_bridge.status import UnlockOutcome
+from locker_controller.config import ControllerConfig
+from locker_controller.doors import DoorWatcher
+from locker_controller.errors import CodeRefused, CompartmentUnavailable
+from locker_controller.lockout import Lockout
+from locker_controller.operations import DROPOFF, PICKUP, Operations, Purpose
+from locker_controller.outbox import EventLog
+from locker_controller.store import Handover, Store
+from xinbao.codes import MAX_DIGITS, MIN_DIGITS, match_counter
+from xinbao.contract import EventType
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DoorOpened:
+    compartment: int
+    outcome: UnlockOutcome
+
+
+class Keypad:
+    def __init__(
+        self,
+        config: ControllerConfig,
+        store: Store,
+        events: EventLog,
+        doors: DoorWatcher,
+        operations: Operations,
+        lockout: Lockout,
+    ) -> None:
+        self._key = config.locker_key
+        self._reopen_window_s = config.reopen_window_s
+        self._store = store
+        self._events = events
+        self._doors = doors
+        self._operations = operations
+        self._lockout = lockout
+
+    def _find(self, code: str) -> Handover | None:
+        handovers = {h.counter: h for h in self._store.all_handovers() if h.digits == len(code)}
+        counter = match_counter(self._key, code, handovers, digits=len(code))
+        return handovers.get(counter) if counter is not None else None
+
+    async def submit(self, code: str) -> DoorOpened:
+        code = code.strip() if isinstance(code, str) else ""
+        if not (MIN_DIGITS <= len(code) <= MAX_DIGITS and code.isascii() and code.isdigit()):
+            raise CodeRefused("malformed", "a code is 6 to 10 digits")
+        self._lockout.check()
+        handover = self._find(code)
+        if handover is None:
+            raise self._lockout.failed("wrong")
+        now = datetime.now(UTC)
+        if handover.state not in ("reserved", "deposited", "overdue"):
+            raise self._lockout.failed("used", handover_id=handover.handover_id)
+        if handover.kind == PICKUP and handover.state == "reserved":
+            raise self._lockout.failed("not_ready", handover_id=handover.handover_id)
+        # Overdue pickups keep working until staff recover the item (DESIGN.md §3).
+        if handover.state == "reserved" and handover.expired(now):
+            raise self._lockout.failed("expired", handover_id=handover.handover_id)
+        if handover.kind == DROPOFF and handover.state != "reserved":
+            raise self._lockout.failed("used", handover_id=handover.handover_id)
+        number = self._compartment_for(handover)
+        purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
+
+        def commit_acceptance() -> None:
+            with self._store.transaction():
+                self._lockout.succeeded()
+                self._operations.begin(number, purpose)
+                self._events.record(
+                    EventType.CODE_ACCEPTED,
+                    number,
+                    handover_id=handover.handover_id,
+                    kind=handover.kind,
+                )
+
+        try:
+            result = await self._doors.open_door(
+                number, prepare=commit_acceptance, handover_id=handover.handover_id
+            )
+        except CompartmentUnavailable:
+            if self._operations.get(number) == purpose:
+                self._operations.cancel(number)
+            raise CodeRefused("out_of_service", f"compartment {number}") from None
+        return DoorOpened(number, result.outcome)
+
+    def _compartment_for(self, handover: Handover) -> int:
+        if handover.compartment is not None:
+            if not self._doors.in_service(handover.compartment):
+                self._events.record(
+                    EventType.CODE_REFUSED,
+                    handover.compartment,
+                    reason="out_of_service",
+                    handover_id=handover.handover_id,
+                )
+                raise CodeRefused("out_of_service", f"compartment {handover.compartment}")
+            return handover.compartment
+        number = self._operations.free_compartment(handover.size, self._doors.in_service)
+        if number is None:
+            self._events.record(
+                EventType.CODE_REFUSED,
+                None,
+                reason="no_free_compartment",
+                handover_id=handover.handover_id,
+            )
+            raise CodeRefused("no_free_compartment", f"size {handover.size or 'any'}")
+        return number
+
+    async def reopen(self, number: int) -> DoorOpened:
+        """Open again a door that jammed shortly before, for the same purpose."""
+        purpose = self._operations.get(number)
+        if purpose is None or not self._doors.recently_jammed(number, self._reopen_window_s):
+            raise CodeRefused("no_reopen", f"compartment {number} has nothing to reopen")
+        try:
+            result = await self._doors.open_door(
+                number, handover_id=purpose.handover_id, reopen=True
+            )
+        except CompartmentUnavailable:
+            raise CodeRefused("out_of_service", f"compartment {number}") from None
+        return DoorOpened(number, result.outcome)

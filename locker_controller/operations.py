@@ -1,0 +1,111 @@
+"""What a door opening is for, kept until the door closes again, and what the close completes.
+
+A code or a staff action opens a door for a purpose (deposit a drop-off, collect a pickup,
+load a licence, ...). The purpose is stored in SQLite before the door opens, so a controller
+restarted while the door stands open still turns the close into ``deposited`` or
+``collected``; the close and that business event commit in one transaction (doors.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from locker_controller.outbox import EventLog
+from locker_controller.store import Store
+from xinbao.contract import EventType
+
+log = logging.getLogger(__name__)
+
+# kinds of purpose
+DROPOFF = "dropoff"  # applicant deposits documents with a drop-off code
+PICKUP = "pickup"  # applicant collects a licence with a pickup code
+STAFF_LOAD = "load"  # staff put a licence in for a pickup handover
+STAFF_COLLECT = "collect"  # staff take dropped-off documents out
+STAFF_RECOVER = "recover"  # staff take back an item never collected
+MAINTENANCE = "maintenance"  # staff or the cloud open a door; nothing to complete
+
+
+@dataclass
+class Purpose:
+    kind: str
+    handover_id: int | None = None
+    staff_no: str | None = None
+    opened: bool = False
+
+
+class Operations:
+    def __init__(self, store: Store, events: EventLog) -> None:
+        self._store = store
+        self._events = events
+
+    def _key(self, number: int) -> str:
+        return f"purpose:{number}"
+
+    def get(self, number: int) -> Purpose | None:
+        raw = self._store.get_meta(self._key(number))
+        return Purpose(**json.loads(raw)) if raw else None
+
+    def begin(self, number: int, purpose: Purpose) -> None:
+        self._store.set_meta(self._key(number), json.dumps(asdict(purpose)))
+
+    def cancel(self, number: int) -> None:
+        self._store.set_meta(self._key(number), "")
+
+    # --- DoorListener -------------------------------------------------------------------
+
+    def door_opened(self, number: int) -> None:
+        purpose = self.get(number)
+        if purpose is not None and not purpose.opened:
+            purpose.opened = True
+            self.begin(number, purpose)
+
+    def door_closed(self, number: int, occupied: bool | None) -> None:
+        purpose = self.get(number)
+        if purpose is None or not purpose.opened:
+            return
+        with self._store.transaction():
+            self._complete(number, purpose, occupied)
+            self.cancel(number)
+
+    def _complete(self, number: int, purpose: Purpose, occupied: bool | None) -> None:
+        store, record = self._store, self._events.record
+        hid, who = purpose.handover_id, purpose.staff_no or "applicant"
+        if purpose.kind in (DROPOFF, STAFF_LOAD):
+            if occupied is False:
+                # The board has an infrared sensor and saw nothing go in: no deposit, the
+                # reservation (and its code) stays usable.
+                if purpose.kind == STAFF_LOAD:
+                    record(
+                        EventType.STAFF_ACTION, number, action="load_empty", handover_id=hid, by=who
+                    )
+                return
+            if hid is not None:
+                store.set_handover_state(hid, "deposited", compartment=number)
+            store.set_occupied(number, True)
+            record(EventType.DEPOSITED, number, handover_id=hid, by=who)
+        elif purpose.kind in (PICKUP, STAFF_COLLECT):
+            if hid is not None:
+                store.set_handover_state(hid, "collected")
+            store.set_occupied(number, False)
+            record(EventType.COLLECTED, number, handover_id=hid, by=who, item_left=occupied)
+        elif purpose.kind == STAFF_RECOVER:
+            if hid is not None:
+                store.set_handover_state(hid, "recovered")
+            store.set_occupied(number, False)
+            record(EventType.STAFF_ACTION, number, action="recovered", handover_id=hid, by=who)
+
+    def free_compartment(self, size: str | None, in_service: Callable[[int], bool]) -> int | None:
+        """The smallest-numbered free compartment of ``size`` (any size if None)."""
+        taken = {h.compartment for h in self._store.live_handovers() if h.compartment}
+        for c in self._store.compartments():
+            if size is not None and c.size != size:
+                continue
+            if c.occupied or c.number in taken or not in_service(c.number):
+                continue
+            if self.get(c.number) is not None:
+                continue
+            return c.number
+        return None

@@ -1,0 +1,370 @@
+"""The cabinet's local state in SQLite (WAL): layout, handovers, staff, seen commands, outbox.
+
+Everything the controller has promised the cloud lives here before it is acted on or sent:
+an event is committed to the outbox (with ``synchronous=FULL``, so the commit survives power
+loss) before it is published, and deleted only when the broker has acknowledged it. Sequence
+numbers come from an AUTOINCREMENT key, which SQLite never reuses, so ``seq`` keeps rising
+across deletes and restarts.
+
+Codes are never stored: a handover holds the HOTP counter its code derives from.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from locker_controller.errors import StoreError
+from xinbao.contract import EventType, LockerEvent
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS compartments (
+    number INTEGER PRIMARY KEY,
+    size TEXT NOT NULL,
+    bus INTEGER NOT NULL,
+    board INTEGER NOT NULL,
+    channel INTEGER NOT NULL,
+    occupied INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS handovers (
+    handover_id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    compartment INTEGER,
+    size TEXT,
+    counter INTEGER NOT NULL,
+    digits INTEGER NOT NULL,
+    expires_at TEXT,
+    state TEXT NOT NULL,
+    record_ref TEXT
+);
+CREATE TABLE IF NOT EXISTS staff (
+    staff_no TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    totp_secret TEXT NOT NULL,
+    roles TEXT NOT NULL,
+    last_step INTEGER NOT NULL DEFAULT -1
+);
+CREATE TABLE IF NOT EXISTS seen_requests (request_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    ts TEXT NOT NULL,
+    type TEXT NOT NULL,
+    compartment INTEGER,
+    data TEXT NOT NULL
+);
+"""
+
+LIVE_STATES = ("reserved", "deposited", "overdue")
+
+
+@dataclass(frozen=True)
+class Compartment:
+    number: int
+    size: str
+    bus: int
+    board: int
+    channel: int
+    occupied: bool
+
+
+@dataclass(frozen=True)
+class Handover:
+    handover_id: int
+    kind: str
+    compartment: int | None
+    size: str | None
+    counter: int
+    digits: int
+    expires_at: datetime | None
+    state: str
+    record_ref: str | None
+
+    def expired(self, now: datetime) -> bool:
+        return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class StaffMember:
+    staff_no: str
+    name: str
+    totp_secret: str
+    roles: list[str]
+    last_step: int
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one place, see transaction().
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(SCHEMA)
+        except sqlite3.Error as err:
+            raise StoreError(f"cannot open the state database {path}: {err}") from None
+        self._depth = 0
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All-or-nothing; nests (inner blocks join the outer transaction)."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield
+            finally:
+                self._depth -= 1
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        else:
+            self._db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # --- meta ---------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str | None = None) -> str | None:
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value=excluded.value",
+                (key, value),
+            )
+
+    # --- layout -------------------------------------------------------------------------
+
+    def sync_layout(self, layout: Iterable[tuple[int, str, int, int, int]]) -> None:
+        """Make the compartments table match the config; keeps ``occupied`` of known ones."""
+        rows = list(layout)
+        with self.transaction():
+            numbers = [r[0] for r in rows]
+            marks = ",".join("?" * len(numbers))
+            self._db.execute(f"DELETE FROM compartments WHERE number NOT IN ({marks})", numbers)
+            for number, size, bus, board, channel in rows:
+                self._db.execute(
+                    "INSERT INTO compartments(number, size, bus, board, channel) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT(number) DO UPDATE SET "
+                    "size=excluded.size, bus=excluded.bus, board=excluded.board, "
+                    "channel=excluded.channel",
+                    (number, size, bus, board, channel),
+                )
+
+    def compartments(self) -> list[Compartment]:
+        rows = self._db.execute(
+            "SELECT number, size, bus, board, channel, occupied FROM compartments ORDER BY number"
+        ).fetchall()
+        return [Compartment(*r[:5], occupied=bool(r[5])) for r in rows]
+
+    def compartment(self, number: int) -> Compartment | None:
+        row = self._db.execute(
+            "SELECT number, size, bus, board, channel, occupied FROM compartments WHERE number=?",
+            (number,),
+        ).fetchone()
+        return Compartment(*row[:5], occupied=bool(row[5])) if row else None
+
+    def set_occupied(self, number: int, occupied: bool) -> None:
+        with self.transaction():
+            self._db.execute(
+                "UPDATE compartments SET occupied=? WHERE number=?", (int(occupied), number)
+            )
+
+    # --- handovers ----------------------------------------------------------------------
+
+    def _handover(self, row: tuple[Any, ...]) -> Handover:
+        expires = datetime.fromisoformat(row[6]) if row[6] else None
+        return Handover(row[0], row[1], row[2], row[3], row[4], row[5], expires, *row[7:])
+
+    _HANDOVER_COLUMNS = (
+        "handover_id, kind, compartment, size, counter, digits, expires_at, state, record_ref"
+    )
+
+    def upsert_handover(self, h: Handover) -> None:
+        with self.transaction():
+            self._db.execute(
+                f"INSERT INTO handovers({self._HANDOVER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT(handover_id) DO UPDATE SET kind=excluded.kind, "
+                "compartment=excluded.compartment, size=excluded.size, counter=excluded.counter,"
+                " digits=excluded.digits, expires_at=excluded.expires_at, state=excluded.state,"
+                " record_ref=excluded.record_ref",
+                (
+                    h.handover_id,
+                    h.kind,
+                    h.compartment,
+                    h.size,
+                    h.counter,
+                    h.digits,
+                    h.expires_at.isoformat() if h.expires_at else None,
+                    h.state,
+                    h.record_ref,
+                ),
+            )
+
+    def delete_handover(self, handover_id: int) -> bool:
+        with self.transaction():
+            cur = self._db.execute("DELETE FROM handovers WHERE handover_id=?", (handover_id,))
+        return cur.rowcount > 0
+
+    def delete_handovers_except(self, keep: Iterable[int]) -> int:
+        ids = list(keep)
+        marks = ",".join("?" * len(ids))
+        with self.transaction():
+            cur = self._db.execute(f"DELETE FROM handovers WHERE handover_id NOT IN ({marks})", ids)
+        return cur.rowcount
+
+    def handover(self, handover_id: int) -> Handover | None:
+        row = self._db.execute(
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE handover_id=?", (handover_id,)
+        ).fetchone()
+        return self._handover(row) if row else None
+
+    def all_handovers(self) -> list[Handover]:
+        rows = self._db.execute(
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers ORDER BY handover_id"
+        ).fetchall()
+        return [self._handover(r) for r in rows]
+
+    def live_handovers(self) -> list[Handover]:
+        rows = self._db.execute(
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?) "
+            "ORDER BY handover_id",
+            LIVE_STATES,
+        ).fetchall()
+        return [self._handover(r) for r in rows]
+
+    def set_handover_state(
+        self, handover_id: int, state: str, compartment: int | None = None
+    ) -> None:
+        with self.transaction():
+            if compartment is None:
+                self._db.execute(
+                    "UPDATE handovers SET state=? WHERE handover_id=?", (state, handover_id)
+                )
+            else:
+                self._db.execute(
+                    "UPDATE handovers SET state=?, compartment=? WHERE handover_id=?",
+                    (state, compartment, handover_id),
+                )
+
+    # --- staff --------------------------------------------------------------------------
+
+    def replace_staff(self, members: Iterable[StaffMember]) -> int:
+        """The synced set replaces the old one; a member's used TOTP step is kept."""
+        members = list(members)
+        with self.transaction():
+            keep = [m.staff_no for m in members]
+            marks = ",".join("?" * len(keep))
+            self._db.execute(f"DELETE FROM staff WHERE staff_no NOT IN ({marks})", keep)
+            for m in members:
+                self._db.execute(
+                    "INSERT INTO staff(staff_no, name, totp_secret, roles) VALUES (?,?,?,?) "
+                    "ON CONFLICT(staff_no) DO UPDATE SET name=excluded.name, "
+                    "totp_secret=excluded.totp_secret, roles=excluded.roles",
+                    (m.staff_no, m.name, m.totp_secret, json.dumps(m.roles)),
+                )
+        return len(members)
+
+    def staff_member(self, staff_no: str) -> StaffMember | None:
+        row = self._db.execute(
+            "SELECT staff_no, name, totp_secret, roles, last_step FROM staff WHERE staff_no=?",
+            (staff_no,),
+        ).fetchone()
+        if row is None:
+            return None
+        return StaffMember(row[0], row[1], row[2], json.loads(row[3]), row[4])
+
+    def set_staff_step(self, staff_no: str, step: int) -> None:
+        with self.transaction():
+            self._db.execute("UPDATE staff SET last_step=? WHERE staff_no=?", (step, staff_no))
+
+    # --- commands seen ------------------------------------------------------------------
+
+    def remember_request(self, request_id: str) -> bool:
+        """True the first time a request_id is seen, False for a replay."""
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT OR IGNORE INTO seen_requests(request_id, seen_at) VALUES (?, ?)",
+                (request_id, _now().isoformat()),
+            )
+        return cur.rowcount == 1
+
+    def forget_requests_before(self, moment: datetime) -> None:
+        """Drop ids of commands that have expired anyway (an expired replay is refused)."""
+        with self.transaction():
+            self._db.execute("DELETE FROM seen_requests WHERE seen_at < ?", (moment.isoformat(),))
+
+    # --- outbox -------------------------------------------------------------------------
+
+    def add_event(
+        self,
+        type_: EventType,
+        compartment: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> LockerEvent:
+        event_id = uuid.uuid4()
+        ts = _now()
+        body = json.dumps(data or {}, sort_keys=True)
+        with self.transaction():
+            cur = self._db.execute(
+                "INSERT INTO outbox(event_id, ts, type, compartment, data) VALUES (?,?,?,?,?)",
+                (str(event_id), ts.isoformat(), str(type_), compartment, body),
+            )
+        return LockerEvent(
+            event_id=event_id,
+            seq=cur.lastrowid,
+            ts=ts,
+            type=type_,
+            compartment=compartment,
+            data=data or {},
+        )
+
+    def pending_events(self, after_seq: int = 0, limit: int = 500) -> list[LockerEvent]:
+        rows = self._db.execute(
+            "SELECT seq, event_id, ts, type, compartment, data FROM outbox WHERE seq > ? "
+            "ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [
+            LockerEvent(
+                seq=r[0],
+                event_id=uuid.UUID(r[1]),
+                ts=datetime.fromisoformat(r[2]),
+                type=EventType(r[3]),
+                compartment=r[4],
+                data=json.loads(r[5]),
+            )
+            for r in rows
+        ]
+
+    def delete_event(self, seq: int) -> None:
+        with self.transaction():
+            self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
+
+    def outbox_depth(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

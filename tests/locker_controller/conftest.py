@@ -1,0 +1,334 @@
+"""Fixtures for the controller: simulator over a pty, a real Mosquitto, the controller as a
+child process, and a paho client playing the cloud.
+
+Each fixture stops what it starts (the suite's health check fails tests that leak threads or
+child processes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from simulator import BoardSpec, Simulator
+from xinbao.codes import derive_locker_key
+from xinbao.contract import (
+    CommandReply,
+    CommandType,
+    LockerEvent,
+    sign_command,
+)
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+MASTER_HEX = "11" * 32
+LOCKER_ID = "XA-TEST-1"
+LOCKER_KEY = derive_locker_key(bytes.fromhex(MASTER_HEX), LOCKER_ID)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or predicate}")
+
+
+# --- simulator ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    """Two kerong-cu16 boards (1 and 2), IR sensors on, fast (no wire pacing)."""
+    boards = [
+        BoardSpec(protocol="kerong-cu16", address=1, channels=16, pulse_ms=100),
+        BoardSpec(protocol="kerong-cu16", address=2, channels=16, pulse_ms=100),
+    ]
+    with Simulator(boards, wire_timing=False, reply_delay=0.001) as s:
+        yield s
+
+
+def controller_toml(
+    data_dir: Path,
+    port: str,
+    *,
+    kiosk_port: int,
+    mqtt_port: int | None = None,
+    extra: str = "",
+) -> str:
+    mqtt_section = (
+        f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nusername = "{LOCKER_ID}"\n'
+        f'password = "pw"\ntelemetry_interval_s = 1.0\nreconnect_max_s = 2\n'
+        if mqtt_port
+        else ""
+    )
+    compartments = "".join(
+        f'[[compartments]]\nnumber = {n}\nsize = "{"S" if n <= 2 else "M"}"\n'
+        f"board = {1 if n <= 4 else 2}\nchannel = {(n - 1) % 4 + 1}\n\n"
+        for n in range(1, 9)
+    )
+    return f"""locker_id = "{LOCKER_ID}"
+master_key_hex = "{MASTER_HEX}"
+data_dir = "{data_dir}"
+poll_interval_s = 0.05
+debounce_polls = 2
+door_left_open_after_s = 2.0
+lockout_base_s = 1.0
+{extra}
+{mqtt_section}
+[kiosk]
+host = "127.0.0.1"
+port = {kiosk_port}
+
+[[buses]]
+port = "{port}"
+protocol = "kerong-cu16"
+timeout_s = 0.15
+  [[buses.boards]]
+  address = 1
+  channels = 16
+  pulse_ms = 100
+  [[buses.boards]]
+  address = 2
+  channels = 16
+  pulse_ms = 100
+
+{compartments}"""
+
+
+# --- mosquitto ------------------------------------------------------------------------------
+
+
+class Broker:
+    def __init__(self, tmp: Path) -> None:
+        self.port = free_port()
+        self.dir = tmp / "mosquitto"
+        self.dir.mkdir()
+        self.conf = self.dir / "mosquitto.conf"
+        # Persistence on: a restart keeps retained messages and queued QoS 1 messages for the
+        # cloud's persistent session, as a production broker does.
+        self.conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            f"persistence true\npersistence_location {self.dir}/\n"
+            f"log_dest file {self.dir}/mosquitto.log\n"
+            # Started as root, mosquitto would drop to its own user, which cannot enter
+            # pytest's private tmp directories; as another user it simply keeps its own.
+            + ("user root\n" if os.geteuid() == 0 else "")
+        )
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)])
+        wait_until(self._listening, 10, "mosquitto to listen")
+
+    def _listening(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    if not Path(MOSQUITTO).exists():
+        pytest.skip("mosquitto is not installed (the CI script installs it)")
+    b = Broker(tmp_path)
+    b.start()
+    yield b
+    b.stop()
+
+
+class Cloud:
+    """A paho client standing in for the cloud: records events/replies, sends commands."""
+
+    def __init__(self, port: int) -> None:
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        # A persistent session, so QoS 1 events published while this client is briefly
+        # disconnected (broker restart) are kept for it.
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id="test-cloud",
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.reconnect_delay_set(0.2, 1)
+        self.connected = threading.Event()
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(self.connected.is_set, 10, "the cloud client to connect")
+
+    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+        client.subscribe(f"xinbao/v1/lockers/{LOCKER_ID}/#", qos=1)
+        self.connected.set()
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self._lock:
+            self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def on(self, leaf: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t.endswith("/" + leaf)]
+
+    def events(self) -> list[LockerEvent]:
+        return [LockerEvent.from_bytes(p) for p in self.on("events")]
+
+    def event_types(self) -> list[str]:
+        return [e.type.value for e in self.events()]
+
+    def replies(self) -> list[CommandReply]:
+        return [CommandReply.from_bytes(p) for p in self.on("replies")]
+
+    def reply_to(self, request_id, timeout: float = 10.0) -> CommandReply:
+        return wait_until(
+            lambda: next((r for r in self.replies() if r.request_id == request_id), None),
+            timeout,
+            f"a reply to {request_id}",
+        )
+
+    def send(self, payload: bytes, *, retain: bool = False) -> None:
+        info = self.client.publish(
+            f"xinbao/v1/lockers/{LOCKER_ID}/commands", payload, qos=1, retain=retain
+        )
+        info.wait_for_publish(5)
+
+    def command(self, type_: CommandType, payload, **kw):
+        cmd = sign_command(LOCKER_KEY, type_, payload, **kw)
+        self.send(cmd.to_bytes())
+        return cmd
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def cloud(broker: Broker) -> Iterator[Cloud]:
+    c = Cloud(broker.port)
+    yield c
+    c.close()
+
+
+# --- the controller as a child process ------------------------------------------------------
+
+
+class ControllerProcess:
+    def __init__(self, config: Path, kiosk_port: int, log: Path) -> None:
+        self.config = config
+        self.kiosk = f"http://127.0.0.1:{kiosk_port}"
+        self.log = log
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(self._ready, 20, f"the controller kiosk (log: {self.log.read_text()[-2000:]})")
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"controller exited: {self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(self.kiosk + "/api/status", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def code(self, code: str) -> httpx.Response:
+        return httpx.post(self.kiosk + "/api/code", json={"code": code}, timeout=10)
+
+    def post(self, path: str, body: dict) -> httpx.Response:
+        return httpx.post(self.kiosk + path, json=body, timeout=10)
+
+    def status(self) -> dict:
+        return httpx.get(self.kiosk + "/api/status", timeout=5).json()
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise
+        self.proc = None
+        return code
+
+
+@pytest.fixture
+def make_controller(tmp_path: Path, sim: Simulator):
+    started: list[ControllerProcess] = []
+
+    def make(mqtt_port: int | None = None, extra: str = "") -> ControllerProcess:
+        dev = sim.start_pty() if not hasattr(sim, "_test_pty") else sim._test_pty
+        sim._test_pty = dev
+        kiosk_port = free_port()
+        path = tmp_path / "controller.toml"
+        path.write_text(
+            controller_toml(
+                tmp_path / "data", dev, kiosk_port=kiosk_port, mqtt_port=mqtt_port, extra=extra
+            )
+        )
+        proc = ControllerProcess(path, kiosk_port, tmp_path / "controller.log")
+        started.append(proc)
+        return proc
+
+    yield make
+    for proc in started:
+        proc.stop()
+
+
+def db_events(data_dir: Path) -> list[dict]:
+    """Rows still in the controller's outbox (read-only, straight from SQLite)."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{data_dir / 'controller.sqlite3'}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT seq, type, compartment, data FROM outbox ORDER BY seq")
+        return [
+            {"seq": r[0], "type": r[1], "compartment": r[2], "data": json.loads(r[3])} for r in rows
+        ]
+    finally:
+        db.close()

@@ -1,0 +1,92 @@
+"""Config files with mistakes are refused with a message naming the line and the field."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from locker_controller.config import parse_config
+from locker_controller.errors import ConfigError
+from tests.locker_controller.conftest import controller_toml
+
+
+def good(tmp_path: Path) -> str:
+    return controller_toml(tmp_path / "data", "/dev/null", kiosk_port=8080, mqtt_port=1883)
+
+
+def line_of(source: str, text: str, nth: int = 1) -> int:
+    found = [i for i, line in enumerate(source.splitlines(), 1) if text in line]
+    return found[nth - 1]
+
+
+def test_the_sample_config_loads(tmp_path):
+    cfg = parse_config(good(tmp_path))
+    assert cfg.locker_id == "XA-TEST-1"
+    assert cfg.mqtt is not None and cfg.mqtt.port == 1883 and not cfg.mqtt.tls
+    assert [c.number for c in cfg.compartments] == list(range(1, 9))
+    assert len(cfg.locker_key) == 32
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "field", "nth"),
+    [
+        ("channel = 3", 'channel = "three"', "compartments.2.channel", 1),
+        ('size = "M"', 'size = "XL"', "compartments.2.size", 1),
+        ("address = 2", "address = 999", "buses.0.boards.1.address", 1),
+        ("poll_interval_s = 0.05", "poll_interval_s = -1", "poll_interval_s", 1),
+        ('protocol = "kerong-cu16"', 'protocol = "kerong-cu99"', "buses.0.protocol", 1),
+        ("telemetry_interval_s = 1.0", "telemetry_interval_s = 1.0\ncolour = 1", "mqtt.colour", 1),
+        ("channel = 4", "channel = 40", "compartments.3", 1),
+    ],
+)
+def test_mistakes_name_line_and_field(tmp_path, old, new, field, nth):
+    source = good(tmp_path)
+    assert old in source
+    bad = source.replace(old, new, 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(bad)
+    err = caught.value
+    assert err.field == field
+    anchor = new.splitlines()[-1]
+    expected_line = line_of(bad, anchor, nth)
+    if field == "compartments.3":  # a cross-field check points at the entry's header
+        expected_line = line_of(bad, "[[compartments]]", 4)
+    assert err.line == expected_line, str(err)
+    assert f"line {expected_line}" in str(err) and field in str(err)
+
+
+def test_toml_syntax_error_names_the_line(tmp_path):
+    source = good(tmp_path).replace('size = "S"', "size = S", 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(source)
+    assert caught.value.line == line_of(source, "size = S")
+
+
+def test_both_or_no_key_is_refused(tmp_path):
+    source = good(tmp_path).replace('master_key_hex = "', 'locker_key_hex = "', 1)
+    assert parse_config(source).locker_key_hex is not None
+    both = f'master_key_hex = "{"22" * 32}"\n' + source
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(both)
+    neither = "\n".join(
+        line for line in source.splitlines() if not line.startswith("locker_key_hex")
+    )
+    with pytest.raises(ConfigError, match="exactly one"):
+        parse_config(neither)
+
+
+def test_cli_refuses_a_bad_config_without_traceback(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text(good(tmp_path).replace("board = 2", "board = 9", 1))
+    run = subprocess.run(
+        [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr
+    assert "board 9 is not on bus 0" in run.stderr and "line " in run.stderr
