@@ -75,11 +75,19 @@ def get_principal(
     token = _bearer(authorization)
     if token is not None:
         staff = _staff_from_token(session, settings, token, now)
-        return Principal(f"staff:{staff.username}", staff_service.ROLE_SCOPES[staff.role], staff)
-    if x_api_key:
+        principal = Principal(
+            f"staff:{staff.username}", staff_service.ROLE_SCOPES[staff.role], staff
+        )
+    elif x_api_key:
         key = staff_service.authenticate_api_key(session, x_api_key.strip())
-        return Principal(f"api_key:{key.id}", frozenset(key.scopes.split()))
-    raise AuthError("log in (Authorization: Bearer) or send an API key (X-API-Key)")
+        principal = Principal(f"api_key:{key.id}", frozenset(key.scopes.split()))
+    else:
+        raise AuthError("log in (Authorization: Bearer) or send an API key (X-API-Key)")
+    # End the read transaction now. On SQLite every transaction holds the write lock (BEGIN
+    # IMMEDIATE, core/db.py), so a route that opens its own session (the SMS outbox) would
+    # otherwise wait for this one until the busy timeout and fail.
+    session.commit()
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

@@ -1,7 +1,9 @@
 """Creating the first accounts without the HTTP API (the demo, tests, a fresh install).
 
-    python -m cloud_api.services.bootstrap staff NAME --role admin   (password from stdin)
-is available through ``xinbao`` too; these functions are what those commands call.
+A fresh install names its first admin in the settings (``XINBAO_FIRST_ADMIN_USERNAME`` and
+``_PASSWORD``; the app creates it at start if no account exists); the demo and the tests call
+``create_staff`` and ``create_api_key`` directly. Everything after that goes through the API
+(``POST /api/v1/staff``, ``POST /api/v1/api-keys``), so it is audited with the admin's name.
 """
 
 from sqlalchemy import Engine, select
