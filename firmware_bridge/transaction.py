@@ -159,7 +159,7 @@ class BusTransaction:
         buffer = bytearray()
         noise = bytearray()
         heard: dict[str, str] = {}  # kind of trouble -> latest example
-        last_byte_at = 0.0
+        last_byte_at = looked_at = 0.0
         echo = request.pack()
 
         def reject(raw: bytes, reason: str) -> None:
@@ -167,6 +167,16 @@ class BusTransaction:
 
         while True:
             now = time.monotonic()
+            if buffer and now - last_byte_at > GARBLED_QUIET_S and looked_at != last_byte_at:
+                # The head of the buffer still "needs more" but the line went quiet: noise
+                # that looks like the start of a long frame (a stray 80 before an 8A reply,
+                # 01 02 05 before a Modbus one) must not hide a whole reply behind it.
+                looked_at = last_byte_at
+                found = self._answer_inside(request, buffer)
+                if found is not None:
+                    start, frame = found
+                    log.debug("dropped %s before a reply", bytes(buffer[:start]).hex(" "))
+                    return frame, None
             # A frame with a bad checksum followed by silence: the board has had its say.
             said_its_say = "bad checksum" in heard and now - last_byte_at > GARBLED_QUIET_S
             if now >= deadline or said_its_say:
@@ -201,6 +211,15 @@ class BusTransaction:
                         log.debug("dropped %s after a reply", bytes(buffer).hex(" "))
                     return frame, None
                 heard["unexpected"] = f"unexpected frame {frame!r}"
+
+    def _answer_inside(self, request: Request, buffer: bytearray) -> tuple[int, Frame] | None:
+        """A whole frame answering ``request`` that starts past the head of ``buffer``,
+        and where it starts."""
+        for start in range(1, len(buffer)):
+            used, frame = self.protocol.decode(bytes(buffer[start:]), request.REPLIES)
+            if frame is not None and request.answered_by(frame):
+                return start, frame
+        return None
 
     def _drain(self) -> None:
         started = quiet_since = time.monotonic()

@@ -1,0 +1,198 @@
+"""``xinbao board`` as a real subprocess against the simulator: against an in-process
+Simulator's pty (and TCP), and against ``xinbao sim boards --pty`` run as a process too.
+
+Checks what a technician and a script see: stdout lines, the --json shape, one-line errors,
+exit codes, and that every unlock pulsed exactly once (ground truth).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware_bridge.cli import (
+    EXIT_BAD_ARGUMENT,
+    EXIT_GARBLED,
+    EXIT_JAMMED,
+    EXIT_LINK,
+    EXIT_SILENT,
+)
+from simulator import BoardSpec, Simulator
+
+_SCRIPT = Path(sys.executable).parent / "xinbao"
+XINBAO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "xinbao.cli"]
+CU16 = ["--protocol", "kerong-cu16"]
+
+
+def xinbao(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*XINBAO, *args], capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def cu16_sim() -> Iterator[Simulator]:
+    specs = [BoardSpec("kerong-cu16", a, pulse_ms=100) for a in (1, 2)]
+    with Simulator(specs, wire_timing=False, reply_delay=0.0) as sim:
+        yield sim
+
+
+def test_scan_status_unlock_against_a_pty(cu16_sim):
+    sim = cu16_sim
+    port = ["--port", sim.start_pty()]
+
+    result = xinbao("board", "scan", *port, *CU16, "--addresses", "0-3", "--timeout", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
+
+    since = sim.truth.last_seq
+    result = xinbao("board", "unlock", *port, *CU16, "--board", "2", "--channel", "5",
+                    "--pulse-ms", "100")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "board 2 channel 5: opened\n"
+    pulses = sim.truth.events("lock_pulse", since)
+    assert [(p.board, p.channel) for p in pulses] == [(2, 5)]
+
+    sim.put_item(2, 5)
+    result = xinbao("board", "status", *port, *CU16, "--board", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # one JSON object on one line
+    expected = {
+        "board": 2,
+        "channels": [
+            {"channel": s.channel, "locked": s.locked, "occupied": s.occupied}
+            for s in sim.board(2).states()
+        ],
+    }
+    assert json.loads(result.stdout) == expected
+    assert expected["channels"][4] == {"channel": 5, "locked": False, "occupied": True}
+
+    result = xinbao("board", "status", *port, *CU16, "--board", "2", "--channels", "6")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "board 2 (kerong-cu16)"
+    assert lines[1:] == [
+        "  channel  1: locked  empty",
+        "  channel  2: locked  empty",
+        "  channel  3: locked  empty",
+        "  channel  4: locked  empty",
+        "  channel  5: open  occupied",
+        "  channel  6: locked  empty",
+    ]
+
+
+def test_failures_have_their_exit_codes(cu16_sim):
+    sim = cu16_sim
+    port = ["--port", sim.start_pty()]
+    fast = ["--timeout", "0.1", "--retries", "0"]
+
+    sim.inject(1, "jammed", channel=6)
+    since = sim.truth.last_seq
+    result = xinbao("board", "unlock", *port, *CU16, "--board", "1", "--channel", "6",
+                    "--pulse-ms", "100")  # fmt: skip
+    assert result.returncode == EXIT_JAMMED
+    assert "board 1 channel 6: pulse sent but the lock still reads locked" in one_line_error(
+        result
+    )
+    assert [(p.board, p.channel) for p in sim.truth.events("lock_pulse", since)] == [(1, 6)]
+
+    since = sim.truth.last_seq
+    result = xinbao("board", "unlock", *port, *CU16, "--board", "4", "--channel", "1", *fast,
+                    "--pulse-ms", "100")  # fmt: skip
+    assert result.returncode == EXIT_SILENT
+    assert "board 4 channel 1: no response" in one_line_error(result)
+    assert sim.truth.events("lock_pulse", since) == []
+
+    sim.inject(2, "duplicate_address")
+    result = xinbao("board", "status", *port, *CU16, "--board", "2", *fast)
+    assert result.returncode == EXIT_GARBLED
+    assert "board 2" in one_line_error(result)
+
+    # Refused before the port is touched: nothing reaches the line.
+    since = sim.truth.last_seq
+    result = xinbao("board", "unlock", *port, *CU16, "--board", "1", "--channel", "17")
+    assert result.returncode == EXIT_BAD_ARGUMENT
+    assert "channels 1..16" in one_line_error(result)
+    result = xinbao("board", "status", *port, "--protocol", "kerong-cu99", "--board", "1")
+    assert result.returncode == EXIT_BAD_ARGUMENT
+    assert "unknown lock-board protocol" in one_line_error(result)
+    assert sim.truth.events("frame_received", since) == []
+
+    result = xinbao("board", "status", "--port", "/dev/xinbao-no-such-port", *CU16, "--board", "1")
+    assert result.returncode == EXIT_LINK
+    assert "cannot open serial port" in one_line_error(result)
+
+
+def test_scan_over_tcp_with_nobody_there(cu16_sim):
+    url = cu16_sim.start_tcp("127.0.0.1", 0)
+    result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "1,2", "--timeout", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
+    result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "5-6", "--timeout", "0.1")
+    assert result.returncode == EXIT_SILENT
+    assert one_line_error(result) == f"error: no kerong-cu16 board answered on {url}"
+
+
+@pytest.fixture
+def sim_process(tmp_path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    """``xinbao sim boards --pty`` as its own process; stopped with SIGTERM, as by a tester."""
+    truth = tmp_path / "truth.jsonl"
+    proc = subprocess.Popen(
+        [*XINBAO, "sim", "boards", "--protocol", "bcc-8a", "--addresses", "1,2", "--pty",
+         "--no-wire-timing", "--truth-log", str(truth)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        first = proc.stdout.readline()
+        assert first.startswith("pty: "), first + proc.stderr.read()
+        yield first.removeprefix("pty: ").strip(), proc, truth
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_against_the_simulator_process(sim_process):
+    device, proc, truth = sim_process
+    port = ["--port", device, "--protocol", "bcc-8a"]
+
+    result = xinbao("board", "scan", *port, "--addresses", "0-3", "--timeout", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
+
+    result = xinbao("board", "unlock", *port, "--board", "2", "--channel", "3")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "board 2 channel 3: opened\n"
+
+    result = xinbao("board", "status", *port, "--board", "2", "--json")
+    assert result.returncode == 0, result.stderr
+    channels = json.loads(result.stdout)["channels"]
+    assert len(channels) == 24  # the simulated 8A board's size, read from its reply
+    assert [c["channel"] for c in channels if not c["locked"]] == [3]
+    assert all(c["occupied"] is None for c in channels)  # 8A frames carry no sensors
+
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 0
+    assert proc.stdout.read().strip().endswith("stopped")
+    events = [json.loads(line) for line in truth.read_text().splitlines()]
+    pulses = [(e["board"], e["channel"]) for e in events if e["kind"] == "lock_pulse"]
+    assert pulses == [(2, 3)]
