@@ -1,7 +1,8 @@
 """The FastAPI application: ``create_app(settings)``.
 
 The lifespan creates the first admin (if the settings name one) and runs the background work
-of this process: the SMS dispatcher and the scheduler. Both are safe to run in several API
+of this process: the SMS dispatcher, the scheduler and, when XINBAO_MQTT_URL is set, the MQTT
+bridge to the lockers (cloud_api.mqtt). Both are safe to run in several API
 processes at once (see their modules), so a deployment simply runs N identical processes.
 The schema is not created here: ``xinbao api`` runs the alembic migrations before serving.
 """
@@ -17,16 +18,18 @@ from fastapi import Depends, FastAPI
 
 from cloud_api.api import problems
 from cloud_api.api.deps import get_current_staff
-from cloud_api.api.routes import audit, bench, handovers, lockers, records, staff
+from cloud_api.api.routes import audit, bench, handovers, lockers, monitoring, records, staff
 from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.models.common import utcnow
+from cloud_api.mqtt import CloudBridge
 from cloud_api.services import bootstrap, policy
 from cloud_api.services.scheduler import Scheduler
 from cloud_api.sms.config import SmsSettings
 from cloud_api.sms.dispatcher import SmsDispatcher
 from cloud_api.sms.providers import SmsProvider, build_provider
 from cloud_api.sms.routes import SmsContext, mount_sms
+from cloud_api.web import mount_web
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +55,11 @@ def create_app(
     scheduler = Scheduler(
         engine, handover_policy, [timedelta(hours=h) for h in settings.reminder_hours], clock
     )
+    bridge = (
+        CloudBridge(settings, engine, handover_policy=handover_policy, clock=clock)
+        if settings.mqtt_url
+        else None
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -69,9 +77,13 @@ def create_app(
                     name="scheduler",
                 ),
             ]
+        if bridge is not None:
+            bridge.start()
         try:
             yield
         finally:
+            if bridge is not None:
+                await asyncio.to_thread(bridge.stop)
             stop.set()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
@@ -91,8 +103,9 @@ def create_app(
     app.state.policy = handover_policy
     app.state.scheduler = scheduler
     app.state.dispatcher = dispatcher
+    app.state.bridge = bridge
     problems.install(app)
-    for module in (records, lockers, handovers, staff, audit):
+    for module in (records, lockers, handovers, staff, audit, monitoring):
         app.include_router(module.router)
     app.include_router(staff.keys_router)
     mount_sms(
@@ -102,4 +115,5 @@ def create_app(
     )
     if settings.bench_routes:
         app.include_router(bench.router)
+    mount_web(app)
     return app

@@ -4,8 +4,10 @@ Outside the demo the service refuses to start with an empty or built-in secret: 
 derived from a known master secret would let anyone compute every code.
 """
 
+from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Self
+from typing import Literal, Self
+from urllib.parse import unquote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,6 +18,15 @@ from xinbao.codes import DEFAULT_DIGITS, MAX_DIGITS, MIN_DIGITS
 DEMO_MASTER_SECRET = "xinbao-demo-master-secret-do-not-use"
 DEMO_TOKEN_SECRET = "xinbao-demo-token-secret-do-not-use"
 _MIN_SECRET_LENGTH = 32
+
+
+@dataclass(frozen=True)
+class MqttEndpoint:
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None = field(repr=False, default=None)
 
 
 class Settings(BaseSettings):
@@ -55,6 +66,18 @@ class Settings(BaseSettings):
     # A bare endpoint doing the same single-row query as the code check, for bench/api_bench.py.
     bench_routes: bool = False
 
+    # MQTT link to the lockers (cloud_api.mqtt); unset = this process runs without one.
+    mqtt_url: str | None = None
+    mqtt_group: str = Field(default="cloud", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Stable per process, so a restarted process resumes its persistent session; the default
+    # (host name and pid) suits one-off runs, deployments set it per API process.
+    mqtt_client_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # auto: probe whether the broker honours $share (amqtt accepts the filter but never
+    # delivers on it) and fall back to plain subscriptions; on/off: trust the setting.
+    mqtt_shared: Literal["auto", "on", "off"] = "auto"
+    mqtt_command_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    mqtt_command_ttl_seconds: float = Field(default=300, ge=10, le=7 * 24 * 3600)
+
     @model_validator(mode="after")
     def _secrets(self) -> Self:
         for name, demo_value in (
@@ -79,6 +102,19 @@ class Settings(BaseSettings):
             raise ConfigError("XINBAO_REMINDER_HOURS must be hours between 0 and a year")
         if self.lockout_max_seconds < self.lockout_base_seconds:
             raise ConfigError("XINBAO_LOCKOUT_MAX_SECONDS must not be below the base")
+        if self.mqtt_url is not None:
+            self.mqtt_url = self.mqtt_url.strip() or None
+        if self.mqtt_url is not None:
+            parts = urlsplit(self.mqtt_url)
+            try:
+                parts.port  # noqa: B018 - raises ValueError on a bad port
+            except ValueError:
+                raise ConfigError("XINBAO_MQTT_URL has a bad port") from None
+            if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+                raise ConfigError(
+                    "XINBAO_MQTT_URL must look like mqtt://user:password@host:1883 "
+                    "(or mqtts:// for TLS)"
+                )
         if (self.first_admin_username is None) != (self.first_admin_password is None):
             raise ConfigError(
                 "set both XINBAO_FIRST_ADMIN_USERNAME and XINBAO_FIRST_ADMIN_PASSWORD, or neither"
@@ -92,6 +128,20 @@ class Settings(BaseSettings):
     @property
     def token_key(self) -> bytes:
         return self.token_secret.get_secret_value().encode()
+
+    @property
+    def mqtt_endpoint(self) -> "MqttEndpoint | None":
+        if self.mqtt_url is None:
+            return None
+        parts = urlsplit(self.mqtt_url)
+        tls = parts.scheme == "mqtts"
+        return MqttEndpoint(
+            host=parts.hostname or "",
+            port=parts.port or (8883 if tls else 1883),
+            tls=tls,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+        )
 
     @property
     def retention(self) -> timedelta:

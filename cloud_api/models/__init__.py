@@ -5,6 +5,7 @@ from cloud_api.models.audit import AuditEntry, AuditHead
 from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.idempotency import IdempotentRequest
 from cloud_api.models.locker import Compartment, CompartmentState, Locker
+from cloud_api.models.monitoring import Alarm, LockerCommand, LockerEventRecord, LockerLink
 from cloud_api.models.record import ApprovalRecord, RecordStatus
 from cloud_api.models.remote_open import RemoteOpenRequest
 from cloud_api.models.staff import ApiKey, Role, Scope, Staff
@@ -12,6 +13,7 @@ from cloud_api.sms.models import SmsMessage
 
 __all__ = [
     "ApiKey",
+    "Alarm",
     "ApprovalRecord",
     "AuditEntry",
     "AuditHead",
@@ -22,6 +24,9 @@ __all__ = [
     "HandoverState",
     "IdempotentRequest",
     "Locker",
+    "LockerCommand",
+    "LockerEventRecord",
+    "LockerLink",
     "RecordStatus",
     "RemoteOpenRequest",
     "Role",

@@ -98,10 +98,22 @@ class Occupancy(SQLModel):
     free: int
 
 
+class BoardHealth(SQLModel):
+    bus: str
+    address: int
+    reachable: bool
+    consecutive_timeouts: int
+
+
 class LockerPublic(LockerBase):
     id: str
     locked_out_until: datetime | None = None
     occupancy: list[Occupancy] = []
+    # From the locker's MQTT presence and telemetry (cloud_api.mqtt); never seen: offline.
+    online: bool = False
+    last_seen_at: datetime | None = None
+    outbox_depth: int | None = None
+    boards: list[BoardHealth] = []
 
 
 class LockerDetail(LockerPublic):

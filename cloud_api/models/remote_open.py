@@ -1,4 +1,5 @@
-"""Remote door-open requests from staff (sent to the locker by the MQTT integration)."""
+"""Remote door-open requests from staff, sent to the locker as a signed ``unlock`` command
+(cloud_api.mqtt) and closed with the outcome of its reply."""
 
 from datetime import datetime
 
@@ -16,10 +17,14 @@ class RemoteOpenRequest(SQLModel, table=True):
     compartment_number: int
     staff_id: int = Field(foreign_key="staff.id")
     reason: str = Field(max_length=500)
+    # pending -> sent -> opened | jammed | no_response | rejected | timeout
     status: str = Field(default="pending", max_length=16)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
+    request_id: str | None = Field(default=None, max_length=36)
+    detail: str | None = Field(default=None, max_length=300)
+    finished_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
 
 
 class RemoteOpenCreate(SQLModel):
@@ -36,3 +41,6 @@ class RemoteOpenPublic(SQLModel):
     reason: str
     status: str
     created_at: datetime
+    request_id: str | None = None
+    detail: str | None = None
+    finished_at: datetime | None = None

@@ -20,6 +20,7 @@ from cloud_api.models.locker import (
     LockerPublic,
     Occupancy,
 )
+from cloud_api.models.monitoring import LockerLink
 from cloud_api.services import audit
 
 EARTH_RADIUS_KM = 6371.0088
@@ -123,9 +124,30 @@ def _occupancy(session: Session, locker_ids: list[str]) -> dict[str, list[Occupa
     return result
 
 
-def _public(locker: Locker, occupancy: list[Occupancy], now: datetime) -> dict:
+def _links(session: Session, locker_ids: list[str]) -> dict[str, LockerLink]:
+    if not locker_ids:
+        return {}
+    rows = session.scalars(select(LockerLink).where(LockerLink.locker_id.in_(locker_ids)))
+    return {link.locker_id: link for link in rows}
+
+
+def _link_fields(link: LockerLink | None) -> dict:
+    if link is None:
+        return {}
+    return {
+        "online": link.online,
+        "last_seen_at": link.last_seen_at,
+        "outbox_depth": link.outbox_depth,
+        "boards": link.boards or [],
+    }
+
+
+def _public(
+    locker: Locker, occupancy: list[Occupancy], now: datetime, link: LockerLink | None = None
+) -> dict:
     locked = locker.lockout_until if locker.lockout_until and locker.lockout_until > now else None
     return {
+        **_link_fields(link),
         "id": locker.id,
         "site": locker.site,
         "address": locker.address,
@@ -139,13 +161,14 @@ def _public(locker: Locker, occupancy: list[Occupancy], now: datetime) -> dict:
 def list_lockers(session: Session, now: datetime, offset: int, limit: int) -> list[LockerPublic]:
     lockers = list(session.scalars(select(Locker).order_by(Locker.id).offset(offset).limit(limit)))
     occupancy = _occupancy(session, [lk.id for lk in lockers])
-    return [LockerPublic(**_public(lk, occupancy[lk.id], now)) for lk in lockers]
+    links = _links(session, [lk.id for lk in lockers])
+    return [LockerPublic(**_public(lk, occupancy[lk.id], now, links.get(lk.id))) for lk in lockers]
 
 
 def detail(session: Session, locker: Locker, now: datetime) -> LockerDetail:
     occupancy = _occupancy(session, [locker.id])
     return LockerDetail(
-        **_public(locker, occupancy[locker.id], now),
+        **_public(locker, occupancy[locker.id], now, session.get(LockerLink, locker.id)),
         compartments=[c.model_dump() for c in compartments_of(session, locker.id)],
     )
 

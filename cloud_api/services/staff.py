@@ -155,3 +155,9 @@ def request_remote_open(
     )
     session.commit()
     return request
+
+
+def note_remote_open(session: Session, request: RemoteOpenRequest, detail: str) -> None:
+    """Say why a remote open stays ``pending`` (it was never sent)."""
+    request.detail = detail
+    session.commit()

@@ -12,6 +12,7 @@ from cloud_api.api.deps import (
     PolicyDep,
     SessionDep,
 )
+from cloud_api.api.locker_sync import BridgeDep, sync_handover
 from cloud_api.models.handover import DropoffRequest, HandoverPublic, ResendRequest
 from cloud_api.services import handovers, idempotency
 
@@ -27,6 +28,7 @@ def request_dropoff(
     policy: PolicyDep,
     now: NowDep,
     response: Response,
+    bridge: BridgeDep,
     idempotency_key: IdempotencyKey = None,
 ):
     """Reserve a compartment (at ``locker_id`` or nearest to latitude/longitude) and send the
@@ -38,6 +40,7 @@ def request_dropoff(
             response.status_code = stored.status_code
             return stored.response
     handover = handovers.request_dropoff(session, policy, body, who.name, now)
+    sync_handover(bridge, handover)
     public = handovers.public(session, handover)
     if idempotency_key:
         idempotency.remember(
@@ -52,20 +55,29 @@ def get_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter):
 
 
 @router.post("/{handover_id}/cancel", response_model=HandoverPublic)
-def cancel_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter, now: NowDep):
+def cancel_handover(
+    handover_id: DbId, session: SessionDep, who: HandoversWriter, now: NowDep, bridge: BridgeDep
+):
     """Cancel a reservation whose item is not in yet; its code stops working."""
     handover = handovers.get(session, handover_id)
     handovers.cancel(session, handover, who.name, now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)
 
 
 @router.post("/by-ref/{ref}/resend", response_model=HandoverPublic)
 def resend_code(
-    ref: HandoverRef, body: ResendRequest, session: SessionDep, policy: PolicyDep, now: NowDep
+    ref: HandoverRef,
+    body: ResendRequest,
+    session: SessionDep,
+    policy: PolicyDep,
+    now: NowDep,
+    bridge: BridgeDep,
 ):
     """The applicant asks for the code again (rate-limited); the old code stops working.
 
     No log-in: the handover reference (from the applicant's account page) and the mobile
     number on the record are the proof."""
     handover = handovers.resend(session, policy, ref, body.mobile, now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)

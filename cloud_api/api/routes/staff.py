@@ -13,6 +13,8 @@ from cloud_api.api.deps import (
     SessionDep,
     SettingsDep,
 )
+from cloud_api.api.locker_sync import BridgeDep, sync_handover
+from cloud_api.errors import NotFound
 from cloud_api.models.handover import HandoverKind, HandoverPublic, HandoverState, LoadRequest
 from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenPublic, RemoteOpenRequest
 from cloud_api.models.staff import (
@@ -87,11 +89,17 @@ def create_staff(body: StaffCreate, admin: CurrentAdmin, session: SessionDep):
 
 @router.post("/loads", response_model=HandoverPublic, status_code=201)
 def start_load(
-    body: LoadRequest, staff: CurrentStaff, session: SessionDep, policy: PolicyDep, now: NowDep
+    body: LoadRequest,
+    staff: CurrentStaff,
+    session: SessionDep,
+    policy: PolicyDep,
+    now: NowDep,
+    bridge: BridgeDep,
 ):
     """Start loading an approved licence: reserves a compartment, allocates the pickup code's
     counter; the SMS goes out when the locker reports the licence deposited."""
     handover = handovers.start_load(session, policy, body, f"staff:{staff.username}", now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)
 
 
@@ -118,31 +126,63 @@ def dropoffs_waiting(
 
 
 @router.post("/handovers/{handover_id}/collect", response_model=HandoverPublic)
-def collect_dropoff(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+def collect_dropoff(
+    handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
+):
     handover = handovers.get(session, handover_id)
     handovers.staff_collect(session, handover, f"staff:{staff.username}", now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)
 
 
 @router.post("/handovers/{handover_id}/recover", response_model=HandoverPublic)
-def recover_pickup(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+def recover_pickup(
+    handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
+):
     handover = handovers.get(session, handover_id)
     handovers.staff_recover(session, handover, f"staff:{staff.username}", now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)
 
 
 @router.post("/handovers/{handover_id}/cancel", response_model=HandoverPublic)
-def cancel_handover(handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
+def cancel_handover(
+    handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
+):
     handover = handovers.get(session, handover_id)
     handovers.cancel(session, handover, f"staff:{staff.username}", now)
+    sync_handover(bridge, handover)
     return handovers.public(session, handover)
 
 
 @router.post("/remote-opens", response_model=RemoteOpenPublic, status_code=201)
-def remote_open(body: RemoteOpenCreate, staff: CurrentStaff, session: SessionDep):
-    """Record an authorised remote open (the command goes to the locker over MQTT)."""
+def remote_open(
+    body: RemoteOpenCreate, staff: CurrentStaff, session: SessionDep, bridge: BridgeDep
+):
+    """Open one door for a citizen on the phone: the request is recorded and audited, a signed
+    ``unlock`` goes to the locker, and the answer waits for its reply (up to
+    XINBAO_MQTT_COMMAND_TIMEOUT_SECONDS). ``status`` is the outcome: opened, jammed,
+    no_response, rejected (the locker refused) or timeout; an API running without MQTT
+    records the request and leaves it ``pending`` (never sent)."""
     request = staff_service.request_remote_open(session, staff, body)
-    return RemoteOpenPublic.model_validate(request, from_attributes=True)
+    if bridge is None:
+        staff_service.note_remote_open(
+            session, request, "not sent: this API runs without MQTT (XINBAO_MQTT_URL unset)"
+        )
+    else:
+        bridge.remote_open(request.id)
+    session.expire_all()
+    fresh = session.get(RemoteOpenRequest, request.id)
+    session.commit()
+    return RemoteOpenPublic.model_validate(fresh, from_attributes=True)
+
+
+@router.get("/remote-opens/{request_id}", response_model=RemoteOpenPublic)
+def get_remote_open(request_id: DbId, staff: CurrentStaff, session: SessionDep):
+    found = session.get(RemoteOpenRequest, request_id)
+    if found is None:
+        raise NotFound(f"no remote open {request_id}")
+    return RemoteOpenPublic.model_validate(found, from_attributes=True)
 
 
 @router.get("/remote-opens", response_model=list[RemoteOpenPublic])

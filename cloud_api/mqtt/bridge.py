@@ -1,0 +1,466 @@
+"""``CloudBridge``: the API process's MQTT client (paho-mqtt 2.x, MQTT 3.1.1).
+
+Threads: paho's network thread (``loop_start``) only receives and queues; one worker thread
+applies the messages in arrival order and acknowledges each (manual PUBACK) only after its
+transaction committed. So a crash between commit and PUBACK causes a redelivery, which the
+event_id constraint turns into a no-op, and a slow or failing database never stalls the
+keepalive. Commands are published from whichever thread asks (paho's publish is thread safe).
+
+Sessions are persistent (clean_session=False, a stable client id) so QoS 1 messages queued
+while this process was away are delivered when it comes back; the subscriptions are made again
+on every connect anyway. Several API processes split the lockers' messages through shared
+subscriptions (``$share/<group>/...``). amqtt (the demo's embedded broker) accepts a ``$share``
+filter but never delivers on it, so in ``auto`` mode the bridge probes once: it subscribes to
+a shared filter on a probe topic of its own, publishes to it, and falls back to plain
+subscriptions (each process then receives everything; event_id dedupe keeps every event
+applied once) if the probe does not come back.
+"""
+
+import logging
+import os
+import queue
+import re
+import socket
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
+
+from cloud_api.core.config import Settings
+from cloud_api.models.common import utcnow
+from cloud_api.models.monitoring import LockerCommand
+from cloud_api.models.remote_open import RemoteOpenRequest
+from cloud_api.models.staff import Staff
+from cloud_api.mqtt import commands
+from cloud_api.mqtt.errors import LinkDown, MessageDropped
+from cloud_api.mqtt.ingest import Ingest
+from cloud_api.services import audit, policy
+from cloud_api.services.handovers import HandoverPolicy
+from xinbao.contract import (
+    TOPIC_ROOT,
+    Channel,
+    CommandType,
+    ContractError,
+    UnlockPayload,
+    parse_topic,
+    shared_subscription,
+    topic,
+)
+
+log = logging.getLogger(__name__)
+
+_CHANNELS = {Channel.EVENTS: 1, Channel.PRESENCE: 1, Channel.TELEMETRY: 0, Channel.REPLIES: 1}
+_PROBE_WAIT_S = 3.0
+_DB_RETRY_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class _Message:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+
+
+def default_client_id() -> str:
+    host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "host"
+    return f"xinbao-cloud-{host}-{os.getpid()}"
+
+
+class CloudBridge:
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        *,
+        handover_policy: HandoverPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        endpoint = settings.mqtt_endpoint
+        if endpoint is None:
+            raise LinkDown("XINBAO_MQTT_URL is not set")
+        self._endpoint = endpoint
+        self._settings = settings
+        self._engine = engine
+        self._clock = clock
+        self._policy = handover_policy or policy.from_settings(settings)
+        self.client_id = settings.mqtt_client_id or default_client_id()
+        self._group = settings.mqtt_group
+        self._ingest = Ingest(engine, self._policy, self.client_id, clock)
+        self._queue: queue.Queue[_Message | None] = queue.Queue()
+        self._stopping = threading.Event()
+        self.connected = threading.Event()
+        # Set once the broker granted this connection's subscriptions (SUBACK).
+        self.subscribed = threading.Event()
+        self._sub_mid: int | None = None
+        self._lock = threading.Lock()
+        # None: not probed yet (auto); True/False: shared subscriptions work / do not.
+        self.shared: bool | None = {"on": True, "off": False}.get(settings.mqtt_shared)
+        self._probe_deadline: float | None = None
+        self._probe_topic = f"xinbao/v1/probe/{self.client_id}"
+        self._waiters: dict[str, threading.Event] = {}
+        self._worker: threading.Thread | None = None
+        self._client = self._make_client()
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            clean_session=False,
+            manual_ack=True,
+        )
+        if self._endpoint.username is not None:
+            client.username_pw_set(self._endpoint.username, self._endpoint.password)
+        if self._endpoint.tls:
+            client.tls_set(tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        return client
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stopping.clear()
+        self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
+        self._worker.start()
+        self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
+        self._client.loop_start()
+        log.info(
+            "MQTT bridge %s connecting to %s:%s",
+            self.client_id,
+            self._endpoint.host,
+            self._endpoint.port,
+        )
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._queue.put(None)
+        if self._worker is not None:
+            self._worker.join(30)
+            self._worker = None
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """True once connected and subscribed (after the $share probe in auto mode)."""
+        return self.subscribed.wait(timeout)
+
+    # --- paho's thread ------------------------------------------------------------------
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        with self._lock:
+            shared = self.shared
+            if shared is None:
+                self._probe_deadline = time.monotonic() + _PROBE_WAIT_S
+        if shared is None:
+            client.subscribe(f"$share/{self._group}/{self._probe_topic}", qos=1)
+            client.publish(self._probe_topic, b"probe", qos=1)
+        else:
+            self._subscribe(client, shared)
+        self.connected.set()
+
+    def _subscribe(self, client: mqtt.Client, shared: bool) -> None:
+        filters = [
+            (shared_subscription(ch, self._group) if shared else f"{TOPIC_ROOT}/+/{ch.value}", qos)
+            for ch, qos in _CHANNELS.items()
+        ]
+        with self._lock:
+            _, self._sub_mid = client.subscribe(filters)
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        with self._lock:
+            ours, shared = mid == self._sub_mid, self.shared
+        if not ours:
+            return
+        if any(rc.is_failure for rc in reason_codes):
+            if shared:
+                log.warning(
+                    "the broker refused the shared subscriptions ($share/%s/...): falling back "
+                    "to plain subscriptions (event_id dedupe keeps each event applied once)",
+                    self._group,
+                )
+                with self._lock:
+                    self.shared = False
+                self._subscribe(client, False)
+                return
+            log.error("the broker refused our subscriptions: %s", reason_codes)
+            return
+        self.subscribed.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected.is_set() and not self._stopping.is_set():
+            log.warning("lost the broker (%s); reconnecting", reason_code)
+        self.connected.clear()
+        self.subscribed.clear()
+
+    def _on_message(self, client, userdata, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._probe_topic:
+            self._probe_answered(client)
+            client.ack(message.mid, message.qos)
+            return
+        self._queue.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
+
+    def _probe_answered(self, client: mqtt.Client) -> None:
+        with self._lock:
+            if self.shared is not None:
+                return
+            self.shared = True
+        log.info("the broker delivers shared subscriptions ($share/%s/...)", self._group)
+        client.unsubscribe(f"$share/{self._group}/{self._probe_topic}")
+        self._subscribe(client, True)
+
+    def _probe_expired(self) -> None:
+        with self._lock:
+            due = self.shared is None and self._probe_deadline is not None
+            if not due or time.monotonic() < self._probe_deadline:
+                return
+            self.shared = False
+        log.warning(
+            "the broker does not deliver on $share/%s/... (amqtt accepts the filter and ignores "
+            "it): falling back to plain subscriptions; every API process now receives every "
+            "message and event_id dedupe keeps each event applied once",
+            self._group,
+        )
+        self._client.unsubscribe(f"$share/{self._group}/{self._probe_topic}")
+        self._subscribe(self._client, False)
+
+    # --- the worker thread --------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            try:
+                message = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                self._probe_expired()
+                continue
+            if message is None:
+                return
+            if self._process(message):
+                self._client.ack(message.mid, message.qos)
+            elif self._stopping.is_set():
+                return  # not acknowledged: the broker hands it out again
+
+    def _process(self, message: _Message) -> bool:
+        """Apply one message; False only if it must not be acknowledged (we are stopping
+        while the database is unreachable)."""
+        delay = 0.1
+        while True:
+            try:
+                self._dispatch(message)
+                return True
+            except (ContractError, MessageDropped) as err:
+                log.warning("dropped a message on %r: %s", message.topic[:200], err)
+                return True
+            except OperationalError as err:
+                log.warning("database unavailable, will retry: %s", str(err).splitlines()[0])
+            except SQLAlchemyError as err:
+                # Not the database being away: the data itself cannot be stored. Retrying would
+                # block every locker behind this one message.
+                log.error("dropped a message on %r the database refused: %s", message.topic, err)
+                return True
+            if self._stopping.wait(delay):
+                return False
+            delay = min(delay * 2, _DB_RETRY_MAX_S)
+
+    def _dispatch(self, message: _Message) -> None:
+        locker_id, channel = parse_topic(message.topic)
+        if channel is Channel.EVENTS:
+            self._ingest.event(locker_id, message.payload)
+        elif channel is Channel.PRESENCE:
+            if self._ingest.presence(locker_id, message.payload):
+                self.sync_locker(locker_id)
+        elif channel is Channel.TELEMETRY:
+            if self._ingest.telemetry(locker_id, message.payload):
+                self.sync_locker(locker_id)
+        elif channel is Channel.REPLIES:
+            outcome = self._ingest.reply(locker_id, message.payload)
+            if outcome is not None:
+                self._wake(outcome.request_id)
+        else:
+            raise ContractError(f"the cloud does not take {channel.value} messages")
+
+    # --- commands -----------------------------------------------------------------------
+
+    def send(
+        self,
+        locker_id: str,
+        type_: CommandType,
+        payload,
+        *,
+        ttl: timedelta | None = None,
+        remote_open_id: int | None = None,
+        request_id: uuid.UUID | None = None,
+    ) -> str:
+        """Sign, record and publish one command (QoS 1, never retained); its request_id."""
+        ttl = ttl or timedelta(seconds=self._settings.mqtt_command_ttl_seconds)
+        command = commands.signed(
+            self._settings.master_key, locker_id, type_, payload, ttl, self._clock(), request_id
+        )
+        with Session(self._engine, expire_on_commit=False) as session:
+            commands.record(session, locker_id, command, remote_open_id)
+            session.commit()
+        info = self._client.publish(
+            topic(locker_id, Channel.COMMANDS), command.to_bytes(), qos=1, retain=False
+        )
+        # NO_CONN: paho keeps a QoS 1 message and sends it after the reconnect.
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            raise LinkDown(f"cannot publish to the broker: {mqtt.error_string(info.rc)}")
+        return str(command.request_id)
+
+    def sync_handovers(self, locker_id: str, handover_ids: list[int]) -> str | None:
+        """Upserts and revocations for these handovers (after a create, cancel, resend, load)."""
+        with Session(self._engine) as session:
+            payload = commands.sync_payload(
+                session, locker_id, self._settings.code_digits, handover_ids
+            )
+        if not payload.upserts and not payload.revocations:
+            return None
+        return self.send(locker_id, CommandType.SYNC_RESERVATIONS, payload)
+
+    def sync_locker(self, locker_id: str) -> None:
+        """Everything a locker coming back on line must know: all live reservations (full) and
+        the staff credentials."""
+        with Session(self._engine) as session:
+            reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
+            staff = commands.staff_payload(session)
+        self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations)
+        self.send(locker_id, CommandType.STAFF_CREDENTIALS, staff)
+        log.info(
+            "full sync to %s: %d reservations, %d staff",
+            locker_id,
+            len(reservations.upserts),
+            len(staff.staff),
+        )
+
+    def _wake(self, request_id: str) -> None:
+        with self._lock:
+            waiter = self._waiters.get(request_id)
+        if waiter is not None:
+            waiter.set()
+
+    def _command(self, request_id: str) -> LockerCommand:
+        with Session(self._engine, expire_on_commit=False) as session:
+            found = session.scalar(
+                select(LockerCommand).where(LockerCommand.request_id == request_id)
+            )
+            session.commit()  # end the read: on SQLite it holds the write lock
+        return found
+
+    def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
+        """The command row once answered, or marked ``timeout`` after ``timeout`` seconds.
+
+        The reply may reach another API process (shared subscription): the database is the
+        meeting point, the local event only makes the common case quick."""
+        waiter = threading.Event()
+        with self._lock:
+            self._waiters[request_id] = waiter
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                found = self._command(request_id)
+                if found.status != "sent":
+                    return found
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return self._time_out(request_id)
+                waiter.wait(min(left, 0.2))
+                waiter.clear()
+        finally:
+            with self._lock:
+                self._waiters.pop(request_id, None)
+
+    def _time_out(self, request_id: str) -> LockerCommand:
+        now = self._clock()
+        with Session(self._engine, expire_on_commit=False) as session:
+            session.execute(
+                update(LockerCommand)
+                .where(LockerCommand.request_id == request_id, LockerCommand.status == "sent")
+                .values(status="timeout")
+            )
+            command = session.scalar(
+                select(LockerCommand).where(LockerCommand.request_id == request_id)
+            )
+            if command.status == "timeout" and command.remote_open_id is not None:
+                moved = session.execute(
+                    update(RemoteOpenRequest)
+                    .where(
+                        RemoteOpenRequest.id == command.remote_open_id,
+                        RemoteOpenRequest.status == "sent",
+                    )
+                    .values(status="timeout", finished_at=now, detail="no reply in time")
+                ).rowcount
+                if moved:
+                    audit.append(
+                        session,
+                        "system",
+                        "door.remote_open",
+                        f"locker:{command.locker_id}",
+                        {
+                            "request": command.remote_open_id,
+                            "outcome": "timeout",
+                            "request_id": request_id,
+                        },
+                    )
+            session.commit()
+        return command
+
+    def remote_open(self, remote_open_id: int, timeout: float | None = None) -> None:
+        """Send the unlock of a recorded remote-open request and wait for its outcome, which
+        lands on the request row (opened / jammed / no_response / rejected / timeout)."""
+        timeout = timeout or self._settings.mqtt_command_timeout_seconds
+        request_id = uuid.uuid4()
+        with Session(self._engine, expire_on_commit=False) as session:
+            request = session.get(RemoteOpenRequest, remote_open_id)
+            staff = session.get(Staff, request.staff_id)
+            # The row names the request_id before anything is sent: a reply can never
+            # arrive for a command the database does not know.
+            request.status = "sent"
+            request.request_id = str(request_id)
+            session.commit()
+        payload = UnlockPayload(
+            compartment=request.compartment_number,
+            reason=request.reason,
+            staff_no=staff.username[:32] if staff else None,
+        )
+        try:
+            self.send(
+                request.locker_id,
+                CommandType.UNLOCK,
+                payload,
+                # A remote open that arrives long after staff gave up would surprise everyone.
+                ttl=timedelta(seconds=max(timeout, 10)),
+                remote_open_id=remote_open_id,
+                request_id=request_id,
+            )
+        except LinkDown as err:
+            self._finish_unsent(remote_open_id, str(err))
+            return
+        self.wait_reply(str(request_id), timeout)
+
+    def _finish_unsent(self, remote_open_id: int, why: str) -> None:
+        with Session(self._engine) as session:
+            session.execute(
+                update(RemoteOpenRequest)
+                .where(RemoteOpenRequest.id == remote_open_id)
+                .values(
+                    status="rejected", detail=f"not sent: {why}"[:300], finished_at=self._clock()
+                )
+            )
+            session.commit()

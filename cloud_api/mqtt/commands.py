@@ -1,0 +1,135 @@
+"""Building the commands the cloud sends: reservation sync, staff credentials, remote unlock.
+
+Payloads are computed from the database at sending time, never from a request body, so a
+sync always says what the cloud believes now. Every command is recorded (``locker_command``)
+before it is published, so whichever API process receives the reply can match it.
+"""
+
+import uuid
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlmodel import Session
+
+from cloud_api.models.handover import ACTIVE_STATES, Handover, HandoverKind, HandoverState
+from cloud_api.models.locker import Compartment
+from cloud_api.models.monitoring import LockerCommand
+from cloud_api.models.record import ApprovalRecord
+from cloud_api.models.staff import Staff
+from xinbao.codes import derive_locker_key
+from xinbao.contract import (
+    Command,
+    CommandType,
+    Reservation,
+    ReservationSync,
+    Revocation,
+    StaffCredentials,
+    StaffSecret,
+    sign_command,
+)
+
+_STAFF_NO_MAX = 32
+
+
+def reservation(session: Session, handover: Handover, digits: int) -> Reservation | None:
+    """What the locker must know of a live handover to check its code off line."""
+    if handover.state not in {s.value for s in ACTIVE_STATES} or handover.code_counter is None:
+        return None
+    compartment = session.get(Compartment, handover.compartment_id)
+    record = session.get(ApprovalRecord, handover.record_id)
+    # A pickup not loaded yet gets no compartment: staff at the locker load it into the
+    # smallest free one of the size, as the locker sees it; the cloud follows on `deposited`.
+    loading = handover.kind == HandoverKind.pickup and handover.state == HandoverState.reserved
+    return Reservation(
+        handover_id=handover.id,
+        kind=handover.kind,
+        compartment=None if loading else compartment.number,
+        size=compartment.size,
+        counter=handover.code_counter,
+        digits=digits,
+        expires_at=handover.expires_at,
+        state=handover.state,
+        record_ref=record.application_number if record else None,
+    )
+
+
+def sync_payload(
+    session: Session, locker_id: str, digits: int, handover_ids: list[int] | None = None
+) -> ReservationSync:
+    """A full sync (``handover_ids`` None: every live handover, the locker forgets the rest),
+    or upserts and revocations for the handovers named."""
+    if handover_ids is None:
+        live = session.scalars(
+            select(Handover)
+            .where(
+                Handover.locker_id == locker_id,
+                Handover.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+            .order_by(Handover.id)
+        )
+        upserts = [r for h in live if (r := reservation(session, h, digits)) is not None]
+        return ReservationSync(upserts=upserts, full=True)
+    upserts, revocations = [], []
+    for hid in handover_ids:
+        handover = session.get(Handover, hid, populate_existing=True)
+        if handover is None or handover.locker_id != locker_id:
+            continue
+        found = reservation(session, handover, digits)
+        if found is None:
+            revocations.append(Revocation(handover_id=hid, reason=handover.state))
+        else:
+            upserts.append(found)
+    return ReservationSync(upserts=upserts, revocations=revocations)
+
+
+def staff_payload(session: Session) -> StaffCredentials:
+    """Every active staff member with a confirmed TOTP. Staff accounts carry no site yet, so
+    every locker gets the whole list (the locker checks TOTP off line)."""
+    rows = session.scalars(
+        select(Staff)
+        .where(Staff.active.is_(True), Staff.totp_confirmed.is_(True))
+        .order_by(Staff.username)
+    )
+    return StaffCredentials(
+        staff=[
+            StaffSecret(
+                staff_no=s.username, name=s.username, totp_secret=s.totp_secret, roles=[s.role]
+            )
+            for s in rows
+            if s.totp_secret and len(s.username) <= _STAFF_NO_MAX
+        ]
+    )
+
+
+def signed(
+    master_secret: bytes,
+    locker_id: str,
+    type_: CommandType,
+    payload,
+    ttl: timedelta,
+    now: datetime,
+    request_id: uuid.UUID | None = None,
+) -> Command:
+    return sign_command(
+        derive_locker_key(master_secret, locker_id),
+        type_,
+        payload,
+        ttl=ttl,
+        now=now,
+        request_id=request_id,
+    )
+
+
+def record(
+    session: Session, locker_id: str, command: Command, remote_open_id: int | None = None
+) -> LockerCommand:
+    row = LockerCommand(
+        request_id=str(command.request_id),
+        locker_id=locker_id,
+        type=command.type.value,
+        issued_at=command.issued_at,
+        expires_at=command.expires_at,
+        remote_open_id=remote_open_id,
+    )
+    session.add(row)
+    return row

@@ -1,0 +1,52 @@
+"""JSON views the dashboard needs and the rest of the API does not offer.
+
+- ``GET /api/v1/dashboard/records``: approval records with their handovers (staff). The
+  integrators' record endpoints need ``records:write``, which staff do not hold.
+- ``GET /api/v1/dashboard/audit/latest``: the newest audit entries, newest first (admins).
+  ``/api/v1/audit`` pages forward from a sequence number, so the newest page would otherwise
+  need a count first.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import select
+
+from cloud_api.api.deps import CurrentAdmin, CurrentStaff, Limit, Offset, SessionDep
+from cloud_api.models.audit import AuditEntry, AuditEntryPublic
+from cloud_api.models.record import RecordStatus
+from cloud_api.web.records import RecordWithHandovers, list_records
+
+router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"])
+SearchText = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=r"^[^\x00-\x1f\x7f]*$",
+        description="part of the application number, applicant name or matter",
+    ),
+]
+
+
+@router.get("/records", response_model=list[RecordWithHandovers])
+def dashboard_records(
+    staff: CurrentStaff,
+    session: SessionDep,
+    status: RecordStatus | None = None,
+    q: SearchText = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+):
+    """Approval records, most recently changed first, each with its handovers."""
+    search = q.strip() if q else None
+    return list_records(session, status, search or None, offset, limit)
+
+
+@router.get("/audit/latest", response_model=list[AuditEntryPublic])
+def latest_audit_entries(
+    admin: CurrentAdmin,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    rows = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit))
+    return [AuditEntryPublic.model_validate(r, from_attributes=True) for r in rows]

@@ -1,0 +1,1 @@
+"""Dashboard page modules (JavaScript); a package so the wheel ships them."""

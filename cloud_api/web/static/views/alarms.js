@@ -1,0 +1,74 @@
+// Alarms raised from locker events (door left open, forced, jammed, board down, locker off
+// line). They come from the cloud's MQTT side; an API without it shows "unavailable".
+
+import { get, post, query } from "../api.js";
+import { badge, bi, failure, h, panel, showToast, table, when } from "../dom.js";
+import { name, tone } from "../labels.js";
+
+const REFRESH_MS = 20000;
+
+function ackCell(alarm) {
+  const acked = alarm.acked_at || alarm.acknowledged_at;
+  if (acked) {
+    return h("span", { class: "sub", "data-acked": "true" }, `已确认 acked ${when(acked)}${alarm.acked_by ? ` · ${alarm.acked_by}` : ""}`);
+  }
+  const button = h("button", { type: "button", class: "small", "data-ack": alarm.id }, "确认 Ack");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const answer = await post(`/api/v1/alarms/${alarm.id}/ack`);
+      showToast("告警已确认 Alarm acknowledged", "good");
+      button.replaceWith(ackCell({ ...alarm, ...(answer || {}), acked_at: answer?.acked_at || new Date().toISOString() }));
+    } catch (err) {
+      showToast(`确认失败 Ack failed: ${err.message}`, "bad");
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
+function alarmRow(alarm) {
+  return h(
+    "tr",
+    { "data-alarm-id": alarm.id, "data-kind": alarm.kind, class: alarm.cleared_at ? "cleared" : "" },
+    h("td", {}, badge(name(alarm.kind), tone(alarm.kind))),
+    h("td", {}, h("a", { href: `#/lockers/${encodeURIComponent(alarm.locker_id)}` }, alarm.locker_id)),
+    h("td", {}, alarm.compartment ?? "—"),
+    h("td", { class: "nowrap" }, when(alarm.raised_at)),
+    h("td", {}, alarm.cleared_at ? when(alarm.cleared_at) : badge("未解除 open", "bad")),
+    h("td", {}, ackCell(alarm)),
+  );
+}
+
+export async function render(main) {
+  const results = h("div", { id: "alarms-results" });
+  const showAll = h("input", { type: "checkbox", id: "alarms-all" });
+  const load = async () => {
+    try {
+      const alarms = await get(`/api/v1/alarms${query({ open: showAll.checked ? "" : "true" })}`);
+      results.replaceChildren(
+        table(
+          ["类型 Kind", "柜机 Locker", "格口 No.", "发生 Raised", "解除 Cleared", "确认 Ack"],
+          alarms.map(alarmRow),
+          showAll.checked ? "没有告警 No alarms" : "没有未解除的告警 No open alarms",
+        ),
+      );
+    } catch (err) {
+      results.replaceChildren(failure(err, "告警 Alarms"));
+    }
+  };
+  showAll.addEventListener("change", load);
+  main.replaceChildren(
+    h("div", { class: "page-head" }, h("h1", {}, bi("告警", "Alarms"))),
+    panel(
+      bi("柜机告警", "Locker alarms"),
+      h("label", { class: "inline" }, showAll, " 显示已解除 include cleared"),
+      results,
+    ),
+  );
+  await load();
+  const timer = setInterval(() => {
+    if (document.visibilityState === "visible") load();
+  }, REFRESH_MS);
+  return () => clearInterval(timer);
+}

@@ -1,0 +1,59 @@
+"""A plain amqtt broker accepts ``$share/...`` filters but never delivers on them: the bridge's
+probe notices and falls back to plain subscriptions, and events still arrive."""
+
+import asyncio
+import threading
+
+import pytest
+from amqtt.broker import Broker
+from sqlmodel import Session, select
+
+from cloud_api.models.monitoring import LockerEventRecord
+from tests.e2e.conftest import LOCKER_ID
+from tests.support.mqtt_clients import FakeLocker
+from tests.support.waiting import free_port, listening, wait_until
+
+
+@pytest.fixture
+def amqtt_port():
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="amqtt", daemon=True)
+    thread.start()
+
+    async def start() -> Broker:
+        # amqtt's Broker makes futures in its constructor: build it on the loop it runs on,
+        # not in the main thread (which may have no current loop after other tests).
+        config = {"listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}}}
+        broker = Broker(config)
+        await broker.start()
+        return broker
+
+    broker = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
+    wait_until(lambda: listening(port), 10, "amqtt to listen")
+    yield port
+    asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+    loop.close()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_probe_falls_back_on_amqtt(make_cloud, db_url, amqtt_port):
+    cloud = make_cloud(db_url, f"mqtt://127.0.0.1:{amqtt_port}")
+    assert cloud.bridge.shared is False
+    locker = FakeLocker(amqtt_port, LOCKER_ID, cloud.locker_key())
+    try:
+        ev = locker.event("door_closed", 2)
+
+        def stored():
+            # A fresh session per look: on SQLite an open transaction holds the write lock.
+            with Session(cloud.engine) as s:
+                query = select(LockerEventRecord).where(
+                    LockerEventRecord.event_id == str(ev.event_id)
+                )
+                return s.exec(query).first()
+
+        wait_until(stored, 10, "the event through the plain subscription")
+    finally:
+        locker.close()

@@ -1,0 +1,112 @@
+"""The cloud with the real edge controller (child process) and the simulator over a pty:
+reservations travel by command, codes open doors, deposits come back, a locker that was off
+line catches up on return, and a remote unlock goes round trip."""
+
+from collections.abc import Iterator
+
+import pytest
+from sqlmodel import Session, select
+
+from cloud_api.models.monitoring import LockerCommand
+from tests.e2e.conftest import LOCKER_ID
+from tests.support.cabinet import ControllerProcess, simulator
+from tests.support.waiting import wait_until
+from xinbao.codes import code_for
+
+
+@pytest.fixture
+def sim():
+    with simulator() as s:
+        yield s
+
+
+@pytest.fixture
+def controller(tmp_path, sim, broker, cloud) -> Iterator[ControllerProcess]:
+    ctl = ControllerProcess(
+        tmp_path / "controller",
+        locker_id=LOCKER_ID,
+        locker_key=cloud.locker_key(),
+        serial_port=sim.start_pty(),
+        mqtt_port=broker.port,
+    )
+    ctl.start()
+    yield ctl
+    ctl.stop()
+
+
+def commands_answered(cloud) -> bool:
+    with Session(cloud.engine) as s:
+        sent = s.exec(select(LockerCommand).where(LockerCommand.locker_id == LOCKER_ID)).all()
+    return bool(sent) and all(c.status == "ok" for c in sent)
+
+
+def state(cloud, hid: int) -> str:
+    return cloud.client.get(f"/api/v1/handovers/{hid}", headers=cloud.integrator).json()["state"]
+
+
+def pulses(sim, board: int, channel: int) -> int:
+    return len(sim.truth.events("lock_pulse", board=board, channel=channel))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_dropoff_offline_return_and_remote_unlock(cloud, sim, controller, broker):
+    # On connect the controller says online: the cloud answers with a full sync + staff.
+    wait_until(lambda: cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 20, "online")
+    wait_until(lambda: commands_answered(cloud), 20, "the first full sync answered")
+
+    # A drop-off reserved through the API reaches the locker by command.
+    cloud.record("XA-CTL-0001")
+    h = cloud.dropoff("XA-CTL-0001")
+    assert h["compartment_number"] == 3  # the first M: board 1, channel 3
+    wait_until(lambda: commands_answered(cloud), 20, "the reservation sync answered")
+    code = code_for(cloud.locker_key(), h["code_counter"], cloud.settings.code_digits)
+    r = controller.code(code)
+    assert r.status_code == 200 and r.json()["outcome"] == "opened", r.text
+    assert pulses(sim, 1, 3) == 1
+    sim.put_item(1, 3)
+    sim.close_door(1, 3)
+    wait_until(lambda: state(cloud, h["id"]) == "deposited", 20, "deposited in the cloud")
+    record = cloud.client.get("/api/v1/records/XA-CTL-0001", headers=cloud.integrator).json()
+    assert record["status"] == "documents_in_locker"
+    kinds = [e["type"] for e in cloud.get(f"/api/v1/lockers/{LOCKER_ID}/events?limit=50").json()]
+    for kind in ("code_accepted", "unlock_sent", "door_opened", "door_closed", "deposited"):
+        assert kinds.count(kind) == 1, kinds
+
+    # Off line while the next reservation is made: it arrives when the locker comes back.
+    controller.stop()
+    wait_until(
+        lambda: not cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 20, "offline"
+    )
+    cloud.record("XA-CTL-0002")
+    h2 = cloud.dropoff("XA-CTL-0002", size="S")
+    controller.start()
+    wait_until(lambda: cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 20, "back")
+
+    wait_until(lambda: _synced(cloud, h2["id"]), 20, "the full sync after the return")
+    code2 = code_for(cloud.locker_key(), h2["code_counter"], cloud.settings.code_digits)
+    r = controller.code(code2)
+    assert r.status_code == 200 and r.json()["compartment"] == h2["compartment_number"], r.text
+    sim.put_item(1, h2["compartment_number"])
+    sim.close_door(1, h2["compartment_number"])
+    wait_until(lambda: state(cloud, h2["id"]) == "deposited", 20, "second deposit")
+
+    # Remote unlock: signed command, the door opens, the reply gives the outcome.
+    r = cloud.post(
+        "/api/v1/staff/remote-opens",
+        {"locker_id": LOCKER_ID, "compartment_number": 5, "reason": "citizen on the phone"},
+    )
+    assert r.status_code == 201 and r.json()["status"] == "opened", r.text
+    assert pulses(sim, 2, 1) == 1
+    # No door opened that should not have: one pulse each, on the three doors used.
+    assert len(sim.truth.events("lock_pulse")) == 3
+
+
+def _synced(cloud, handover_id: int) -> bool:
+    """A full sync naming the handover was sent after the return and answered ok."""
+    with Session(cloud.engine) as s:
+        rows = s.exec(
+            select(LockerCommand)
+            .where(LockerCommand.type == "sync_reservations")
+            .order_by(LockerCommand.id)
+        ).all()
+    return bool(rows) and rows[-1].status == "ok" and rows[-1].result["upserted"] >= 2

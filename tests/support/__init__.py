@@ -1,0 +1,18 @@
+"""Reusable pieces for end-to-end tests (import them; they are plain helpers, not fixtures).
+
+- ``waiting``: ``wait_until(predicate, timeout, what)`` and ``free_port()``.
+- ``mosquitto``: ``Mosquitto(tmp_dir)`` a real broker on a free port with ``start()``,
+  ``stop()``, ``restart()``; persistence on, optional password file and ACL.
+- ``postgres``: ``PgDatabases`` makes fresh PostgreSQL databases (127.0.0.1:5432, user
+  postgres, trust) from a migrated template and drops them all in ``close()``;
+  ``migrated_sqlite(path)`` for SQLite.
+- ``cabinet``: a simulated cabinet (``simulator.Simulator`` over a pty) and the edge
+  controller as a child process (``ControllerProcess``), with a TOML writer whose locker key
+  is derived from the cloud's master secret.
+- ``mqtt_clients``: ``FakeLocker``, a paho client playing one locker (events, presence,
+  telemetry, replies; records the commands it receives).
+
+Each helper stops what it starts; wrap them in fixtures with teardown (the suite's health
+check fails a test that leaves threads or child processes behind). ``tests/e2e/conftest.py``
+shows the fixtures built on them.
+"""

@@ -1,0 +1,159 @@
+"""A simulated cabinet and the edge controller as a child process.
+
+``COMPARTMENTS`` is the one wiring both sides use: the cloud registers the locker with it
+(``locker_body``) and the controller's TOML lists it, so compartment numbers agree.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from simulator import BoardSpec, Simulator
+from tests.support.waiting import free_port, wait_until
+
+# (number, size, board, channel): two kerong-cu16 boards, mixed sizes.
+COMPARTMENTS = [
+    (1, "S", 1, 1),
+    (2, "S", 1, 2),
+    (3, "M", 1, 3),
+    (4, "M", 1, 4),
+    (5, "M", 2, 1),
+    (6, "L", 2, 2),
+]
+
+
+def simulator() -> Simulator:
+    """Two kerong-cu16 boards with IR sensors, fast (no wire pacing); use as a context."""
+    boards = [
+        BoardSpec(protocol="kerong-cu16", address=a, channels=16, pulse_ms=100) for a in (1, 2)
+    ]
+    return Simulator(boards, wire_timing=False, reply_delay=0.001)
+
+
+def locker_body(locker_id: str, lat: float = 34.32, lon: float = 109.03) -> dict:
+    """The cloud's POST /api/v1/lockers body for this cabinet."""
+    return {
+        "id": locker_id,
+        "site": "国际港务区政务中心",
+        "address": "港务大道1号",
+        "latitude": lat,
+        "longitude": lon,
+        "compartments": [
+            {"number": n, "size": s, "board": b, "channel": c} for n, s, b, c in COMPARTMENTS
+        ],
+    }
+
+
+def controller_toml(
+    *,
+    locker_id: str,
+    locker_key: bytes,
+    data_dir: Path,
+    serial_port: str,
+    kiosk_port: int,
+    mqtt_port: int | None,
+    mqtt_username: str | None = None,
+    mqtt_password: str | None = None,
+) -> str:
+    mqtt = ""
+    if mqtt_port is not None:
+        mqtt = f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\n'
+        if mqtt_username:
+            mqtt += f'username = "{mqtt_username}"\npassword = "{mqtt_password}"\n'
+        mqtt += "telemetry_interval_s = 1.0\nreconnect_max_s = 1\n"
+    compartments = "".join(
+        f'[[compartments]]\nnumber = {n}\nsize = "{s}"\nboard = {b}\nchannel = {c}\n\n'
+        for n, s, b, c in COMPARTMENTS
+    )
+    return f"""locker_id = "{locker_id}"
+locker_key_hex = "{locker_key.hex()}"
+data_dir = "{data_dir}"
+poll_interval_s = 0.05
+debounce_polls = 2
+door_left_open_after_s = 5.0
+lockout_base_s = 1.0
+
+{mqtt}
+[kiosk]
+host = "127.0.0.1"
+port = {kiosk_port}
+
+[[buses]]
+port = "{serial_port}"
+protocol = "kerong-cu16"
+timeout_s = 0.15
+  [[buses.boards]]
+  address = 1
+  channels = 16
+  pulse_ms = 100
+  [[buses.boards]]
+  address = 2
+  channels = 16
+  pulse_ms = 100
+
+{compartments}"""
+
+
+class ControllerProcess:
+    """``xinbao controller --config ...`` as a child; ``start()``, ``stop()``, ``kill()``."""
+
+    def __init__(self, workdir: Path, **toml_args) -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        kiosk_port = free_port()
+        self.config = self.dir / "controller.toml"
+        self.config.write_text(
+            controller_toml(data_dir=self.dir / "data", kiosk_port=kiosk_port, **toml_args)
+        )
+        self.kiosk = f"http://127.0.0.1:{kiosk_port}"
+        self.log = self.dir / "controller.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        wait_until(self._ready, 30, f"the controller kiosk (log: {self.log})")
+
+    def _ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"controller exited: {self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(self.kiosk + "/api/status", timeout=0.5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def status(self) -> dict:
+        return httpx.get(self.kiosk + "/api/status", timeout=5).json()
+
+    def post(self, path: str, body: dict) -> httpx.Response:
+        return httpx.post(self.kiosk + path, json=body, timeout=10)
+
+    def code(self, code: str) -> httpx.Response:
+        return self.post("/api/code", {"code": code})
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+            self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None

@@ -1,0 +1,389 @@
+"""``xinbao demo --scenario full``: the whole journey through the real interfaces.
+
+Each actor uses only what that actor has in real life: the approval system the integrator
+API (API key), the applicant the SMS (read from the console inbox) and the kiosk, the staff
+the kiosk (staff number + TOTP) and the staff API, the tester's hands the simulator's control
+API. Every step has a timeout; the first step that fails ends the run and is named.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pyotp
+
+from xinbao.demo_processes import DemoError
+from xinbao.demo_setup import LOCKER_ID, STAFF_USERNAME, board_of
+from xinbao.demo_stack import DemoStack, Say
+
+MOBILE = "+8613800138000"
+# Long enough for a TOTP step to pass (the cabinet takes each staff code once).
+STEP_TIMEOUT_S = 45.0
+_POLL_S = 0.2
+_CODE_IN_SMS = re.compile(r"(?:开箱码|取件码|[Cc]ode )(\d{6,10})(?!\d)")
+
+
+class StepFailed(DemoError):
+    def __init__(self, step: str, reason: str) -> None:
+        super().__init__(f"step '{step}' failed: {reason}")
+        self.step = step
+
+
+class _NotYet(Exception):
+    """A condition polled for is not true yet; carries what was seen, for the failure line."""
+
+
+@dataclass
+class Journey:
+    """What the steps learn and pass on."""
+
+    number: str
+    seen_sms: set[str] = field(default_factory=set)
+    dropoff: dict[str, Any] = field(default_factory=dict)
+    pickup: dict[str, Any] = field(default_factory=dict)
+    code: str = ""
+    compartment: int = 0
+    staff_token: str = ""
+
+
+async def _poll(check: Callable[[], Awaitable[Any]], timeout: float) -> Any:
+    """Call ``check`` until it returns without raising _NotYet; the last _NotYet on timeout."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            return await check()
+        except _NotYet:
+            if loop.time() >= deadline:
+                raise
+        await asyncio.sleep(_POLL_S)
+
+
+class FullJourney:
+    def __init__(self, stack: DemoStack, say: Say, step_timeout: float = STEP_TIMEOUT_S) -> None:
+        self.stack = stack
+        self.say = say
+        self.timeout = step_timeout
+        self.http = stack.http
+        self.j = Journey(number=f"XA-DEMO-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def steps(self) -> list[tuple[str, Callable[[], Awaitable[str]]]]:
+        return [
+            ("record created (integrator API)", self.create_record),
+            ("pre-review passed", self.pass_prereview),
+            ("drop-off reserved", self.reserve_dropoff),
+            ("drop-off code received by SMS", self.read_dropoff_sms),
+            ("drop-off code typed at the kiosk", self.type_code),
+            ("door opened in the simulator", self.door_opened),
+            ("documents put in, door closed", self.put_in_and_close),
+            ("'deposited' reached the cloud (MQTT)", self.dropoff_deposited),
+            ("staff logged in at the cabinet (staff number + TOTP)", self.staff_login),
+            ("staff collected the documents at the cabinet", self.staff_collect),
+            ("documents received in the cloud", self.documents_received),
+            ("record approved", self.approve),
+            ("licence load started (staff API)", self.start_load),
+            ("staff loaded the licence at the locker", self.staff_load),
+            ("'deposited' reached the cloud, pickup code issued", self.pickup_deposited),
+            ("pickup code received by SMS", self.read_pickup_sms),
+            ("pickup code typed at the kiosk", self.type_code),
+            ("door opened in the simulator", self.door_opened),
+            ("licence taken, door closed", self.take_out_and_close),
+            ("'collected' reached the cloud", self.collected),
+            ("receipt SMS received", self.read_receipt_sms),
+        ]
+
+    async def run(self) -> None:
+        steps = self.steps()
+        self.say(f"full journey for record {self.j.number} ({len(steps)} steps)")
+        for index, (name, step) in enumerate(steps, start=1):
+            label = f"[{index:2}/{len(steps)}] {name}"
+            self.stack.check_children()
+            try:
+                detail = await asyncio.wait_for(step(), self.timeout)
+            except TimeoutError:
+                raise StepFailed(name, f"no result within {self.timeout:.0f} s") from None
+            except _NotYet as err:
+                raise StepFailed(name, f"timed out: {err}") from None
+            except httpx.HTTPError as err:
+                raise StepFailed(name, f"{err.__class__.__name__}: {err}") from None
+            except StepFailed:
+                raise
+            except DemoError as err:
+                raise StepFailed(name, str(err)) from None
+            self.say(f"{label} ... ok" + (f" ({detail})" if detail else ""))
+        self.say("full journey completed")
+
+    # --- helpers --------------------------------------------------------------------------
+
+    def _fail(self, what: str, response: httpx.Response) -> DemoError:
+        return DemoError(f"{what}: HTTP {response.status_code} {response.text[:300]}")
+
+    async def _api(self, method: str, path: str, headers: dict, **kw: Any) -> Any:
+        response = await self.http.request(
+            method, f"{self.stack.api_url}{path}", headers=headers, **kw
+        )
+        if response.status_code not in (200, 201):
+            raise self._fail(f"{method} {path}", response)
+        return response.json()
+
+    async def _handover_state(self, handover: dict, want: str) -> dict:
+        async def check() -> dict:
+            found = await self._api(
+                "GET", f"/api/v1/handovers/{handover['id']}", self.stack.integrator_headers
+            )
+            if found["state"] != want:
+                raise _NotYet(f"handover {handover['id']} is {found['state']}, not {want}")
+            return found
+
+        return await _poll(check, self.timeout)
+
+    async def _record_status(self, want: str) -> None:
+        async def check() -> None:
+            record = await self._api(
+                "GET", f"/api/v1/records/{self.j.number}", self.stack.integrator_headers
+            )
+            if record["status"] != want:
+                raise _NotYet(f"record is {record['status']}, not {want}")
+
+        await _poll(check, self.timeout)
+
+    async def _new_sms(self, matches: Callable[[str], bool]) -> str:
+        async def check() -> str:
+            inbox = await self._api(
+                "GET",
+                "/api/v1/sms/console-inbox",
+                self.stack.staff_headers,
+                params={"to": MOBILE, "limit": 50},
+            )
+            for sms in inbox:
+                if sms["sid"] not in self.j.seen_sms and matches(sms["body"]):
+                    self.j.seen_sms.add(sms["sid"])
+                    return sms["body"]
+            raise _NotYet(f"no new SMS to {MOBILE} in the console inbox")
+
+        return await _poll(check, self.timeout)
+
+    async def _code_from_sms(self) -> str:
+        # The applicant reads the code after 开箱码/取件码 ("... code 12345678"), as a person would.
+        body = await self._new_sms(lambda text: _CODE_IN_SMS.search(text) is not None)
+        found = _CODE_IN_SMS.search(body)
+        assert found is not None
+        self.j.code = found.group(1)
+        return f"code {self.j.code}: {body[:48]}…"
+
+    async def _sim_channel(self, compartment: int) -> dict:
+        bus, channel = board_of(compartment)
+        response = await self.http.get(f"{self.stack.sim_url}/boards", params={"bus": bus.name})
+        response.raise_for_status()
+        for board in response.json()["boards"]:
+            if board["address"] == bus.address:
+                return board["channels"][channel - 1]
+        raise DemoError(f"the simulator has no board {bus.address} on bus {bus.name}")
+
+    async def _sim_action(self, compartment: int, what: str, action: str) -> None:
+        bus, channel = board_of(compartment)
+        response = await self.http.post(
+            f"{self.stack.sim_url}/boards/{bus.address}/channels/{channel}/{what}",
+            json={"action": action, "bus": bus.name},
+        )
+        if response.status_code != 200:
+            raise self._fail(f"simulator {what} {action}", response)
+
+    async def _kiosk(self, path: str, body: dict) -> dict:
+        response = await self.http.post(f"{self.stack.kiosk_url}{path}", json=body)
+        data = response.json()
+        if response.status_code != 200 or not data.get("ok"):
+            raise DemoError(
+                f"kiosk {path}: HTTP {response.status_code} "
+                f"{data.get('reason')} ({data.get('message_en')})"
+            )
+        return data
+
+    # --- the steps ------------------------------------------------------------------------
+
+    async def create_record(self) -> str:
+        await self._api(
+            "POST",
+            "/api/v1/records",
+            self.stack.integrator_headers,
+            json={
+                "application_number": self.j.number,
+                "applicant_name": "王小明",
+                "mobile": MOBILE,
+                "matter_name": "食品经营许可证 (food business licence)",
+                "status": "submitted",
+            },
+        )
+        return self.j.number
+
+    async def pass_prereview(self) -> str:
+        await self._api(
+            "POST",
+            f"/api/v1/records/{self.j.number}/transitions",
+            self.stack.integrator_headers,
+            json={"status": "prereview_passed"},
+        )
+        return ""
+
+    async def reserve_dropoff(self) -> str:
+        self.j.dropoff = await self._api(
+            "POST",
+            "/api/v1/handovers/dropoff",
+            self.stack.integrator_headers,
+            json={"application_number": self.j.number, "size": "M", "locker_id": LOCKER_ID},
+        )
+        return f"handover {self.j.dropoff['id']}"
+
+    async def read_dropoff_sms(self) -> str:
+        return await self._code_from_sms()
+
+    async def type_code(self) -> str:
+        # The reservation travels to the locker by MQTT while the SMS travels to the phone;
+        # a code typed before it arrived is "wrong". A person tries again a moment later;
+        # a few tries stay well under the cabinet's lockout threshold.
+        last: DemoError | None = None
+        for _ in range(3):
+            try:
+                opened = await self._kiosk("/api/code", {"code": self.j.code})
+            except DemoError as err:
+                if "wrong" not in str(err):
+                    raise
+                last = err
+                await asyncio.sleep(2.0)
+                continue
+            self.j.compartment = opened["compartment"]
+            return f"compartment {opened['compartment']}: {opened['message_en']}"
+        assert last is not None
+        raise last
+
+    async def door_opened(self) -> str:
+        async def check() -> None:
+            state = await self._sim_channel(self.j.compartment)
+            if not state["door_open"]:
+                raise _NotYet(f"door {self.j.compartment} is still shut in the simulator")
+
+        await _poll(check, self.timeout)
+        return f"door {self.j.compartment}"
+
+    async def _wait_shut(self) -> None:
+        async def check() -> None:
+            if (await self._sim_channel(self.j.compartment))["door_open"]:
+                raise _NotYet(f"door {self.j.compartment} did not close")
+
+        await _poll(check, self.timeout)
+
+    async def put_in_and_close(self) -> str:
+        await self._sim_action(self.j.compartment, "item", "put")
+        await self._sim_action(self.j.compartment, "door", "close")
+        await self._wait_shut()
+        return ""
+
+    async def dropoff_deposited(self) -> str:
+        await self._handover_state(self.j.dropoff, "deposited")
+        await self._record_status("documents_in_locker")
+        return "record documents_in_locker"
+
+    async def staff_login(self) -> str:
+        staff_no = await self.stack.staff_number()
+
+        async def check() -> str:
+            # The staff secrets reach the cabinet by MQTT (staff_credentials command).
+            response = await self.http.post(
+                f"{self.stack.kiosk_url}/api/staff/login",
+                json={"staff_no": staff_no, "totp": pyotp.TOTP(self.stack.totp_secret).now()},
+            )
+            if response.status_code != 200:
+                raise _NotYet(f"staff log-in refused: {response.json().get('reason')}")
+            return response.json()["token"]
+
+        self.j.staff_token = await _poll(check, self.timeout)
+        return f"staff number {staff_no}"
+
+    async def staff_collect(self) -> str:
+        compartment = self.j.compartment
+        await self._kiosk(
+            "/api/staff/collect", {"token": self.j.staff_token, "compartment": compartment}
+        )
+        await self.door_opened()
+        await self._sim_action(compartment, "item", "take")
+        await self._sim_action(compartment, "door", "close")
+        await self._wait_shut()
+        return f"compartment {compartment}"
+
+    async def documents_received(self) -> str:
+        await self._handover_state(self.j.dropoff, "collected")
+        await self._record_status("documents_received")
+        return "record documents_received"
+
+    async def approve(self) -> str:
+        await self._api(
+            "POST",
+            f"/api/v1/records/{self.j.number}/transitions",
+            self.stack.integrator_headers,
+            json={"status": "approved"},
+        )
+        return ""
+
+    async def start_load(self) -> str:
+        self.j.pickup = await self._api(
+            "POST",
+            "/api/v1/staff/loads",
+            self.stack.staff_headers,
+            json={"application_number": self.j.number, "locker_id": LOCKER_ID, "size": "S"},
+        )
+        return f"handover {self.j.pickup['id']}"
+
+    async def staff_load(self) -> str:
+        async def check() -> dict:
+            # The pickup reservation reaches the cabinet by MQTT; until then it is unknown.
+            try:
+                return await self._kiosk(
+                    "/api/staff/load",
+                    {"token": self.j.staff_token, "handover_id": self.j.pickup["id"]},
+                )
+            except DemoError as err:
+                if "no_handover" in str(err):
+                    raise _NotYet(str(err)) from None
+                raise
+
+        opened = await _poll(check, self.timeout)
+        self.j.compartment = opened["compartment"]
+        await self.door_opened()
+        await self._sim_action(self.j.compartment, "item", "put")
+        await self._sim_action(self.j.compartment, "door", "close")
+        await self._wait_shut()
+        return f"compartment {self.j.compartment}"
+
+    async def pickup_deposited(self) -> str:
+        await self._handover_state(self.j.pickup, "deposited")
+        await self._record_status("licence_in_locker")
+        return "record licence_in_locker"
+
+    async def read_pickup_sms(self) -> str:
+        return await self._code_from_sms()
+
+    async def take_out_and_close(self) -> str:
+        await self._sim_action(self.j.compartment, "item", "take")
+        await self._sim_action(self.j.compartment, "door", "close")
+        await self._wait_shut()
+        return ""
+
+    async def collected(self) -> str:
+        await self._handover_state(self.j.pickup, "collected")
+        await self._record_status("collected")
+        return "record collected"
+
+    async def read_receipt_sms(self) -> str:
+        body = await self._new_sms(lambda text: _CODE_IN_SMS.search(text) is None)
+        return f"SMS: {body[:60]}…"
+
+
+async def run_full_journey(stack: DemoStack, say: Say) -> None:
+    say(f"demo staff {STAFF_USERNAME} drives the cabinet; applicant's phone is {MOBILE}")
+    await FullJourney(stack, say).run()
