@@ -67,8 +67,14 @@ def demo_command(
         int, typer.Option(min=0, max=65535, help="Simulator panel for testers (0: any free).")
     ] = 8700,
     mqtt_port: Annotated[
-        int, typer.Option(min=0, max=65535, help="Embedded MQTT broker (0: any free).")
-    ] = 1883,
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Embedded MQTT broker; 0 (the default) takes any free port and prints it, "
+            "since machines often run their own broker on 1883.",
+        ),
+    ] = 0,
     mqtt_url: Annotated[
         str | None,
         typer.Option(

@@ -58,7 +58,7 @@ def pg_url(pg_databases) -> str:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[mosquitto.Mosquitto]:
     if not mosquitto.available():
-        pytest.skip("mosquitto is not installed (the CI script installs it)")
+        pytest.fail("mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)")
     b = mosquitto.Mosquitto(tmp_path / "mosquitto")
     b.start()
     yield b

@@ -189,18 +189,6 @@ def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp
     assert again.finish(timeout=60) == 0, again.output
 
 
-def _cloud_bridge_present() -> bool:
-    try:
-        from cloud_api.mqtt import CloudBridge  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _cloud_bridge_present(),
-    reason="the journey needs the cloud's MQTT bridge (cloud_api/mqtt), not in this tree yet",
-)
 def test_full_scenario_drives_the_whole_journey(run_demo, tmp_path):
     demo = run_demo("--scenario", "full", "--data-dir", str(tmp_path / "data"), *FREE_PORTS)
     code = demo.finish(timeout=SCENARIO_TIMEOUT_S)

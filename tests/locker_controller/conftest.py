@@ -159,7 +159,7 @@ class Broker:
 @pytest.fixture
 def broker(tmp_path: Path) -> Iterator[Broker]:
     if not Path(MOSQUITTO).exists():
-        pytest.skip("mosquitto is not installed (the CI script installs it)")
+        pytest.fail("mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)")
     b = Broker(tmp_path)
     b.start()
     yield b
