@@ -31,9 +31,7 @@ CU16 = ["--protocol", "kerong-cu16"]
 
 
 def xinbao(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*XINBAO, *args], capture_output=True, text=True, timeout=60, check=False
-    )
+    return subprocess.run([*XINBAO, *args], capture_output=True, text=True, timeout=60, check=False)
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
@@ -104,9 +102,7 @@ def test_failures_have_their_exit_codes(cu16_sim):
     result = xinbao("board", "unlock", *port, *CU16, "--board", "1", "--channel", "6",
                     "--pulse-ms", "100")  # fmt: skip
     assert result.returncode == EXIT_JAMMED
-    assert "board 1 channel 6: pulse sent but the lock still reads locked" in one_line_error(
-        result
-    )
+    assert "board 1 channel 6: pulse sent but the lock still reads locked" in one_line_error(result)
     assert [(p.board, p.channel) for p in sim.truth.events("lock_pulse", since)] == [(1, 6)]
 
     since = sim.truth.last_seq
