@@ -36,7 +36,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from firmware_bridge.config import BoardConfig
 from firmware_bridge.errors import ConfigError as BridgeConfigError
@@ -56,9 +64,10 @@ class MqttSettings(_Section):
     url: str
     username: str | None = None
     password: str | None = None
-    ca_file: Path | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
+    # Checked at load time: a missing file would otherwise only fail inside paho's tls_set.
+    ca_file: FilePath | None = None
+    client_cert: FilePath | None = None
+    client_key: FilePath | None = None
     keepalive_s: int = Field(default=30, ge=5, le=3600)
     reconnect_max_s: float = Field(default=30.0, ge=0.5, le=3600)
     telemetry_interval_s: float = Field(default=30.0, ge=0.5, le=3600)

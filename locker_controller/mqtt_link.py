@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ class MqttLink:
         self._on_up = on_up
         self._on_ack = on_ack
         self.connected = False
+        self._last_failure: str | None = None
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -71,9 +73,13 @@ class MqttLink:
                 keyfile=str(s.client_key) if s.client_key else None,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
+        # paho reports socket errors (a broker's TLS alert read after the handshake, such as
+        # "certificate required") only through its logger: route it into ours.
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
         client.will_set(self._topic(Channel.PRESENCE), PRESENCE_OFFLINE, qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=int(max(1, s.reconnect_max_s)))
         client.on_connect = self._paho_connect
+        client.on_connect_fail = self._paho_connect_fail
         client.on_disconnect = self._paho_disconnect
         client.on_message = self._paho_message
         client.on_publish = self._paho_publish
@@ -111,6 +117,13 @@ class MqttLink:
     def _paho_connect(self, client, userdata, flags, reason_code, properties) -> None:
         self._hand_over(self._connected, not reason_code.is_failure, str(reason_code))
 
+    def _paho_connect_fail(self, client, userdata) -> None:
+        # paho calls this from inside its ``except OSError`` without passing the error: read
+        # it here, or a refused TLS handshake (wrong CA, expired or missing certificate)
+        # would leave no trace in the log while the locker silently stays offline.
+        error = sys.exc_info()[1]
+        self._hand_over(self._connect_failed, str(error) if error else "unknown error")
+
     def _paho_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self._hand_over(self._disconnected, str(reason_code))
 
@@ -128,9 +141,16 @@ class MqttLink:
             return
         log.info("connected to %s", self._settings.url)
         self.connected = True
+        self._last_failure = None
         self._client.publish(self._topic(Channel.PRESENCE), PRESENCE_ONLINE, qos=1, retain=True)
         self._client.subscribe(self._topic(Channel.COMMANDS), qos=1)
         self._on_up()
+
+    def _connect_failed(self, reason: str) -> None:
+        # Each retry fails the same way while the cause lasts: warn once per new reason.
+        level = logging.DEBUG if reason == self._last_failure else logging.WARNING
+        log.log(level, "cannot connect to %s: %s", self._settings.url, reason)
+        self._last_failure = reason
 
     def _disconnected(self, reason: str) -> None:
         if self.connected:

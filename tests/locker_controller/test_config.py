@@ -40,6 +40,12 @@ def test_the_sample_config_loads(tmp_path):
         ('protocol = "kerong-cu16"', 'protocol = "kerong-cu99"', "buses.0.protocol", 1),
         ("telemetry_interval_s = 1.0", "telemetry_interval_s = 1.0\ncolour = 1", "mqtt.colour", 1),
         ("channel = 4", "channel = 40", "compartments.3", 1),
+        (
+            "reconnect_max_s = 2",
+            'reconnect_max_s = 2\nca_file = "/nonexistent/ca.pem"',
+            "mqtt.ca_file",
+            1,
+        ),
     ],
 )
 def test_mistakes_name_line_and_field(tmp_path, old, new, field, nth):
