@@ -8,7 +8,7 @@ from cloud_api.models.locker import Compartment, CompartmentState, Locker
 from cloud_api.models.monitoring import Alarm, LockerCommand, LockerEventRecord, LockerLink
 from cloud_api.models.record import ApprovalRecord, RecordStatus
 from cloud_api.models.remote_open import RemoteOpenRequest
-from cloud_api.models.staff import ApiKey, Role, Scope, Staff
+from cloud_api.models.staff import ApiKey, LoginThrottle, Role, Scope, Staff
 from cloud_api.sms.models import SmsMessage
 
 __all__ = [
@@ -25,6 +25,7 @@ __all__ = [
     "IdempotentRequest",
     "Locker",
     "LockerCommand",
+    "LoginThrottle",
     "LockerEventRecord",
     "LockerLink",
     "RecordStatus",

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field as PydanticField
-from sqlalchemy import Column
+from sqlalchemy import BigInteger, Column
 from sqlmodel import Field, SQLModel
 
 from cloud_api.models.common import ShortText, UtcDateTime, utcnow
@@ -30,8 +30,26 @@ class Staff(SQLModel, table=True):
     # Kept readable: the site's lockers verify staff TOTP offline (DESIGN.md section 6).
     totp_secret: str | None = Field(default=None, max_length=64)
     totp_confirmed: bool = Field(default=False)
+    # The TOTP time step (unix time // 30) of the last code accepted from this account: a code
+    # is good for its whole window, so without this an onlooker could replay it (RFC 6238 5.2).
+    totp_last_step: int | None = Field(default=None, sa_type=BigInteger)
     active: bool = Field(default=True)
     created_at: datetime = Field(
+        default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
+    )
+
+
+class LoginThrottle(SQLModel, table=True):
+    """Failed log-ins per user name (known or not, so the throttle does not reveal which
+    names exist), and the back-off they earned."""
+
+    __tablename__ = "login_throttle"
+
+    username: str = Field(primary_key=True, max_length=64)
+    failures: int = Field(default=0)
+    level: int = Field(default=0)
+    locked_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    updated_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
 
@@ -85,6 +103,8 @@ class ApiKey(SQLModel, table=True):
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
+    rotated_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    revoked_at: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
 
 
 class ApiKeyCreate(SQLModel):

@@ -37,11 +37,16 @@ class SmsStatus(StrEnum):
     delivered = "delivered"  # the carrier confirmed delivery (status callback)
     failed = "failed"  # the provider gave up after accepting it (status callback)
     undelivered = "undelivered"  # the carrier could not deliver it (status callback)
-    dead = "dead"  # we gave up: permanent error or too many attempts
+    dead = "dead"  # we gave up: too many attempts, or the message cannot be rendered
+    # Not sent because it no longer applies: its handover ended or its code was replaced
+    # (a resend) before the dispatcher got to it. Sending it would hand out a dead code.
+    superseded = "superseded"
 
 
 #: States a delivery report may no longer change.
-FINAL_STATUSES = frozenset({SmsStatus.delivered, SmsStatus.failed, SmsStatus.undelivered})
+FINAL_STATUSES = frozenset(
+    {SmsStatus.delivered, SmsStatus.failed, SmsStatus.undelivered, SmsStatus.superseded}
+)
 
 
 def _utc_column(*, nullable: bool, index: bool = False) -> Any:
@@ -62,7 +67,12 @@ class SmsMessage(SQLModel, table=True):
     code_counter: int | None = Field(default=None)
     handover_id: int | None = Field(default=None, index=True)
     status: str = Field(default=SmsStatus.pending.value, max_length=16, index=True)
+    # Every hand-over to the provider (a retry after one asks the provider first whether an
+    # earlier one went through) ...
     attempts: int = Field(default=0)
+    # ... and how many of them failed because the provider as a whole was down (credentials,
+    # 5xx, unreachable). Those do not count toward max_attempts: an outage must not kill SMS.
+    outage_retries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_attempt_at: datetime = Field(
         default_factory=utcnow, sa_column=_utc_column(nullable=False, index=True)
     )
@@ -86,6 +96,7 @@ class SmsMessagePublic(SQLModel):
     handover_id: int | None
     status: str
     attempts: int
+    outage_retries: int = 0
     next_attempt_at: datetime
     provider: str | None
     provider_sid: str | None

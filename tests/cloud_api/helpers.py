@@ -1,5 +1,7 @@
 """Small helpers shared by the cloud API tests."""
 
+from sqlalchemy import Connection, text
+
 from cloud_api.core.config import Settings
 from xinbao.codes import code_for, derive_locker_key
 
@@ -18,3 +20,12 @@ def assert_problem(response, status: int) -> dict:
         assert field in body, body
     assert body["status"] == status
     return body
+
+
+def drop_audit_guard(conn: Connection) -> None:
+    """Drop the triggers that make ``audit_entry`` append-only (migration 0003), as an attacker
+    with database administrator rights would before editing the trail. Only tests that check
+    ``verify`` finds such tampering do this."""
+    on = " ON audit_entry" if conn.dialect.name == "postgresql" else ""
+    for name in ("audit_entry_no_update", "audit_entry_no_delete"):
+        conn.execute(text(f"DROP TRIGGER {name}{on}"))
