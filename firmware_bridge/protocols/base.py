@@ -29,6 +29,12 @@ if TYPE_CHECKING:
     from firmware_bridge.config import BoardConfig
 
 BITS_PER_CHAR = 10  # 8N1 on the wire: start bit, 8 data bits, stop bit
+# Kerong and 8A boards have no inter-frame rule of their own (unlike Modbus's 3.5 characters).
+# The silence only has to cover the board's transceiver turning from send back to receive,
+# which it does within a bit time of its stop bit; the gap is counted from the moment its
+# reply reached us, so one character time is already a wide margin. A longer gap costs every
+# poll of every board: at 19200 baud it is 0.5 ms a character on a 7 ms transaction.
+TURNAROUND_GAP_CHARS = 1.0
 
 RejectHook = Callable[[bytes, str], None]
 

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, ClassVar, Self
 
 from firmware_bridge.checksums import xor8
 from firmware_bridge.errors import ConfigError
-from firmware_bridge.protocols.base import Command, Frame, LockProtocol, Request, bits
+from firmware_bridge.protocols.base import (
+    TURNAROUND_GAP_CHARS,
+    Command,
+    Frame,
+    LockProtocol,
+    Request,
+    bits,
+)
 
 if TYPE_CHECKING:
     from firmware_bridge.config import BoardConfig
@@ -173,7 +180,7 @@ class Bcc8a(LockProtocol):
     name = "bcc-8a"
     baud = 9600
     response_timeout = 0.5
-    gap_chars = 2.0
+    gap_chars = TURNAROUND_GAP_CHARS
     addresses = BYTE
     scan_addresses = range(0, 32)
     max_channels = MAX_DATA * 8

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar, Self
 
 from firmware_bridge.checksums import sum8
-from firmware_bridge.protocols.base import Command, Frame, LockProtocol, Request, bits
+from firmware_bridge.protocols.base import (
+    TURNAROUND_GAP_CHARS,
+    Command,
+    Frame,
+    LockProtocol,
+    Request,
+    bits,
+)
 
 if TYPE_CHECKING:
     from firmware_bridge.config import BoardConfig
@@ -201,7 +208,7 @@ class KerongCu16(LockProtocol):
     name = "kerong-cu16"
     baud = 19200
     response_timeout = 0.5
-    gap_chars = 2.0
+    gap_chars = TURNAROUND_GAP_CHARS
     addresses = NIBBLE  # the board number is the high nibble of ADDR
     scan_addresses = NIBBLE
     max_channels = 16
@@ -232,7 +239,7 @@ class KerongCu48(LockProtocol):
     name = "kerong-cu48"
     baud = 19200
     response_timeout = 0.5
-    gap_chars = 2.0
+    gap_chars = TURNAROUND_GAP_CHARS
     addresses = BYTE
     scan_addresses = range(0, 32)
     max_channels = 48
