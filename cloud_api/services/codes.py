@@ -3,7 +3,8 @@
 The cloud never stores a code: a handover holds the HOTP counter and a keyed digest of the
 code. Checking a typed code is a digest lookup among the locker's live handovers, followed by a
 constant-time comparison; redeeming is a conditional UPDATE, so of two concurrent checks of
-the same code exactly one wins.
+the same code exactly one wins. Checks at one locker are serialised on its row (FOR UPDATE),
+so the brute-force count and lockout hold under concurrency.
 """
 
 import hmac
@@ -128,11 +129,22 @@ def _record_failure(
     return left
 
 
+def _lock_locker(session: Session, locker_id: str) -> Locker | None:
+    """The locker row, locked until this transaction ends, and read afresh.
+
+    Checks at one locker run one at a time: without the lock, concurrent wrong codes would all
+    read the same lockout_until before any of them set it, and all be checked (20 guesses
+    where 5 are allowed). populate_existing: the caller's session may hold the row already
+    (the locker's authentication loaded it), and a stale lockout_until is the bug itself.
+    """
+    return session.get(Locker, locker_id, with_for_update=True, populate_existing=True)
+
+
 def check_code(
     session: Session, policy: CodePolicy, locker_id: str, code: str, now: datetime
 ) -> CheckOutcome:
     """Check and redeem a typed code at a locker; commits (a failure is audited either way)."""
-    locker = session.get(Locker, locker_id)
+    locker = _lock_locker(session, locker_id)
     if locker is None:
         raise NotFound(f"no locker {locker_id!r}")
     _refuse_if_locked_out(session, locker, now)
@@ -170,7 +182,7 @@ def check_code(
     ).rowcount
     if won != 1:
         session.rollback()
-        locker = session.get(Locker, locker_id)
+        locker = _lock_locker(session, locker_id)
         left = _record_failure(session, policy, locker, now, "code already used")
         session.commit()
         return CheckOutcome(False, attempts_left=left)

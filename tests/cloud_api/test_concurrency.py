@@ -3,9 +3,11 @@
 
 import threading
 
+from sqlalchemy import select
 from sqlmodel import Session
 
-from cloud_api.errors import CloudError
+from cloud_api.errors import CloudError, TooManyRequests
+from cloud_api.models.audit import AuditEntry
 from cloud_api.models.handover import DropoffRequest
 from cloud_api.models.record import RecordCreate, RecordStatus
 from cloud_api.services import audit, handovers, records
@@ -99,6 +101,36 @@ def test_one_code_many_checks(world, app, engine, settings, clock):
     assert sum(1 for o in outcomes if not isinstance(o, Exception) and o.accepted) == 1, outcomes
     with Session(engine) as s:
         assert audit.verify(s).ok
+
+
+def test_concurrent_wrong_codes_cannot_outrun_the_lockout(world, app, engine, settings, clock):
+    """12 wrong codes at once at one locker: only the threshold (5) are checked, the others are
+    refused as locked out, whichever order the threads run in."""
+    n = 12
+    threshold = app.state.policy.codes.lockout_threshold
+    wrong = code_of(settings, world.locker_id, 10_000)  # no handover has this counter
+
+    def guess(_):
+        with Session(engine, expire_on_commit=False) as s:
+            return check_code(s, app.state.policy.codes, world.locker_id, wrong, clock.now)
+
+    outcomes = _race(guess, n=n)
+    checked = [o for o in outcomes if not isinstance(o, Exception)]
+    locked_out = [o for o in outcomes if isinstance(o, TooManyRequests)]
+    assert len(checked) == threshold, outcomes
+    assert all(not o.accepted for o in checked)
+    assert sorted(o.attempts_left for o in checked) == list(range(threshold))
+    assert len(locked_out) == n - threshold, outcomes
+    with Session(engine) as s:
+        entries = s.scalars(
+            select(AuditEntry.detail).where(AuditEntry.action == "code.refused")
+        ).all()
+        assert audit.verify(s).ok
+    # Every guess is audited: the checked ones with their count, the others as locked out.
+    assert sorted(e["failures"] for e in entries if "failures" in e) == list(
+        range(1, threshold + 1)
+    )
+    assert sum(e.get("reason") == "locked out" for e in entries) == n - threshold
 
 
 def test_concurrent_audit_appends_keep_one_chain(engine):
