@@ -42,9 +42,8 @@ class Controller:
         )
         self.events = EventLog(self.store)
         self.cabinet = Cabinet(config, opener)
-        self.doors = DoorWatcher(config, self.cabinet, self.store, self.events)
         self.operations = Operations(self.store, self.events)
-        self.doors.listener = self.operations
+        self.doors = DoorWatcher(config, self.cabinet, self.store, self.events, self.operations)
         self.lockout = Lockout(config, self.store, self.events)
         self.keypad = Keypad(
             config, self.store, self.events, self.doors, self.operations, self.lockout

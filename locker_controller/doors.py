@@ -21,8 +21,9 @@ from firmware_bridge.status import BoardStatus, UnlockOutcome, UnlockResult
 from locker_controller.cabinet import Cabinet, PollFailure
 from locker_controller.config import ControllerConfig
 from locker_controller.errors import CompartmentUnavailable
+from locker_controller.operations import Purpose
 from locker_controller.outbox import EventLog
-from locker_controller.store import Store
+from locker_controller.store import DoorRecord, Store
 from xinbao.contract import EventType
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,29 @@ PROTOCOL_FAILURES_UNREACHABLE = 3
 
 
 class DoorListener(Protocol):
+    """What a door movement means for the business (locker_controller.operations)."""
+
     def door_opened(self, number: int) -> None: ...
     def door_closed(self, number: int, occupied: bool | None) -> None: ...
+    def get(self, number: int) -> Purpose | None: ...
+    def waiting(self, number: int) -> Purpose | None: ...
+    def unlock_recorded(self, number: int) -> None: ...
+    def abandon(self, number: int, why: str) -> None: ...
+    def unpulsed(self) -> list[int]: ...
 
 
 @dataclass
 class Door:
     number: int
-    open: bool | None = None  # debounced; None until the first good reading
+    open: bool | None = None  # debounced; None until the first good reading since start
     occupied: bool | None = None
+    # What the store says the door was when the controller last ran: the first readings
+    # after a start are compared with it, so what happened while it was down is reported.
+    known: DoorRecord | None = None
+    changed_at: float = 0.0  # time.time() the door was last seen to open or shut
+    readings: int = 0  # good readings since start
+    settled: bool = False  # start-up reconciliation done
+    item_moved_while_down: bool | None = None  # True appeared, False gone, None no change
     open_candidate: bool | None = None
     open_count: int = 0
     occupied_candidate: bool | None = None
@@ -70,18 +85,25 @@ class DoorWatcher:
         cabinet: Cabinet,
         store: Store,
         events: EventLog,
+        listener: DoorListener,
     ) -> None:
         self._config = config
         self._cabinet = cabinet
         self._store = store
         self._events = events
+        self.listener = listener
         self.poll_interval_s = config.poll_interval_s
         self.left_open_after_s = config.door_left_open_after_s
+        self._started_at = time.time()
+        known = store.door_records()
         self.doors = {c.number: Door(c.number) for c in config.compartments}
+        for door in self.doors.values():
+            door.known = known.get(door.number)
+            if door.known is not None:
+                door.changed_at = door.known.changed_at
         self.boards: dict[tuple[int, int], BoardState] = {
             (i, b.address): BoardState() for i, bus in enumerate(config.buses) for b in bus.boards
         }
-        self.listener: DoorListener | None = None
 
     # --- service state ------------------------------------------------------------------
 
@@ -112,14 +134,16 @@ class DoorWatcher:
             prepare()
         result = await self._cabinet.finish_unlock(number, pending)
         outcome = result.outcome
-        self._events.record(EventType.UNLOCK_SENT, number, outcome=outcome.value, **why)
-        if outcome is UnlockOutcome.OPENED:
-            door.jammed_at = None
-            self._set_open(door, True, by="command")
-        elif outcome is UnlockOutcome.JAMMED:
-            door.jammed_at = time.monotonic()
-            self._events.record(EventType.DOOR_JAMMED, number, **why)
-        elif outcome is UnlockOutcome.NO_RESPONSE:
+        with self._store.transaction():
+            self._events.record(EventType.UNLOCK_SENT, number, outcome=outcome.value, **why)
+            self.listener.unlock_recorded(number)
+            if outcome is UnlockOutcome.OPENED:
+                door.jammed_at = None
+                self._set_open(door, True, by="command")
+            elif outcome is UnlockOutcome.JAMMED:
+                door.jammed_at = time.monotonic()
+                self._events.record(EventType.DOOR_JAMMED, number, **why)
+        if outcome is UnlockOutcome.NO_RESPONSE:
             raise CompartmentUnavailable(number, "the lock board did not confirm the unlock")
         return result
 
@@ -127,9 +151,66 @@ class DoorWatcher:
         door = self.doors.get(number)
         return bool(door and door.jammed_at and time.monotonic() - door.jammed_at <= window_s)
 
+    # --- after a restart ----------------------------------------------------------------
+
+    def restore(self) -> None:
+        """Before the first poll: an unlock cut short by a crash still gets its unlock_sent.
+
+        The purpose was committed before the pulse, so the controller knows it began the
+        unlock but not whether the frame reached the board: ``outcome`` says "interrupted".
+        The door readings that follow tell whether it opened.
+        """
+        for number in self.listener.unpulsed():
+            with self._store.transaction():
+                self._events.record(
+                    EventType.UNLOCK_SENT, number, outcome="interrupted", while_down=True
+                )
+                self.listener.unlock_recorded(number)
+
+    def _settle(self, door: Door) -> None:
+        """First steady readings since start: resolve a purpose still waiting for its door.
+
+        Door movements while the controller was down are already reported by then
+        (door_opened, door_forced, door_closed, item_* with while_down); left is a purpose
+        whose door this process has not seen open."""
+        door.settled = True
+        purpose = self.listener.get(door.number)
+        if purpose is None or purpose.began_at >= self._started_at:
+            return  # nothing left from before the start (a new purpose runs its course)
+        if purpose.opened:
+            if door.open is False:
+                # Seen open before the restart but no door state was kept (a store from an
+                # older version): it has closed since, and the close completes the purpose.
+                with self._store.transaction():
+                    self._events.record(EventType.DOOR_CLOSED, door.number, while_down=True)
+                    self.listener.door_closed(door.number, door.occupied)
+            return
+        if door.open:
+            # Open all along: it was open when the unlock came, or it opened before the crash
+            # let us record it; either way it stands open for this purpose.
+            with self._store.transaction():
+                self.listener.door_opened(door.number)
+            return
+        expected = purpose.expected_item()
+        if expected is not None and door.item_moved_while_down is expected:
+            # Shut now, but the item went in (or out) while the controller was down: the door
+            # opened and closed for the purpose meanwhile.
+            with self._store.transaction():
+                self._events.record(
+                    EventType.DOOR_OPENED, door.number, while_down=True, inferred=True
+                )
+                self.listener.door_opened(door.number)
+                self._events.record(
+                    EventType.DOOR_CLOSED, door.number, while_down=True, inferred=True
+                )
+                self.listener.door_closed(door.number, door.occupied)
+            return
+        self.listener.abandon(door.number, "the controller restarted and the door is shut")
+
     # --- polling ------------------------------------------------------------------------
 
     async def run(self) -> None:
+        self.restore()
         async with asyncio.TaskGroup() as group:
             for bus in range(self._cabinet.bus_count):
                 group.create_task(self._poll_bus(bus))
@@ -182,20 +263,43 @@ class DoorWatcher:
             if reading is None:
                 continue
             door = self.doors[wiring.number]
+            door.readings += 1
             # Occupancy first: a close completes a drop-off by what the sensor sees.
             if reading.occupied is not None:
                 self._debounce_occupancy(door, reading.occupied)
             self._debounce_door(door, not reading.locked)
+            if (
+                not door.settled
+                and door.open is not None
+                and door.readings >= self._config.debounce_polls
+                and door.open_candidate is None
+                and door.occupied_candidate is None
+            ):
+                self._settle(door)
+
+    def _save(self, door: Door) -> None:
+        is_open = door.open if door.open is not None else (door.known and door.known.open)
+        if is_open is None:
+            return  # never seen: the door's first reading saves it
+        self._store.save_door(door.number, DoorRecord(is_open, door.occupied, door.changed_at))
 
     def _debounce_door(self, door: Door, is_open: bool) -> None:
-        if door.open is None:  # first reading after start: a baseline, not an event
+        believed = door.open if door.open is not None else (door.known and door.known.open)
+        if door.open is None and door.known is None:
+            # Never seen, not even before a restart: a baseline, not an event.
             door.open = is_open
             door.opened_at = time.monotonic() if is_open else None
-            if not is_open and self.listener is not None:
-                self.listener.door_closed(door.number, door.occupied)
+            door.changed_at = time.time()
+            self._save(door)
             return
-        if is_open == door.open:
+        if is_open == believed:
             door.open_candidate, door.open_count = None, 0
+            if door.open is None:  # as it was left: carry on from the stored state
+                assert door.known is not None
+                door.open = is_open
+                if is_open:
+                    since = max(0.0, time.time() - door.changed_at)
+                    door.opened_at = time.monotonic() - since
             return
         if door.open_candidate != is_open:
             door.open_candidate, door.open_count = is_open, 0
@@ -203,43 +307,59 @@ class DoorWatcher:
         if door.open_count < self._config.debounce_polls:
             return
         door.open_candidate, door.open_count = None, 0
+        while_down = door.open is None
         if is_open:
-            by_us = time.monotonic() < door.expect_open_until
-            self._set_open(door, True, by="command" if by_us else "forced")
+            by_us = time.monotonic() < door.expect_open_until or (
+                while_down and self.listener.waiting(door.number) is not None
+            )
+            self._set_open(door, True, by="command" if by_us else "forced", while_down=while_down)
         else:
-            self._set_open(door, False)
+            self._set_open(door, False, while_down=while_down)
 
-    def _set_open(self, door: Door, is_open: bool, by: str = "command") -> None:
+    def _set_open(
+        self, door: Door, is_open: bool, by: str = "command", *, while_down: bool = False
+    ) -> None:
         if door.open is is_open:
             return
-        door.open = is_open
+        extra = {"while_down": True} if while_down else {}
         if is_open:
-            door.opened_at = time.monotonic()
-            door.left_open_reported = False
-            kind = EventType.DOOR_OPENED if by == "command" else EventType.DOOR_FORCED
-            self._events.record(kind, door.number)
-            if self.listener is not None:
+            # The opening, the door state and the purpose marked opened commit together.
+            with self._store.transaction():
+                door.open = True
+                door.opened_at = time.monotonic()
+                door.changed_at = time.time()
+                door.left_open_reported = False
+                kind = EventType.DOOR_OPENED if by == "command" else EventType.DOOR_FORCED
+                self._events.record(kind, door.number, **extra)
+                self._save(door)
                 self.listener.door_opened(door.number)
             return
-        open_for = time.monotonic() - door.opened_at if door.opened_at else None
-        door.opened_at = None
-        door.expect_open_until = 0.0
-        # The close and what it completes (deposited, collected) commit together.
+        open_for = time.monotonic() - door.opened_at if door.opened_at and not while_down else None
+        # The close, the door state and what it completes (deposited, collected) commit
+        # together.
         with self._store.transaction():
+            door.open = False
+            door.opened_at = None
+            door.changed_at = time.time()
+            door.expect_open_until = 0.0
             self._events.record(
                 EventType.DOOR_CLOSED,
                 door.number,
                 open_s=round(open_for, 3) if open_for is not None else None,
+                **extra,
             )
-            if self.listener is not None:
-                self.listener.door_closed(door.number, door.occupied)
+            self._save(door)
+            self.listener.door_closed(door.number, door.occupied)
 
     def _debounce_occupancy(self, door: Door, occupied: bool) -> None:
-        if door.occupied is None:
-            door.occupied = occupied
+        known = door.known.occupied if door.known is not None else None
+        believed = door.occupied if door.occupied is not None else known
+        if believed is None:
+            door.occupied = occupied  # baseline (saved with the door's baseline)
             return
-        if occupied == door.occupied:
+        if occupied == believed:
             door.occupied_candidate, door.occupied_count = None, 0
+            door.occupied = occupied
             return
         if door.occupied_candidate != occupied:
             door.occupied_candidate, door.occupied_count = occupied, 0
@@ -247,9 +367,14 @@ class DoorWatcher:
         if door.occupied_count < self._config.debounce_polls:
             return
         door.occupied_candidate, door.occupied_count = None, 0
+        while_down = door.occupied is None
         door.occupied = occupied
+        if while_down:
+            door.item_moved_while_down = occupied
         kind = EventType.ITEM_DETECTED if occupied else EventType.ITEM_REMOVED
-        self._events.record(kind, door.number)
+        with self._store.transaction():
+            self._events.record(kind, door.number, **({"while_down": True} if while_down else {}))
+            self._save(door)
 
     def check_left_open(self) -> None:
         now = time.monotonic()

@@ -92,8 +92,7 @@ class Keypad:
                 number, prepare=commit_acceptance, handover_id=handover.handover_id
             )
         except CompartmentUnavailable:
-            if self._operations.get(number) == purpose:
-                self._operations.cancel(number)
+            self._operations.cancel_if(number, purpose)
             raise CodeRefused("out_of_service", f"compartment {number}") from None
         return DoorOpened(number, result.outcome)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from locker_controller.outbox import EventLog
 from locker_controller.store import Store
@@ -34,6 +35,18 @@ class Purpose:
     handover_id: int | None = None
     staff_no: str | None = None
     opened: bool = False
+    # unlock_sent is in the outbox: a purpose without it at start-up was cut short by a crash
+    pulsed: bool = False
+    began_at: float = field(default_factory=time.time)
+
+    def expected_item(self) -> bool | None:
+        """What the occupancy sensor should see after the door closed: True an item went
+        in, False it came out, None nothing to tell (maintenance)."""
+        if self.kind in (DROPOFF, STAFF_LOAD):
+            return True
+        if self.kind in (PICKUP, STAFF_COLLECT, STAFF_RECOVER):
+            return False
+        return None
 
 
 class Operations:
@@ -48,11 +61,50 @@ class Operations:
         raw = self._store.get_meta(self._key(number))
         return Purpose(**json.loads(raw)) if raw else None
 
+    def waiting(self, number: int) -> Purpose | None:
+        """The purpose whose door has not been seen open yet, if any."""
+        purpose = self.get(number)
+        return purpose if purpose is not None and not purpose.opened else None
+
     def begin(self, number: int, purpose: Purpose) -> None:
         self._store.set_meta(self._key(number), json.dumps(asdict(purpose)))
 
     def cancel(self, number: int) -> None:
         self._store.set_meta(self._key(number), "")
+
+    def cancel_if(self, number: int, purpose: Purpose) -> None:
+        """Cancel ``purpose`` if it is still the one on this door (not a newer one)."""
+        current = self.get(number)
+        if current is not None and (current.kind, current.handover_id, current.began_at) == (
+            purpose.kind,
+            purpose.handover_id,
+            purpose.began_at,
+        ):
+            self.cancel(number)
+
+    def unlock_recorded(self, number: int) -> None:
+        purpose = self.get(number)
+        if purpose is not None and not purpose.pulsed:
+            purpose.pulsed = True
+            self.begin(number, purpose)
+
+    def unpulsed(self) -> list[int]:
+        """Doors whose purpose was committed but whose unlock_sent never was (a crash)."""
+        found = []
+        for number in (c.number for c in self._store.compartments()):
+            purpose = self.get(number)
+            if purpose is not None and not purpose.pulsed:
+                found.append(number)
+        return found
+
+    def abandon(self, number: int, why: str) -> None:
+        """The door never opened for its purpose: free the compartment; the code, never
+        used, stays valid (a pickup or drop-off is only done when the door closes)."""
+        purpose = self.waiting(number)
+        if purpose is None:
+            return
+        log.warning("compartment %s: %s never opened (%s); purpose dropped", number, purpose, why)
+        self.cancel(number)
 
     # --- DoorListener -------------------------------------------------------------------
 

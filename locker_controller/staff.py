@@ -119,8 +119,7 @@ class StaffDesk:
                 number, prepare=commit, staff_no=session.staff_no, action=action
             )
         except CompartmentUnavailable as err:
-            if self._operations.get(number) == purpose:
-                self._operations.cancel(number)
+            self._operations.cancel_if(number, purpose)
             raise StaffRefused("out_of_service", str(err)) from None
         return result.outcome
 

@@ -52,6 +52,14 @@ CREATE TABLE IF NOT EXISTS staff (
     roles TEXT NOT NULL,
     last_step INTEGER NOT NULL DEFAULT -1
 );
+-- The last door state the controller saw, so a restart can tell what happened while it was
+-- down (closed, forced, item taken). Written in the transaction of the event it causes.
+CREATE TABLE IF NOT EXISTS doors (
+    number INTEGER PRIMARY KEY,
+    open INTEGER NOT NULL,
+    occupied INTEGER,
+    changed_at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS seen_requests (request_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,6 +98,13 @@ class Handover:
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
+
+
+@dataclass(frozen=True)
+class DoorRecord:
+    open: bool
+    occupied: bool | None  # None: no occupancy sensor
+    changed_at: float  # time.time() of the last change the controller saw
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,7 @@ class Store:
             numbers = [r[0] for r in rows]
             marks = ",".join("?" * len(numbers))
             self._db.execute(f"DELETE FROM compartments WHERE number NOT IN ({marks})", numbers)
+            self._db.execute(f"DELETE FROM doors WHERE number NOT IN ({marks})", numbers)
             for number, size, bus, board, channel in rows:
                 self._db.execute(
                     "INSERT INTO compartments(number, size, bus, board, channel) "
@@ -193,6 +209,24 @@ class Store:
         with self.transaction():
             self._db.execute(
                 "UPDATE compartments SET occupied=? WHERE number=?", (int(occupied), number)
+            )
+
+    # --- doors ---------------------------------------------------------------------------
+
+    def door_records(self) -> dict[int, DoorRecord]:
+        rows = self._db.execute("SELECT number, open, occupied, changed_at FROM doors").fetchall()
+        return {
+            r[0]: DoorRecord(bool(r[1]), None if r[2] is None else bool(r[2]), r[3]) for r in rows
+        }
+
+    def save_door(self, number: int, record: DoorRecord) -> None:
+        occupied = None if record.occupied is None else int(record.occupied)
+        with self.transaction():
+            self._db.execute(
+                "INSERT INTO doors(number, open, occupied, changed_at) VALUES (?,?,?,?) "
+                "ON CONFLICT(number) DO UPDATE SET open=excluded.open, "
+                "occupied=excluded.occupied, changed_at=excluded.changed_at",
+                (number, int(record.open), occupied, record.changed_at),
             )
 
     # --- handovers ----------------------------------------------------------------------
