@@ -132,6 +132,15 @@ def _new_handover(
 def request_dropoff(
     session: Session, policy: HandoverPolicy, body: DropoffRequest, actor: str, now: datetime
 ) -> Handover:
+    handover = reserve_dropoff(session, policy, body, actor, now)
+    session.commit()
+    return handover
+
+
+def reserve_dropoff(
+    session: Session, policy: HandoverPolicy, body: DropoffRequest, actor: str, now: datetime
+) -> Handover:
+    """``request_dropoff`` without the commit, for callers that commit more with it."""
     record = records.by_number(session, body.application_number, lock=True)
     if record.status != RecordStatus.prereview_passed:
         raise IllegalTransition(
@@ -179,7 +188,6 @@ def request_dropoff(
         f"handover:{handover.id}",
         {"counter": handover.code_counter, "locker": compartment.locker_id},
     )
-    session.commit()
     return handover
 
 

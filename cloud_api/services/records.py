@@ -36,26 +36,33 @@ def by_number(session: Session, application_number: str, *, lock: bool = False) 
     return record
 
 
-def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecord, bool]:
-    """The record and whether it was created; an identical repeat returns the existing one."""
-    if body.status not in INITIAL_STATES:
-        raise InputError("a new record starts as 'submitted' or 'prereview_passed'")
-    mobile = _mobile(body.mobile)
-    existing = session.scalar(
-        select(ApprovalRecord).where(ApprovalRecord.application_number == body.application_number)
+def _repeat(existing: ApprovalRecord, body: RecordCreate, mobile: str) -> ApprovalRecord:
+    """An identical repeat of a create is answered with the record; a different one refused."""
+    same = (existing.applicant_name, existing.mobile, existing.matter_name) == (
+        body.applicant_name,
+        mobile,
+        body.matter_name,
     )
-    if existing is not None:
-        same = (existing.applicant_name, existing.mobile, existing.matter_name) == (
-            body.applicant_name,
-            mobile,
-            body.matter_name,
-        )
-        if same:
-            return existing, False
+    if not same:
         raise Conflict(
             f"record {body.application_number} exists with other details: "
             f"use PUT /api/v1/records/{body.application_number} to change it"
         )
+    return existing
+
+
+def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecord, bool]:
+    """``create`` without the commit, for callers that commit more in the same transaction
+    (an idempotent create stores its answer with it)."""
+    if body.status not in INITIAL_STATES:
+        raise InputError("a new record starts as 'submitted' or 'prereview_passed'")
+    mobile = _mobile(body.mobile)
+    query = select(ApprovalRecord).where(
+        ApprovalRecord.application_number == body.application_number
+    )
+    existing = session.scalar(query)
+    if existing is not None:
+        return _repeat(existing, body, mobile), False
     record = ApprovalRecord(
         application_number=body.application_number,
         applicant_name=body.applicant_name,
@@ -63,13 +70,14 @@ def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRe
         matter_name=body.matter_name,
         status=body.status.value,
     )
-    session.add(record)
     try:
-        session.flush()
+        # A savepoint, so losing the race below undoes only this insert, not the caller's
+        # earlier work in the transaction.
+        with session.begin_nested():
+            session.add(record)
     except IntegrityError:
-        # A concurrent create of the same number won; answer as for a repeat.
-        session.rollback()
-        return create(session, body, actor)
+        # A concurrent create of the same number committed first; answer as for a repeat.
+        return _repeat(session.scalar(query), body, mobile), False
     audit.append(
         session,
         actor,
@@ -77,8 +85,14 @@ def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRe
         f"record:{record.application_number}",
         {"status": record.status},
     )
-    session.commit()
     return record, True
+
+
+def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecord, bool]:
+    """The record and whether it was created; an identical repeat returns the existing one."""
+    record, created = add(session, body, actor)
+    session.commit()
+    return record, created
 
 
 def upsert(

@@ -32,21 +32,25 @@ def request_dropoff(
     idempotency_key: IdempotencyKey = None,
 ):
     """Reserve a compartment (at ``locker_id`` or nearest to latitude/longitude) and send the
-    applicant a drop-off code by SMS."""
+    applicant a drop-off code by SMS. With an ``Idempotency-Key``, a repeat (even a concurrent
+    one) gets the first answer and reserves nothing more."""
+    if not idempotency_key:
+        handover = handovers.request_dropoff(session, policy, body, who.name, now)
+        sync_handover(bridge, handover)
+        return handovers.public(session, handover)
+    reserved: list = []
+
+    def reserve() -> tuple[int, dict]:
+        handover = handovers.reserve_dropoff(session, policy, body, who.name, now)
+        reserved.append(handover)
+        return 201, handovers.public(session, handover).model_dump(mode="json")
+
     body_hash = idempotency.request_hash(body.model_dump(mode="json"))
-    if idempotency_key:
-        stored = idempotency.replay(session, who.name, idempotency_key, body_hash)
-        if stored is not None:
-            response.status_code = stored.status_code
-            return stored.response
-    handover = handovers.request_dropoff(session, policy, body, who.name, now)
-    sync_handover(bridge, handover)
-    public = handovers.public(session, handover)
-    if idempotency_key:
-        idempotency.remember(
-            session, who.name, idempotency_key, body_hash, 201, public.model_dump(mode="json")
-        )
-    return public
+    answer = idempotency.at_most_once(session, who.name, idempotency_key, body_hash, reserve)
+    if reserved:
+        sync_handover(bridge, reserved[0])  # after the commit: the locker hears of it once
+    response.status_code = answer.status_code
+    return answer.body
 
 
 @router.get("/{handover_id}", response_model=HandoverPublic)

@@ -23,25 +23,23 @@ def create_record(
     response: Response,
     idempotency_key: IdempotencyKey = None,
 ):
-    body_hash = idempotency.request_hash(body.model_dump(mode="json"))
-    if idempotency_key:
-        stored = idempotency.replay(session, who.name, idempotency_key, body_hash)
-        if stored is not None:
-            response.status_code = stored.status_code
-            return stored.response
-    record, created = records.create(session, body, who.name)
-    response.status_code = 201 if created else 200
-    public = RecordPublic.model_validate(record, from_attributes=True)
-    if idempotency_key:
-        idempotency.remember(
-            session,
-            who.name,
-            idempotency_key,
-            body_hash,
-            response.status_code,
-            public.model_dump(mode="json"),
-        )
-    return public
+    """Create an approval record; an identical repeat answers 200 with the record. With an
+    ``Idempotency-Key``, a repeat (even a concurrent one) gets the first answer."""
+
+    def add() -> tuple[int, dict]:
+        record, created = records.add(session, body, who.name)
+        public = RecordPublic.model_validate(record, from_attributes=True)
+        return (201 if created else 200), public.model_dump(mode="json")
+
+    if not idempotency_key:
+        status_code, answer = add()
+        session.commit()
+    else:
+        body_hash = idempotency.request_hash(body.model_dump(mode="json"))
+        stored = idempotency.at_most_once(session, who.name, idempotency_key, body_hash, add)
+        status_code, answer = stored.status_code, stored.body
+    response.status_code = status_code
+    return answer
 
 
 @router.put("/{application_number}", response_model=RecordPublic)
