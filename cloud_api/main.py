@@ -23,7 +23,7 @@ from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.models.common import utcnow
 from cloud_api.mqtt import CloudBridge
-from cloud_api.services import bootstrap, policy
+from cloud_api.services import bootstrap, policy, sms_relevance
 from cloud_api.services.scheduler import Scheduler
 from cloud_api.sms.config import SmsSettings
 from cloud_api.sms.dispatcher import SmsDispatcher
@@ -51,6 +51,7 @@ def create_app(
         sms_settings,
         master_secret=settings.master_key,
         digits=settings.code_digits,
+        obsolete=sms_relevance.why_obsolete,
     )
     scheduler = Scheduler(
         engine, handover_policy, [timedelta(hours=h) for h in settings.reminder_hours], clock

@@ -10,6 +10,10 @@ after the provider accepted a message but before the record leaves the row in ``
 when its lease runs out another dispatcher takes it, and because it is not a first attempt it
 asks the provider (``find_sent``) whether an identical message already went out before it sends
 again. docs/sms.md explains the window that remains.
+
+Before sending, the dispatcher asks its ``obsolete`` hook (the service's
+``services.sms_relevance.why_obsolete``) whether the message still applies; a code SMS whose
+code was replaced, or whose handover ended, is marked ``superseded`` instead of sent.
 """
 
 import asyncio
@@ -34,6 +38,8 @@ from xinbao.codes import DEFAULT_DIGITS, code_for, derive_locker_key
 log = logging.getLogger(__name__)
 
 _ERROR_LIMIT = 500
+#: Why a message should no longer be sent (None: send it), asked just before each send.
+ObsoleteCheck = Callable[[Session, SmsMessage], str | None]
 
 
 def _short(text: str) -> str:
@@ -65,6 +71,7 @@ class SmsDispatcher:
         batch_size: int = 50,
         poll_interval_seconds: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
+        obsolete: ObsoleteCheck | None = None,
     ) -> None:
         if not master_secret:
             raise ValueError("the master secret is empty")
@@ -80,6 +87,7 @@ class SmsDispatcher:
         self.batch_size = batch_size
         self.poll_interval = poll_interval_seconds
         self._clock = clock
+        self._obsolete = obsolete
 
     @classmethod
     def from_settings(
@@ -90,6 +98,7 @@ class SmsDispatcher:
         *,
         master_secret: bytes,
         digits: int = DEFAULT_DIGITS,
+        obsolete: ObsoleteCheck | None = None,
     ) -> "SmsDispatcher":
         return cls(
             engine,
@@ -103,6 +112,7 @@ class SmsDispatcher:
             status_callback_url=settings.status_callback_url,
             batch_size=settings.batch_size,
             poll_interval_seconds=settings.poll_interval_seconds,
+            obsolete=obsolete,
         )
 
     # -- claiming ---------------------------------------------------------------------------
@@ -169,7 +179,17 @@ class SmsDispatcher:
             message = session.get(SmsMessage, message_id)
             if message is None:
                 return
+            obsolete = self._obsolete(session, message) if self._obsolete else None
             session.expunge(message)
+        if obsolete is not None:
+            log.info("SMS %s is superseded, not sent: %s", message_id, obsolete)
+            self._update_claimed(
+                message,
+                status=SmsStatus.superseded.value,
+                claimed_until=None,
+                last_error=_short(f"not sent: {obsolete}"),
+            )
+            return
         try:
             body = self.render_body(message)
         except (SmsInputError, ValueError) as err:
