@@ -1,9 +1,12 @@
 """Every error as an RFC 9457 problem document (``application/problem+json``).
 
 Service errors (``cloud_api.errors``), FastAPI's validation errors and Starlette's HTTP errors
-(404 for unknown paths, 405 ...) all end here, so a client parses one shape. Anything else is
-a bug: it is logged with its traceback and answered with a plain 500 problem that reveals
-nothing.
+(404 for unknown paths, 405 ...) all end here, so a client parses one shape. The database
+being away (down, restarting, locked past the busy timeout, pool exhausted) is a 503 with
+Retry-After: the request changed nothing and may be sent again. A constraint violation that a
+service did not foresee is a concurrent change that got there first: 409, logged, since a
+service should have turned it into a clearer Conflict. Anything else is a bug: it is logged
+with its traceback and answered with a plain 500 problem that reveals nothing.
 """
 
 import logging
@@ -12,6 +15,8 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cloud_api.errors import AuthError, CloudError, Forbidden, IllegalTransition, TooManyRequests
@@ -19,6 +24,7 @@ from cloud_api.errors import AuthError, CloudError, Forbidden, IllegalTransition
 log = logging.getLogger(__name__)
 PROBLEM_TYPE_BASE = "https://xinbao.example.cn/problems/"
 MEDIA_TYPE = "application/problem+json"
+DATABASE_RETRY_AFTER = 5  # seconds: long enough for a failover or a lock to clear
 
 
 def problem(
@@ -95,6 +101,36 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
     )
 
 
+def _database_away(request: Request, exc: Exception) -> JSONResponse:
+    log.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return problem(
+        request,
+        503,
+        "database-unavailable",
+        "Service unavailable",
+        "the database is not answering right now; nothing was changed: retry shortly",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER)},
+        retry_after=DATABASE_RETRY_AFTER,
+    )
+
+
+def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+    log.warning(
+        "unforeseen constraint violation on %s %s: %s",
+        request.method,
+        request.url.path,
+        exc.orig,
+    )
+    return problem(
+        request,
+        409,
+        "conflict",
+        "Conflict",
+        "a concurrent change got there first; nothing was changed: read the current state "
+        "and retry",
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -110,4 +146,7 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_away)
+    app.add_exception_handler(PoolTimeoutError, _database_away)
+    app.add_exception_handler(IntegrityError, _integrity)
     app.add_exception_handler(Exception, _unexpected)

@@ -49,7 +49,13 @@ def register(session: Session, body: LockerCreate, actor: str) -> tuple[Locker, 
         key_digest=secret_digest(locker_key),
     )
     session.add(locker)
-    session.flush()
+    try:
+        # On PostgreSQL a concurrent registration of the same id makes this INSERT wait for
+        # the other transaction, then fail on the primary key once it commits.
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(f"locker {body.id!r} is already registered") from None
     for c in body.compartments:
         session.add(
             Compartment(
@@ -67,11 +73,7 @@ def register(session: Session, body: LockerCreate, actor: str) -> tuple[Locker, 
         f"locker:{body.id}",
         {"compartments": len(numbers), "site": body.site},
     )
-    try:
-        session.commit()
-    except IntegrityError:
-        session.rollback()
-        raise Conflict(f"locker {body.id!r} is already registered") from None
+    session.commit()
     return locker, locker_key
 
 

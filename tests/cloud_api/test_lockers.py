@@ -1,7 +1,19 @@
 """Locker registration from a board layout, listing with occupancy, out-of-service flags."""
 
+import threading
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from cloud_api.core.config import Settings
+from cloud_api.main import create_app
+from cloud_api.models.locker import Compartment, Locker
+from cloud_api.services import audit
 from tests.cloud_api.conftest import locker_body, make_record
 from tests.cloud_api.helpers import assert_problem
+from tests.support.waiting import free_port
 
 
 def test_register_list_and_detail(world):
@@ -58,3 +70,60 @@ def test_out_of_service_compartment_is_never_reserved(world):
         ),
         404,
     )
+
+
+def test_concurrent_registrations_of_one_id(world, engine):
+    """Regression: on PostgreSQL the loser's INSERT waited, then failed outside the service's
+    try block, and answered 500 beside the winner's 201."""
+    n = 6
+    barrier = threading.Barrier(n)
+    responses: list = [None] * n
+
+    def register(i):
+        barrier.wait()
+        responses[i] = world.client.post(
+            "/api/v1/lockers", json=locker_body("race-1"), headers=world.admin_headers
+        )
+
+    threads = [threading.Thread(target=register, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    codes = sorted(r.status_code for r in responses)
+    assert codes == [201] + [409] * (n - 1), [r.text for r in responses]
+    for r in responses:
+        if r.status_code == 409:
+            assert "already registered" in assert_problem(r, 409)["detail"]
+    with Session(engine) as s:
+        assert s.scalar(select(func.count()).select_from(Locker).where(Locker.id == "race-1")) == 1
+        compartments = select(func.count()).select_from(Compartment)
+        assert s.scalar(compartments.where(Compartment.locker_id == "race-1")) == 5
+        assert audit.verify(s).ok
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:////nonexistent-directory/xinbao.db",
+        # A port nothing listens on: PostgreSQL is down.
+        "postgresql://postgres@127.0.0.1:{port}/xinbao",
+    ],
+)
+def test_database_down_is_a_503_with_retry_after(url, clock, console):
+    settings = Settings(demo=True, database_url=url.format(port=free_port()), run_background=False)
+    app = create_app(settings, sms_provider=console, clock=clock)
+    with TestClient(app, raise_server_exceptions=False) as c:
+        for method, path, kw in (
+            ("GET", "/api/v1/lockers", {"headers": {"X-API-Key": "xbk_1_secret"}}),
+            ("POST", "/api/v1/staff/login", {"json": {"username": "a", "password": "b"}}),
+            (
+                "POST",
+                "/api/v1/lockers/xa-1/codes/check",
+                {"json": {"code": "12345678"}, "headers": {"X-Locker-Key": "k"}},
+            ),
+        ):
+            r = c.request(method, path, **kw)
+            body = assert_problem(r, 503)
+            assert r.headers["Retry-After"] == "5" and body["retry_after"] == 5
+            assert "retry" in body["detail"]
