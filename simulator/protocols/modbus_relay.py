@@ -1,36 +1,51 @@
-"""Waveshare-style Modbus RTU relay boards used as lock drivers, board side (DESIGN.md §4).
+"""Waveshare-style Modbus RTU relay boards used as lock drivers, board side (DESIGN.md §4,
+https://www.waveshare.com/wiki/Modbus_RTU_Relay).
 
 FC05 at coil 0x0200+ch0 with value N is "flash on": the relay closes for N x 100 ms, which is
 the lock pulse; the reply echoes the request. FC05 at coil ch0 with FF00/0000 switches a relay
 on/off (the latch stays released while it is on); coil 0x00FF switches all. FC01 reads the
 relays, FC02 the door inputs: bit (i % 8) of data byte i // 8 is input i+1, and an input reads
 ``locked_level`` while its door is latched shut. Anything else gets a Modbus exception reply.
-The CRC is pymodbus' (via firmware_bridge.checksums).
+
+Framing is pymodbus', through the same framers the master uses
+(firmware_bridge.protocols.modbus_relay): a request's length comes from pymodbus' server-side
+PDU table, its CRC and fields are checked by ``FramerRTU.handleFrame``, and replies are
+pymodbus PDUs put on the wire by ``FramerRTU.buildFrame``. The resync loop is ours, for the
+reason given there (handleFrame drops a whole buffer after a bad CRC).
 """
 
 from __future__ import annotations
 
-import struct
+from pymodbus.pdu import ExceptionResponse, ModbusPDU
+from pymodbus.pdu.bit_message import ReadCoilsResponse, ReadDiscreteInputsResponse
 
 from firmware_bridge.checksums import crc16_modbus
+from firmware_bridge.protocols.modbus_relay import (
+    REQUEST_FRAMER,
+    UNICAST,
+    crc_ok,
+    frame_size,
+    handle,
+)
 from simulator.board import BoardView
-from simulator.protocols.base import BoardProtocol, Request, pack_bits
+from simulator.protocols.base import BoardProtocol, Request
 
 FLASH_BASE = 0x0200
 ALL_RELAYS = 0x00FF
 COIL_ON, COIL_OFF = 0xFF00, 0x0000
 ILLEGAL_FUNCTION, ILLEGAL_ADDRESS, ILLEGAL_VALUE = 0x01, 0x02, 0x03
 
-# function code -> (name, fixed frame length or None when a byte count follows)
-FUNCTIONS: dict[int, tuple[str, int | None]] = {
-    0x01: ("read_coils", 8),
-    0x02: ("read_inputs", 8),
-    0x03: ("read_holding", 8),
-    0x04: ("read_input_registers", 8),
-    0x05: ("write_coil", 8),
-    0x06: ("write_register", 8),
-    0x0F: ("write_coils", None),
-    0x10: ("write_registers", None),
+# The functions a relay board takes a frame of: the three it serves, and the common ones it
+# answers with "illegal function" (so a master probing registers gets an answer, not silence).
+FUNCTIONS: dict[int, str] = {
+    0x01: "read_coils",
+    0x02: "read_inputs",
+    0x03: "read_holding",
+    0x04: "read_input_registers",
+    0x05: "write_coil",
+    0x06: "write_register",
+    0x0F: "write_coils",
+    0x10: "write_registers",
 }
 
 
@@ -47,24 +62,35 @@ class ModbusRelay(BoardProtocol):
     def parse(self, buffer: bytes) -> tuple[int, Request | None]:
         if len(buffer) < 2:
             return 0, None
-        function = FUNCTIONS.get(buffer[1])
-        if function is None or buffer[0] == 0 or buffer[0] > 247:
+        name = FUNCTIONS.get(buffer[1])
+        if name is None or buffer[0] not in UNICAST:
             return 1, None
-        name, length = function
+        length = frame_size(REQUEST_FRAMER, buffer)
         if length is None:
-            if len(buffer) < 7:
-                return 0, None
-            length = 9 + buffer[6]
-        if len(buffer) < length:
+            return 1, None
+        if length == 0 or len(buffer) < length:
             return 0, None
         frame = bytes(buffer[:length])
-        if not self.sealed_ok(frame):
+        if not crc_ok(frame):
             return 1, None
-        start, value = struct.unpack(">HH", frame[2:6])
-        return length, Request(raw=frame, address=frame[0], command=name, start=start, value=value)
+        pdu = handle(REQUEST_FRAMER, frame)
+        if pdu is None:
+            # The CRC holds but pymodbus refuses a field (an FC01/02 count of 0 or over 2000):
+            # a real board answers "illegal data value" to such a frame.
+            return length, Request(raw=frame, address=frame[0], command=f"{name}:invalid")
+        return length, Request(
+            raw=frame,
+            address=pdu.dev_id,
+            command=name,
+            start=pdu.address,
+            value=getattr(pdu, "value", pdu.count),  # FC05: the coil value; reads: the count
+        )
+
+    def _build(self, pdu: ModbusPDU) -> bytes:
+        return REQUEST_FRAMER.buildFrame(pdu)
 
     def _exception(self, request: Request, code: int) -> bytes:
-        return self.seal(bytes([request.address, request.raw[1] | 0x80, code]))
+        return self._build(ExceptionResponse(request.raw[1], code, device_id=request.address))
 
     def respond(self, request: Request, board: BoardView) -> bytes | None:
         handler = {
@@ -72,24 +98,26 @@ class ModbusRelay(BoardProtocol):
             "read_inputs": self._read_inputs,
             "write_coil": self._write_coil,
         }.get(request.command)
-        if handler is None:
-            return self._exception(request, ILLEGAL_FUNCTION)
-        return handler(request, board)
-
-    def _read_bits(self, request: Request, bits: list[int]) -> bytes:
-        start, count = request.start, request.value
-        if not 1 <= count <= 2000:
+        if handler is not None:
+            return handler(request, board)
+        if request.command in ("read_coils:invalid", "read_inputs:invalid"):
             return self._exception(request, ILLEGAL_VALUE)
+        return self._exception(request, ILLEGAL_FUNCTION)
+
+    def _read_bits(
+        self, request: Request, bits: list[int], reply: type[ReadCoilsResponse]
+    ) -> bytes:
+        start, count = request.start, request.value
         if start + count > len(bits):
             return self._exception(request, ILLEGAL_ADDRESS)
-        data = pack_bits(bits[start : start + count], -(-count // 8))
-        return self.seal(bytes([request.address, request.raw[1], len(data), *data]))
+        values = [bool(b) for b in bits[start : start + count]]
+        return self._build(reply(dev_id=request.address, bits=values))
 
     def _read_coils(self, request: Request, board: BoardView) -> bytes:
-        return self._read_bits(request, board.relays())
+        return self._read_bits(request, board.relays(), ReadCoilsResponse)
 
     def _read_inputs(self, request: Request, board: BoardView) -> bytes:
-        return self._read_bits(request, board.levels())
+        return self._read_bits(request, board.levels(), ReadDiscreteInputsResponse)
 
     def _write_coil(self, request: Request, board: BoardView) -> bytes:
         coil, value = request.start, request.value
