@@ -77,6 +77,7 @@ class Controller:
             "online": bool(self.link and self.link.connected),
             "outbox_depth": self.publisher.depth,
             "out_of_service": self.doors.out_of_service(),
+            "busy": self.operations.busy(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
         }
 

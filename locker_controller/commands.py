@@ -130,7 +130,7 @@ class CommandDesk:
         purpose = Purpose(MAINTENANCE, None, payload.staff_no)
         result = await self._doors.open_door(
             number,
-            prepare=lambda: self._operations.begin(number, purpose),
+            purpose,
             remote=True,
             reason=payload.reason,
             staff_no=payload.staff_no,

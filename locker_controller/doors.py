@@ -43,6 +43,8 @@ class DoorListener(Protocol):
     def door_opened(self, number: int) -> None: ...
     def door_closed(self, number: int, occupied: bool | None) -> None: ...
     def get(self, number: int) -> Purpose | None: ...
+    def begin(self, number: int, purpose: Purpose) -> None: ...
+    def cancel_if(self, number: int, purpose: Purpose) -> None: ...
     def waiting(self, number: int) -> Purpose | None: ...
     def unlock_recorded(self, number: int) -> None: ...
     def abandon(self, number: int, why: str) -> None: ...
@@ -68,6 +70,9 @@ class Door:
     opened_at: float | None = None
     left_open_reported: bool = False
     expect_open_until: float = 0.0
+    # monotonic time of this process's last unlock for a purpose not yet seen open
+    waiting_since: float | None = None
+    last_reading_at: float = 0.0
     jammed_at: float | None = None
 
 
@@ -94,6 +99,7 @@ class DoorWatcher:
         self.listener = listener
         self.poll_interval_s = config.poll_interval_s
         self.left_open_after_s = config.door_left_open_after_s
+        self.reopen_window_s = config.reopen_window_s
         self._started_at = time.time()
         known = store.door_records()
         self.doors = {c.number: Door(c.number) for c in config.compartments}
@@ -117,22 +123,39 @@ class DoorWatcher:
     # --- opening ------------------------------------------------------------------------
 
     async def open_door(
-        self, number: int, prepare: Callable[[], None] | None = None, **why: object
+        self,
+        number: int,
+        purpose: Purpose,
+        accept: Callable[[], None] | None = None,
+        **why: object,
     ) -> UnlockResult:
-        """Pulse one lock; records unlock_sent and what the board saw. ``why`` goes in data.
+        """Open one door for ``purpose``; records unlock_sent and what the board saw.
 
-        The unlock frame is handed to the bus thread BEFORE ``prepare`` runs, so the SQLite
-        commits that ``prepare`` makes (fsync) overlap the frame on the wire instead of
-        delaying it: keypad-to-lock latency is what a person at the cabinet feels.
+        The purpose and ``accept`` (which records code_accepted or staff_action) commit
+        BEFORE the frame goes out: a crash after the pulse then still knows what the door
+        was opened for, the code can no longer open a second door, and restore() reports
+        the cut-short unlock. The commit costs one fsync on the keypad path (see
+        bench/keypad_bench.py). ``why`` goes in the data of unlock_sent.
         """
         if not self.in_service(number):
             raise CompartmentUnavailable(number, "its lock board is not answering")
         door = self.doors[number]
+        with self._store.transaction():
+            self.listener.begin(number, purpose)
+            if accept is not None:
+                accept()
         door.expect_open_until = time.monotonic() + EXPECT_OPEN_S
-        pending = self._cabinet.start_unlock(number)
-        if prepare is not None:
-            prepare()
-        result = await self._cabinet.finish_unlock(number, pending)
+        door.waiting_since = None
+        try:
+            result = await self._cabinet.unlock(number)
+        except CompartmentUnavailable as err:
+            # Refused by the board or the port failed: nothing opened, the purpose ends.
+            with self._store.transaction():
+                self._events.record(
+                    EventType.UNLOCK_SENT, number, outcome="failed", error=err.why, **why
+                )
+                self.listener.cancel_if(number, purpose)
+            raise
         outcome = result.outcome
         with self._store.transaction():
             self._events.record(EventType.UNLOCK_SENT, number, outcome=outcome.value, **why)
@@ -140,11 +163,21 @@ class DoorWatcher:
             if outcome is UnlockOutcome.OPENED:
                 door.jammed_at = None
                 self._set_open(door, True, by="command")
+            elif outcome is UnlockOutcome.ALREADY_OPEN:
+                # Someone opened it before (forced, or left open): it is open for this
+                # purpose all the same, and its close completes it.
+                door.jammed_at = None
+                if door.open:
+                    self.listener.door_opened(number)
+                else:
+                    self._set_open(door, True, by="command")
             elif outcome is UnlockOutcome.JAMMED:
-                door.jammed_at = time.monotonic()
+                door.jammed_at = door.waiting_since = time.monotonic()
                 self._events.record(EventType.DOOR_JAMMED, number, **why)
-        if outcome is UnlockOutcome.NO_RESPONSE:
-            raise CompartmentUnavailable(number, "the lock board did not confirm the unlock")
+            else:
+                # No confirmation: the pulse may have fired all the same. A door seen open
+                # while the purpose waits is attributed to it (see _debounce_door).
+                door.waiting_since = time.monotonic()
         return result
 
     def recently_jammed(self, number: int, window_s: float) -> bool:
@@ -219,7 +252,7 @@ class DoorWatcher:
         while True:
             for address in self._cabinet.boards(bus):
                 await self.poll_board(bus, address)
-            self.check_left_open()
+            self.check_timers()
             await asyncio.sleep(self.poll_interval_s)
 
     async def poll_board(self, bus: int, address: int) -> None:
@@ -264,6 +297,7 @@ class DoorWatcher:
                 continue
             door = self.doors[wiring.number]
             door.readings += 1
+            door.last_reading_at = time.monotonic()
             # Occupancy first: a close completes a drop-off by what the sensor sees.
             if reading.occupied is not None:
                 self._debounce_occupancy(door, reading.occupied)
@@ -309,8 +343,10 @@ class DoorWatcher:
         door.open_candidate, door.open_count = None, 0
         while_down = door.open is None
         if is_open:
-            by_us = time.monotonic() < door.expect_open_until or (
-                while_down and self.listener.waiting(door.number) is not None
+            by_us = (
+                time.monotonic() < door.expect_open_until
+                or door.waiting_since is not None
+                or (while_down and self.listener.waiting(door.number) is not None)
             )
             self._set_open(door, True, by="command" if by_us else "forced", while_down=while_down)
         else:
@@ -326,6 +362,7 @@ class DoorWatcher:
             # The opening, the door state and the purpose marked opened commit together.
             with self._store.transaction():
                 door.open = True
+                door.waiting_since = None
                 door.opened_at = time.monotonic()
                 door.changed_at = time.time()
                 door.left_open_reported = False
@@ -376,8 +413,24 @@ class DoorWatcher:
             self._events.record(kind, door.number, **({"while_down": True} if while_down else {}))
             self._save(door)
 
-    def check_left_open(self) -> None:
+    def check_timers(self) -> None:
+        """door_left_open after N seconds; purposes whose door stayed shut are dropped.
+
+        A purpose waits ``reopen_window_s`` after a jam or an unconfirmed unlock (the
+        kiosk offers "reopen" meanwhile), and only ends on a reading taken after that
+        window: while its board is silent nobody knows whether the door opened.
+        """
         now = time.monotonic()
+        for door in self.doors.values():
+            since = door.waiting_since
+            if (
+                since is not None
+                and door.open is False
+                and door.open_candidate is None
+                and door.last_reading_at - since >= self.reopen_window_s
+            ):
+                door.waiting_since = None
+                self.listener.abandon(door.number, "its door stayed shut")
         for door in self.doors.values():
             if (
                 door.open

@@ -9,7 +9,8 @@ the cloud issued for this locker always reaches it first through sync_reservatio
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from firmware_bridge.status import UnlockOutcome
@@ -51,7 +52,17 @@ class Keypad:
         self._lockout = lockout
 
     def _find(self, code: str) -> Handover | None:
-        handovers = {h.counter: h for h in self._store.all_handovers() if h.digits == len(code)}
+        # Live handovers first: each candidate costs an HMAC on the keypad path, and a
+        # cabinet holds ~100 live codes (DESIGN.md §6) but collects used ones until the next
+        # full sync. Used ones are checked only for a code that opens nothing, to say "used"
+        # rather than "wrong".
+        found = self._match(code, self._store.live_handovers())
+        if found is None:
+            found = self._match(code, self._store.finished_handovers())
+        return found
+
+    def _match(self, code: str, candidates: list[Handover]) -> Handover | None:
+        handovers = {h.counter: h for h in candidates if h.digits == len(code)}
         counter = match_counter(self._key, code, handovers, digits=len(code))
         return handovers.get(counter) if counter is not None else None
 
@@ -76,23 +87,20 @@ class Keypad:
         number = self._compartment_for(handover)
         purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
 
-        def commit_acceptance() -> None:
-            with self._store.transaction():
-                self._lockout.succeeded()
-                self._operations.begin(number, purpose)
-                self._events.record(
-                    EventType.CODE_ACCEPTED,
-                    number,
-                    handover_id=handover.handover_id,
-                    kind=handover.kind,
-                )
+        def accept() -> None:
+            self._lockout.succeeded()
+            self._events.record(
+                EventType.CODE_ACCEPTED,
+                number,
+                handover_id=handover.handover_id,
+                kind=handover.kind,
+            )
 
         try:
             result = await self._doors.open_door(
-                number, prepare=commit_acceptance, handover_id=handover.handover_id
+                number, purpose, accept, handover_id=handover.handover_id
             )
         except CompartmentUnavailable:
-            self._operations.cancel_if(number, purpose)
             raise CodeRefused("out_of_service", f"compartment {number}") from None
         return DoorOpened(number, result.outcome)
 
@@ -120,12 +128,13 @@ class Keypad:
 
     async def reopen(self, number: int) -> DoorOpened:
         """Open again a door that jammed shortly before, for the same purpose."""
-        purpose = self._operations.get(number)
+        purpose = self._operations.waiting(number)
         if purpose is None or not self._doors.recently_jammed(number, self._reopen_window_s):
             raise CodeRefused("no_reopen", f"compartment {number} has nothing to reopen")
+        again = replace(purpose, pulsed=False, began_at=time.time())
         try:
             result = await self._doors.open_door(
-                number, handover_id=purpose.handover_id, reopen=True
+                number, again, handover_id=purpose.handover_id, reopen=True
             )
         except CompartmentUnavailable:
             raise CodeRefused("out_of_service", f"compartment {number}") from None

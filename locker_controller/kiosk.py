@@ -46,16 +46,27 @@ def _refusal(reason: str, status: int = 400, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+# What the person at the cabinet is told per unlock outcome (firmware_bridge UnlockOutcome).
+OUTCOME_MESSAGES = {
+    "opened": ("已打开", "is open"),
+    "already_open": ("已打开", "is open"),
+    "jammed": ("未能打开，可点击重新开门", "did not open: press reopen"),
+    "no_response": (
+        "应已打开；如未打开请联系工作人员",
+        "should be open; if it is not, please contact staff",
+    ),
+}
+
+
 def _opened(compartment: int, outcome: str) -> dict[str, Any]:
-    jammed = outcome == "jammed"
+    zh, en = OUTCOME_MESSAGES.get(outcome, OUTCOME_MESSAGES["no_response"])
     return {
         "ok": True,
         "compartment": compartment,
         "outcome": outcome,
-        "message_zh": f"{compartment}号箱门" + ("未能打开，可点击重新开门" if jammed else "已打开"),
-        "message_en": f"Door {compartment} "
-        + ("did not open: press reopen" if jammed else "is open"),
-        "can_reopen": jammed,
+        "message_zh": f"{compartment}号箱门{zh}",
+        "message_en": f"Door {compartment} {en}",
+        "can_reopen": outcome == "jammed",
     }
 
 

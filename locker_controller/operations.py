@@ -88,6 +88,10 @@ class Operations:
             purpose.pulsed = True
             self.begin(number, purpose)
 
+    def busy(self) -> list[int]:
+        """Compartments opened (or being opened) for a purpose that is not complete yet."""
+        return [c.number for c in self._store.compartments() if self.get(c.number) is not None]
+
     def unpulsed(self) -> list[int]:
         """Doors whose purpose was committed but whose unlock_sent never was (a crash)."""
         found = []

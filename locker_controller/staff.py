@@ -103,23 +103,20 @@ class StaffDesk:
     async def _open(
         self, session: StaffSession, number: int, purpose: Purpose, action: str
     ) -> UnlockOutcome:
-        def commit() -> None:
-            with self._store.transaction():
-                self._operations.begin(number, purpose)
-                self._events.record(
-                    EventType.STAFF_ACTION,
-                    number,
-                    action=action,
-                    staff_no=session.staff_no,
-                    handover_id=purpose.handover_id,
-                )
+        def accept() -> None:
+            self._events.record(
+                EventType.STAFF_ACTION,
+                number,
+                action=action,
+                staff_no=session.staff_no,
+                handover_id=purpose.handover_id,
+            )
 
         try:
             result = await self._doors.open_door(
-                number, prepare=commit, staff_no=session.staff_no, action=action
+                number, purpose, accept, staff_no=session.staff_no, action=action
             )
         except CompartmentUnavailable as err:
-            self._operations.cancel_if(number, purpose)
             raise StaffRefused("out_of_service", str(err)) from None
         return result.outcome
 

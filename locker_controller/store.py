@@ -278,15 +278,18 @@ class Store:
         ).fetchone()
         return self._handover(row) if row else None
 
-    def all_handovers(self) -> list[Handover]:
-        rows = self._db.execute(
-            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers ORDER BY handover_id"
-        ).fetchall()
-        return [self._handover(r) for r in rows]
-
     def live_handovers(self) -> list[Handover]:
         rows = self._db.execute(
             f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?) "
+            "ORDER BY handover_id",
+            LIVE_STATES,
+        ).fetchall()
+        return [self._handover(r) for r in rows]
+
+    def finished_handovers(self) -> list[Handover]:
+        marks = ",".join("?" * len(LIVE_STATES))
+        rows = self._db.execute(
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state NOT IN ({marks}) "
             "ORDER BY handover_id",
             LIVE_STATES,
         ).fetchall()

@@ -123,9 +123,7 @@ def _kill_during_a_slow_unlock(sim, ctl, code: str, board: int, channel: int) ->
 
 
 @pytest.mark.parametrize("meanwhile", ["left_open", "taken_and_shut", "jammed"])
-def test_sigkill_during_an_unlock_the_board_answers_late(
-    tmp_path, sim, make_controller, meanwhile
-):
+def test_sigkill_during_an_unlock_the_board_answers_late(tmp_path, sim, make_controller, meanwhile):
     load_item(sim, 1, 4)
     seed(tmp_path, handover(6, "pickup", 4, 44, "deposited"))
     code = code_for(LOCKER_KEY, 44)
