@@ -18,12 +18,24 @@ from __future__ import annotations
 
 
 class BridgeError(Exception):
-    """Base of every firmware_bridge error; ``board``/``channel`` say where, when known."""
+    """Base of every firmware_bridge error; ``board``/``channel`` say where, when known.
 
-    def __init__(self, message: str, *, board: int | None = None, channel: int | None = None):
+    ``reason`` is the message without its "board N: " prefix, so a caller that knows more
+    (the channel, that an unlock was sent) can restate it without naming the board twice.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        board: int | None = None,
+        channel: int | None = None,
+        reason: str | None = None,
+    ):
         super().__init__(message)
         self.board = board
         self.channel = channel
+        self.reason = message if reason is None else reason
 
 
 class LinkError(BridgeError):
@@ -43,9 +55,10 @@ class BoardTimeout(BridgeError):
         *,
         board: int | None = None,
         channel: int | None = None,
+        reason: str | None = None,
         sent_at: float | None = None,
     ):
-        super().__init__(message, board=board, channel=channel)
+        super().__init__(message, board=board, channel=channel, reason=reason)
         self.sent_at = sent_at
 
 
@@ -59,3 +72,12 @@ class BoardRefusal(ProtocolError):
 
 class ConfigError(BridgeError):
     """A bad protocol name, board address, channel or board setting."""
+
+
+def restated(err: BridgeError, message: str, *, channel: int | None) -> BridgeError:
+    """``err`` again, of the same kind, saying ``message`` and naming ``channel``."""
+    if isinstance(err, BoardTimeout):
+        return BoardTimeout(
+            message, board=err.board, channel=channel, reason=err.reason, sent_at=err.sent_at
+        )
+    return type(err)(message, board=err.board, channel=channel, reason=err.reason)

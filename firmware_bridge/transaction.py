@@ -118,7 +118,9 @@ class BusTransaction:
                 if frame is not None:
                     refusal = frame.refusal()
                     if refusal:
-                        raise BoardRefusal(f"board {request.board}: {refusal}", board=request.board)
+                        raise BoardRefusal(
+                            f"board {request.board}: {refusal}", board=request.board, reason=refusal
+                        )
                     return Exchange(frame, sent_at)
                 problem = trouble or problem
                 log.debug(
@@ -132,13 +134,15 @@ class BusTransaction:
         what = request.WHAT
         tries = f"{attempts} attempt{'s' * (attempts > 1)}"
         if problem:
+            reason = f"{problem} in reply to {what} ({tries})"
             raise ProtocolError(
-                f"board {request.board}: {problem} in reply to {what} ({tries})",
-                board=request.board,
+                f"board {request.board}: {reason}", board=request.board, reason=reason
             )
+        reason = f"did not answer {what} within {wait:g} s ({tries})"
         raise BoardTimeout(
-            f"board {request.board} did not answer {what} within {wait:g} s ({tries})",
+            f"board {request.board} {reason}",
             board=request.board,
+            reason=reason,
             sent_at=first_sent,
         )
 
@@ -172,11 +176,9 @@ class BusTransaction:
                 # that looks like the start of a long frame (a stray 80 before an 8A reply,
                 # 01 02 05 before a Modbus one) must not hide a whole reply behind it.
                 looked_at = last_byte_at
-                found = self._answer_inside(request, buffer)
+                found = self._flush(request, buffer)
                 if found is not None:
-                    start, frame = found
-                    log.debug("dropped %s before a reply", bytes(buffer[:start]).hex(" "))
-                    return frame, None
+                    return found, None
             # A frame with a bad checksum followed by silence: the board has had its say.
             said_its_say = "bad checksum" in heard and now - last_byte_at > GARBLED_QUIET_S
             if now >= deadline or said_its_say:
@@ -212,13 +214,18 @@ class BusTransaction:
                     return frame, None
                 heard["unexpected"] = f"unexpected frame {frame!r}"
 
-    def _answer_inside(self, request: Request, buffer: bytearray) -> tuple[int, Frame] | None:
-        """A whole frame answering ``request`` that starts past the head of ``buffer``,
-        and where it starts."""
-        for start in range(1, len(buffer)):
-            used, frame = self.protocol.decode(bytes(buffer[start:]), request.REPLIES)
+    def _flush(self, request: Request, buffer: bytearray) -> Frame | None:
+        """The reply to ``request`` in ``buffer`` if the bytes are taken as all there is
+        (``decode(final=True)``: a head that only "needs more" is noise). The buffer is left
+        as it was when there is none, in case the line was merely slow."""
+        rest = bytes(buffer)
+        while rest:
+            used, frame = self.protocol.decode(rest, request.REPLIES, final=True)
             if frame is not None and request.answered_by(frame):
-                return start, frame
+                dropped = bytes(buffer[: len(buffer) - len(rest)])
+                log.debug("dropped %s before a reply", dropped.hex(" "))
+                return frame
+            rest = rest[used:]
         return None
 
     def _drain(self) -> None:

@@ -11,10 +11,14 @@ copes with, and never raises on:
 - a bad checksum or impossible field: one byte is dropped and the search starts again, since
   the real frame may begin inside the rejected one;
 - a truncated frame followed by a good one: the good one is found the same way;
-- bytes after a frame: left in the buffer for the next call.
+- bytes after a frame: left in the buffer for the next call;
+- a head that could still grow into a long frame ("need more") while the stream has ended or
+  the line has gone quiet: ``decode(..., final=True)`` says no more bytes are coming, so the
+  head is given up as noise and the frames behind it are found (a stray ``80`` before an 8A
+  reply would otherwise hold ``80 | 80 00 00 33 B3`` back until 12 bytes had arrived).
 
 When several frame kinds fit, the shortest valid one wins, so feeding a stream in any split
-gives the same frames as feeding it whole.
+gives the same frames as feeding it whole (and then flushing it with ``final=True``).
 """
 
 from __future__ import annotations
@@ -133,13 +137,16 @@ class LockProtocol:
         buffer: bytes,
         kinds: Sequence[type[Frame]] | None = None,
         on_reject: RejectHook | None = None,
+        *,
+        final: bool = False,
     ) -> tuple[int, Frame | None]:
         """Take one frame (or some noise) off the front of ``buffer``.
 
         ``kinds`` limits the search (default: every reply this protocol has); the transaction
         passes the replies of the request it sent, which settles the one real ambiguity
         (bcc-8a query-one vs query-all replies). ``on_reject(bytes, reason)`` hears about
-        frame-shaped bytes that failed their checksum or fields.
+        frame-shaped bytes that failed their checksum or fields. ``final``: no more bytes
+        will follow, so a head that only "needs more" is dropped instead of waited for.
         """
         if not buffer:
             return 0, None
@@ -167,7 +174,7 @@ class LockProtocol:
                 best = (length, frame)
         if best is not None:
             return best
-        if need_more:
+        if need_more and not final:
             return 0, None
         return self._skip(buffer), None
 
@@ -184,7 +191,7 @@ class LockProtocol:
         """Every frame in a finished buffer (tests and tools; the bus streams)."""
         frames = []
         while buffer:
-            used, frame = self.decode(buffer, kinds)
+            used, frame = self.decode(buffer, kinds, final=True)
             if used == 0:
                 break
             buffer = buffer[used:]
@@ -215,6 +222,17 @@ class LockProtocol:
         """Raw input levels of every channel a status reply carries (channel 1 first), and
         the occupancy sensor levels where the frame has them."""
         raise NotImplementedError
+
+    def channel_inputs(
+        self, request: Request, reply: Frame, config: BoardConfig, channel: int
+    ) -> tuple[int, int | None] | None:
+        """Input level and sensor level (None: no sensor) of API channel ``channel`` in the
+        reply to ``query_one``; None when the reply does not carry that channel. By default
+        the query-one reply is a whole status reply and the channel is picked from it."""
+        levels, sensors = self.inputs(reply, config)
+        if channel > len(levels):
+            return None
+        return levels[channel - 1], None if sensors is None else sensors[channel - 1]
 
 
 def bits(data: Iterable[int], count: int | None = None) -> list[int]:
