@@ -238,6 +238,33 @@ class StaffCredentials(_Message):
     staff: list[StaffSecret]
 
 
+# What a locker lets the cloud change over the air (``config`` command): name -> (type,
+# lowest, highest). The cloud refuses anything else before sending; the locker checks again.
+RUNTIME_SETTINGS: dict[str, tuple[type, float, float]] = {
+    "door_left_open_after_s": (float, 1.0, 86_400.0),
+    "poll_interval_s": (float, 0.02, 60.0),
+    "lockout_threshold": (int, 1, 100),
+}
+
+
+def check_runtime_settings(settings: dict[str, Any]) -> dict[str, float | int]:
+    """The settings converted to their types; ContractError naming the first bad one."""
+    if not settings:
+        raise ContractError("name at least one setting")
+    checked: dict[str, float | int] = {}
+    for name, value in settings.items():
+        if name not in RUNTIME_SETTINGS:
+            known = ", ".join(sorted(RUNTIME_SETTINGS))
+            raise ContractError(f"unknown setting {str(name)[:64]!r} (known: {known})")
+        kind, low, high = RUNTIME_SETTINGS[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+            raise ContractError(f"{name} must be a number")
+        if not low <= value <= high or (kind is int and value != int(value)):
+            raise ContractError(f"{name} must be {kind.__name__} in {low:g}..{high:g}")
+        checked[name] = kind(value)
+    return checked
+
+
 class ConfigPayload(_Message):
     settings: dict[str, Any]
 

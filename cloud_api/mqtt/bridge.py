@@ -1,14 +1,18 @@
 """``CloudBridge``: the API process's MQTT client (paho-mqtt 2.x, MQTT 3.1.1).
 
 Threads: paho's network thread (``loop_start``) only receives and queues; one worker thread
-applies the messages in arrival order and acknowledges each (manual PUBACK) only after its
+takes the messages in arrival order and acknowledges each (manual PUBACK) only after its
 transaction committed. So a crash between commit and PUBACK causes a redelivery, which the
 event_id constraint turns into a no-op, and a slow or failing database never stalls the
-keepalive. Commands are published from whichever thread asks (paho's publish is thread safe).
+keepalive. The ingest applies each locker's events in seq order (cloud_api.mqtt.ingest).
+Between messages the worker does the timed chores: events held back for a predecessor,
+commands nobody answered, staff lists that changed. Commands are cloud_api.mqtt.sender's,
+published from whichever thread asks (paho's publish is thread safe).
 
 Sessions are persistent (clean_session=False, a stable client id) so QoS 1 messages queued
 while this process was away are delivered when it comes back; the subscriptions are made again
-on every connect anyway. Several API processes split the lockers' messages through shared
+on every connect anyway, because Mosquitto (2.0) does not keep shared subscriptions across
+its own restart. Several API processes split the lockers' messages through shared
 subscriptions (``$share/<group>/...``). amqtt (the demo's embedded broker) accepts a ``$share``
 filter but never delivers on it, so in ``auto`` mode the bridge probes once: it subscribes to
 a shared filter on a probe topic of its own, publishes to it, and falls back to plain
@@ -24,33 +28,28 @@ import socket
 import ssl
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
-from sqlmodel import Session
 
 from cloud_api.core.config import Settings
 from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
-from cloud_api.models.remote_open import RemoteOpenRequest
-from cloud_api.models.staff import Staff
-from cloud_api.mqtt import commands
 from cloud_api.mqtt.errors import LinkDown, MessageDropped
 from cloud_api.mqtt.ingest import Ingest
-from cloud_api.services import audit, policy
+from cloud_api.mqtt.sender import CommandSender
+from cloud_api.services import policy
 from cloud_api.services.handovers import HandoverPolicy
 from xinbao.contract import (
     TOPIC_ROOT,
     Channel,
     CommandType,
     ContractError,
-    UnlockPayload,
     parse_topic,
     shared_subscription,
     topic,
@@ -61,6 +60,11 @@ log = logging.getLogger(__name__)
 _CHANNELS = {Channel.EVENTS: 1, Channel.PRESENCE: 1, Channel.TELEMETRY: 0, Channel.REPLIES: 1}
 _PROBE_WAIT_S = 3.0
 _DB_RETRY_MAX_S = 5.0
+# Housekeeping of the worker thread, seconds between rounds: events held back for their
+# predecessor (ingest), commands nobody answered (sender), staff lists gone stale.
+_ORDER_SWEEP_S = 0.5
+_COMMAND_SWEEP_S = 1.0
+_STAFF_SWEEP_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class CloudBridge:
         self.client_id = settings.mqtt_client_id or default_client_id()
         self._group = settings.mqtt_group
         self._ingest = Ingest(engine, self._policy, self.client_id, clock)
+        self.commands = CommandSender(settings, engine, self._publish_command, clock)
         self._queue: queue.Queue[_Message | None] = queue.Queue()
         self._stopping = threading.Event()
         self.connected = threading.Event()
@@ -107,7 +112,7 @@ class CloudBridge:
         self.shared: bool | None = {"on": True, "off": False}.get(settings.mqtt_shared)
         self._probe_deadline: float | None = None
         self._probe_topic = f"xinbao/v1/probe/{self.client_id}"
-        self._waiters: dict[str, threading.Event] = {}
+        self._due: dict[Callable[[], object], tuple[float, float]] = {}
         self._worker: threading.Thread | None = None
         self._client = self._make_client()
 
@@ -244,18 +249,44 @@ class CloudBridge:
     # --- the worker thread --------------------------------------------------------------
 
     def _work(self) -> None:
+        start = time.monotonic()
+        self._due = {
+            self._ingest.apply_held_back: (start, _ORDER_SWEEP_S),
+            self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
+            self._push_staff: (start + _STAFF_SWEEP_S, _STAFF_SWEEP_S),
+        }
         while True:
             try:
-                message = self._queue.get(timeout=0.5)
+                message = self._queue.get(timeout=0.25)
             except queue.Empty:
-                self._probe_expired()
-                continue
+                message = False
             if message is None:
                 return
-            if self._process(message):
-                self._client.ack(message.mid, message.qos)
-            elif self._stopping.is_set():
-                return  # not acknowledged: the broker hands it out again
+            if message is not False:
+                if self._process(message):
+                    self._client.ack(message.mid, message.qos)
+                elif self._stopping.is_set():
+                    return  # not acknowledged: the broker hands it out again
+            self._housekeeping()
+
+    def _housekeeping(self) -> None:
+        """Timed chores, checked after every message too: a busy queue must not starve them."""
+        self._probe_expired()
+        now = time.monotonic()
+        for chore, (due, every) in list(self._due.items()):
+            if now < due:
+                continue
+            self._due[chore] = (now + every, every)
+            try:
+                chore()
+            except OperationalError as err:
+                log.warning("database unavailable (%s): %s", chore.__name__, str(err)[:200])
+            except SQLAlchemyError as err:
+                log.error("%s failed: %s", chore.__name__, err)
+
+    def _push_staff(self) -> None:
+        if self.subscribed.is_set():
+            self.commands.push_changed_staff()
 
     def _process(self, message: _Message) -> bool:
         """Apply one message; False only if it must not be acknowledged (we are stopping
@@ -292,175 +323,33 @@ class CloudBridge:
         elif channel is Channel.REPLIES:
             outcome = self._ingest.reply(locker_id, message.payload)
             if outcome is not None:
-                self._wake(outcome.request_id)
+                self.commands.wake(outcome.request_id)
         else:
             raise ContractError(f"the cloud does not take {channel.value} messages")
 
-    # --- commands -----------------------------------------------------------------------
+    # --- commands (cloud_api.mqtt.sender) ------------------------------------------------
 
-    def send(
-        self,
-        locker_id: str,
-        type_: CommandType,
-        payload,
-        *,
-        ttl: timedelta | None = None,
-        remote_open_id: int | None = None,
-        request_id: uuid.UUID | None = None,
-    ) -> str:
-        """Sign, record and publish one command (QoS 1, never retained); its request_id."""
-        ttl = ttl or timedelta(seconds=self._settings.mqtt_command_ttl_seconds)
-        command = commands.signed(
-            self._settings.master_key, locker_id, type_, payload, ttl, self._clock(), request_id
-        )
-        with Session(self._engine, expire_on_commit=False) as session:
-            commands.record(session, locker_id, command, remote_open_id)
-            session.commit()
-        info = self._client.publish(
-            topic(locker_id, Channel.COMMANDS), command.to_bytes(), qos=1, retain=False
-        )
+    def _publish_command(self, locker_id: str, payload: bytes) -> None:
+        name = topic(locker_id, Channel.COMMANDS)
+        info = self._client.publish(name, payload, qos=1, retain=False)
         # NO_CONN: paho keeps a QoS 1 message and sends it after the reconnect.
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             raise LinkDown(f"cannot publish to the broker: {mqtt.error_string(info.rc)}")
-        return str(command.request_id)
+
+    def send(self, locker_id: str, type_: CommandType, payload, **kw) -> str:
+        return self.commands.send(locker_id, type_, payload, **kw)
 
     def sync_handovers(self, locker_id: str, handover_ids: list[int]) -> str | None:
-        """Upserts and revocations for these handovers (after a create, cancel, resend, load)."""
-        with Session(self._engine) as session:
-            payload = commands.sync_payload(
-                session, locker_id, self._settings.code_digits, handover_ids
-            )
-        if not payload.upserts and not payload.revocations:
-            return None
-        return self.send(locker_id, CommandType.SYNC_RESERVATIONS, payload)
+        return self.commands.sync_handovers(locker_id, handover_ids)
 
     def sync_locker(self, locker_id: str) -> None:
-        """Everything a locker coming back on line must know: all live reservations (full) and
-        the staff credentials."""
-        with Session(self._engine) as session:
-            reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
-            staff = commands.staff_payload(session)
-        self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations)
-        self.send(locker_id, CommandType.STAFF_CREDENTIALS, staff)
-        log.info(
-            "full sync to %s: %d reservations, %d staff",
-            locker_id,
-            len(reservations.upserts),
-            len(staff.staff),
-        )
-
-    def _wake(self, request_id: str) -> None:
-        with self._lock:
-            waiter = self._waiters.get(request_id)
-        if waiter is not None:
-            waiter.set()
-
-    def _command(self, request_id: str) -> LockerCommand:
-        with Session(self._engine, expire_on_commit=False) as session:
-            found = session.scalar(
-                select(LockerCommand).where(LockerCommand.request_id == request_id)
-            )
-            session.commit()  # end the read: on SQLite it holds the write lock
-        return found
-
-    def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
-        """The command row once answered, or marked ``timeout`` after ``timeout`` seconds.
-
-        The reply may reach another API process (shared subscription): the database is the
-        meeting point, the local event only makes the common case quick."""
-        waiter = threading.Event()
-        with self._lock:
-            self._waiters[request_id] = waiter
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                found = self._command(request_id)
-                if found.status != "sent":
-                    return found
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return self._time_out(request_id)
-                waiter.wait(min(left, 0.2))
-                waiter.clear()
-        finally:
-            with self._lock:
-                self._waiters.pop(request_id, None)
-
-    def _time_out(self, request_id: str) -> LockerCommand:
-        now = self._clock()
-        with Session(self._engine, expire_on_commit=False) as session:
-            session.execute(
-                update(LockerCommand)
-                .where(LockerCommand.request_id == request_id, LockerCommand.status == "sent")
-                .values(status="timeout")
-            )
-            command = session.scalar(
-                select(LockerCommand).where(LockerCommand.request_id == request_id)
-            )
-            if command.status == "timeout" and command.remote_open_id is not None:
-                moved = session.execute(
-                    update(RemoteOpenRequest)
-                    .where(
-                        RemoteOpenRequest.id == command.remote_open_id,
-                        RemoteOpenRequest.status == "sent",
-                    )
-                    .values(status="timeout", finished_at=now, detail="no reply in time")
-                ).rowcount
-                if moved:
-                    audit.append(
-                        session,
-                        "system",
-                        "door.remote_open",
-                        f"locker:{command.locker_id}",
-                        {
-                            "request": command.remote_open_id,
-                            "outcome": "timeout",
-                            "request_id": request_id,
-                        },
-                    )
-            session.commit()
-        return command
+        self.commands.sync_locker(locker_id)
 
     def remote_open(self, remote_open_id: int, timeout: float | None = None) -> None:
-        """Send the unlock of a recorded remote-open request and wait for its outcome, which
-        lands on the request row (opened / jammed / no_response / rejected / timeout)."""
-        timeout = timeout or self._settings.mqtt_command_timeout_seconds
-        request_id = uuid.uuid4()
-        with Session(self._engine, expire_on_commit=False) as session:
-            request = session.get(RemoteOpenRequest, remote_open_id)
-            staff = session.get(Staff, request.staff_id)
-            # The row names the request_id before anything is sent: a reply can never
-            # arrive for a command the database does not know.
-            request.status = "sent"
-            request.request_id = str(request_id)
-            session.commit()
-        payload = UnlockPayload(
-            compartment=request.compartment_number,
-            reason=request.reason,
-            staff_no=staff.username[:32] if staff else None,
-        )
-        try:
-            self.send(
-                request.locker_id,
-                CommandType.UNLOCK,
-                payload,
-                # A remote open that arrives long after staff gave up would surprise everyone.
-                ttl=timedelta(seconds=max(timeout, 10)),
-                remote_open_id=remote_open_id,
-                request_id=request_id,
-            )
-        except LinkDown as err:
-            self._finish_unsent(remote_open_id, str(err))
-            return
-        self.wait_reply(str(request_id), timeout)
+        self.commands.remote_open(remote_open_id, timeout)
 
-    def _finish_unsent(self, remote_open_id: int, why: str) -> None:
-        with Session(self._engine) as session:
-            session.execute(
-                update(RemoteOpenRequest)
-                .where(RemoteOpenRequest.id == remote_open_id)
-                .values(
-                    status="rejected", detail=f"not sent: {why}"[:300], finished_at=self._clock()
-                )
-            )
-            session.commit()
+    def configure(self, locker_id: str, settings: dict, actor: str) -> LockerCommand:
+        return self.commands.configure(locker_id, settings, actor)
+
+    def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
+        return self.commands.wait_reply(request_id, timeout)

@@ -1,95 +1,75 @@
-"""Applying what lockers publish: events, presence, telemetry and command replies.
+"""Taking in what lockers publish: events, presence, telemetry and command replies.
 
-No paho here: each method takes the locker id from the topic and the raw payload, does one
-transaction and returns. Events are stored and applied in the same transaction, under a
-unique event_id, so a redelivery (the broker resends what was not acknowledged, e.g. after
-this process died between the commit and the PUBACK) finds the row and changes nothing.
-Business events go through the same service functions as the HTTP locker endpoints.
+No paho here: each method takes the locker id from the topic and the raw payload and returns.
+Every event is stored at once under its unique event_id, so a redelivery (the broker resends
+what was not acknowledged, e.g. after this process died between the commit and the PUBACK)
+finds the row and changes nothing.
 
-Per locker, event processing is serialised on the ``locker_link`` row (SELECT ... FOR UPDATE;
-SQLite serialises every writer anyway), so two API processes never interleave one locker.
+Events of one locker are applied in seq order (cloud_api.mqtt.effects says what each does).
+Several API processes split the lockers' messages round-robin over the shared subscription,
+so a drop-off's ``deposited`` and the staff's ``collected``, sent together after an outage,
+can reach two processes at once; applied as they arrive, ``collected`` could come first, fail
+the state check and leave the handover ``deposited`` for ever. So an event whose predecessor
+(``locker_link.last_seq + 1``) has not been applied is stored ``pending`` and applied when it
+has, by whichever process applies the predecessor; one whose predecessor does not come within
+ORDER_WAIT_S is applied anyway, with the gap logged. Per locker all of this is serialised on
+the ``locker_link`` row (SELECT ... FOR UPDATE; SQLite serialises every writer anyway).
 """
 
 import logging
+import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from cloud_api.errors import CloudError
-from cloud_api.models.handover import Handover, HandoverKind
-from cloud_api.models.locker import Compartment, CompartmentState, Locker
-from cloud_api.models.monitoring import AlarmKind, LockerCommand, LockerEventRecord, LockerLink
-from cloud_api.models.remote_open import RemoteOpenRequest
+from cloud_api.models.locker import Locker
+from cloud_api.models.monitoring import AlarmKind, LockerEventRecord, LockerLink
+from cloud_api.mqtt.effects import Refused, apply_event
 from cloud_api.mqtt.errors import UnknownLocker
-from cloud_api.services import alarms, audit, handovers
+from cloud_api.mqtt.replies import ReplyOutcome, store_reply
+from cloud_api.services import alarms
 from cloud_api.services.handovers import HandoverPolicy
 from xinbao.contract import (
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
-    CommandReply,
     ContractError,
-    EventType,
     LockerEvent,
     Telemetry,
 )
 
 log = logging.getLogger(__name__)
 
-# Facts worth a line in the audit trail (电子监察) as they are.
-_AUDITED = {
-    EventType.CODE_REFUSED,
-    EventType.LOCKOUT,
-    EventType.COMMAND_REJECTED,
-    EventType.STAFF_LOGIN,
-    EventType.DOOR_FORCED,
-}
-_RAISES = {
-    EventType.DOOR_LEFT_OPEN: AlarmKind.door_left_open,
-    EventType.DOOR_FORCED: AlarmKind.door_forced,
-    EventType.DOOR_JAMMED: AlarmKind.door_jammed,
-    EventType.BOARD_UNREACHABLE: AlarmKind.board_unreachable,
-}
-_CLEARS = {
-    EventType.DOOR_CLOSED: AlarmKind.door_left_open,
-    EventType.DOOR_OPENED: AlarmKind.door_jammed,
-    EventType.BOARD_RECOVERED: AlarmKind.board_unreachable,
-}
+# How long an event waits for a missing predecessor before it is applied anyway. The
+# controller numbers events from an AUTOINCREMENT key and publishes every one, so a gap is
+# an event still on its way (another API process, a redelivery): it rarely takes long.
+ORDER_WAIT_S = 3.0
+_FULL_SWEEP_S = 15.0
 
 
 class Ingested(StrEnum):
     applied = "applied"
     stored = "stored"
+    pending = "pending"  # held back until its predecessor (by seq) is applied
     duplicate = "duplicate"
     ignored = "ignored"
     refused = "refused"
 
 
-class _Refused(Exception):
-    """The event names something that is not this locker's: stored, never applied."""
-
-
-@dataclass(frozen=True)
-class ReplyOutcome:
-    request_id: str
-    status: str
-
-
-def remote_open_outcome(ok: bool, result: dict[str, Any] | None, error: str | None):
-    """(status, detail) of a remote open from the locker's reply."""
-    if not ok:
-        return "rejected", (error or "refused")[:300]
-    outcome = (result or {}).get("outcome")
-    if outcome in ("opened", "jammed", "no_response"):
-        return outcome, None
-    if outcome == "already_open":
-        return "opened", "the door was already open"
-    return "rejected", f"unexpected reply: {str(result)[:250]}"
+def _event_of(row: LockerEventRecord) -> LockerEvent:
+    return LockerEvent(
+        event_id=uuid.UUID(row.event_id),
+        seq=row.seq,
+        ts=row.ts,
+        type=row.type,
+        compartment=row.compartment,
+        data=row.data or {},
+    )
 
 
 class Ingest:
@@ -99,11 +79,16 @@ class Ingest:
         policy: HandoverPolicy,
         received_by: str,
         clock: Callable[[], datetime],
+        order_wait_s: float = ORDER_WAIT_S,
     ) -> None:
         self._engine = engine
         self._policy = policy
         self._received_by = received_by[:64]
         self._clock = clock
+        self.order_wait_s = order_wait_s
+        # Lockers this process holds events back for -> when to look again (monotonic).
+        self._held: dict[str, float] = {}
+        self._next_full_sweep = 0.0
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)
@@ -125,6 +110,8 @@ class Ingest:
     # --- events -------------------------------------------------------------------------
 
     def event(self, locker_id: str, raw: bytes) -> Ingested:
+        """Store the event at once (deduped on event_id); apply it now if it is next in this
+        locker's seq order, else hold it back (``pending``) for its predecessor."""
         event = LockerEvent.from_bytes(raw)  # ContractError: the caller drops it
         now = self._clock()
         with self._session() as session:
@@ -137,25 +124,132 @@ class Ingest:
                 session.rollback()
                 return Ingested.duplicate
             link.last_seen_at = now
-            link.last_seq = max(link.last_seq or 0, event.seq)
-            row.outcome = Ingested.applied.value
-            try:
-                applied = self._apply(session, locker_id, event, min(event.ts, now), now)
-            except _Refused as err:
-                why = f"refused: {err}"
-            except CloudError as err:
-                # The service refused (e.g. a staff member already closed the handover from
-                # the dashboard): the event is kept as a fact, the state stays as it is.
-                why = f"ignored: {err.detail}"
-            else:
-                if not applied:
-                    row.outcome = Ingested.stored.value
-                if session.in_transaction():
+            if event.seq > link.last_seq + 1:
+                session.commit()
+                log.info(
+                    "event %s from %s held back: seq %d, waiting for %d",
+                    event.event_id,
+                    locker_id,
+                    event.seq,
+                    link.last_seq + 1,
+                )
+                self._hold(locker_id, self.order_wait_s)
+                return Ingested.pending
+            outcome = self._apply_row(session, locker_id, link, row, event, now)
+        self.apply_ready(locker_id)
+        return outcome
+
+    def apply_ready(self, locker_id: str) -> int:
+        """Apply this locker's held-back events that are next in seq order, and any whose
+        missing predecessor has been waited for long enough (the gap is logged)."""
+        applied = 0
+        while True:
+            now = self._clock()
+            with self._session() as session:
+                link = self._lock_link(session, locker_id)
+                row = session.scalar(
+                    select(LockerEventRecord)
+                    .where(
+                        LockerEventRecord.locker_id == locker_id,
+                        LockerEventRecord.seq > link.last_seq,
+                    )
+                    .order_by(LockerEventRecord.seq)
+                    .limit(1)
+                )
+                if row is None:
                     session.commit()
-                return Ingested.applied if applied else Ingested.stored
-            # End this transaction before the next: on SQLite it holds the write lock.
-            session.rollback()
-        return self._store_only(locker_id, event, now, why)
+                    self._held.pop(locker_id, None)
+                    return applied
+                missing = row.seq - link.last_seq - 1
+                if missing > 0:
+                    waited = (now - row.received_at).total_seconds()
+                    if waited < self.order_wait_s:
+                        session.commit()
+                        # When the oldest held event's wait is over, not before.
+                        self._held[locker_id] = time.monotonic() + self.order_wait_s - waited
+                        return applied
+                    log.warning(
+                        "locker %s: events %d..%d never arrived (waited %.1f s); applying "
+                        "seq %d without them",
+                        locker_id,
+                        link.last_seq + 1,
+                        row.seq - 1,
+                        waited,
+                        row.seq,
+                    )
+                self._apply_row(session, locker_id, link, row, _event_of(row), now)
+                applied += 1
+
+    def apply_held_back(self) -> None:
+        """The periodic round: lockers this process holds events for whose wait is over,
+        and now and then every locker (a process that held events may have died)."""
+        now = time.monotonic()
+        due = [locker for locker, at in list(self._held.items()) if at <= now]
+        if now >= self._next_full_sweep:
+            self._next_full_sweep = now + _FULL_SWEEP_S
+            due = sorted(set(due) | set(self._lockers_with_held_events()))
+        for locker_id in due:
+            self.apply_ready(locker_id)
+
+    def _lockers_with_held_events(self) -> list[str]:
+        held = (
+            select(LockerEventRecord.id)
+            .where(
+                LockerEventRecord.locker_id == LockerLink.locker_id,
+                LockerEventRecord.seq > LockerLink.last_seq,
+            )
+            .exists()
+        )
+        with self._session() as session:
+            found = list(session.scalars(select(LockerLink.locker_id).where(held)))
+            session.commit()
+        return found
+
+    def _hold(self, locker_id: str, seconds: float) -> None:
+        due = time.monotonic() + seconds
+        self._held[locker_id] = min(self._held.get(locker_id, due), due)
+
+    def _apply_row(
+        self,
+        session: Session,
+        locker_id: str,
+        link: LockerLink,
+        row: LockerEventRecord,
+        event: LockerEvent,
+        now: datetime,
+    ) -> Ingested:
+        """Apply a stored row inside the open transaction (which holds the link lock) and
+        commit; a refused or ignored event is kept with the reason, in a new transaction."""
+        if event.seq < link.last_seq:
+            # Older than what was applied: it arrived after its successor had waited long
+            # enough, or the locker's numbering restarted (a wiped controller). Applied as it
+            # comes, the only order left.
+            log.warning(
+                "event %s from %s is late: seq %d after %d",
+                row.event_id,
+                locker_id,
+                event.seq,
+                link.last_seq,
+            )
+        link.last_seq = max(link.last_seq, event.seq)
+        row.outcome = Ingested.applied.value
+        try:
+            applied = apply_event(session, self._policy, locker_id, event, min(event.ts, now))
+        except Refused as err:
+            why = f"refused: {err}"
+        except CloudError as err:
+            # The service refused (e.g. a staff member already closed the handover from
+            # the dashboard): the event is kept as a fact, the state stays as it is.
+            why = f"ignored: {err.detail}"
+        else:
+            if not applied:
+                row.outcome = Ingested.stored.value
+            if session.in_transaction():
+                session.commit()
+            return Ingested.applied if applied else Ingested.stored
+        # End this transaction before the next: on SQLite it holds the write lock.
+        session.rollback()
+        return self._settle(locker_id, event, now, why)
 
     def _row(self, locker_id: str, event: LockerEvent, now: datetime) -> LockerEventRecord:
         return LockerEventRecord(
@@ -168,130 +262,29 @@ class Ingest:
             data=event.data,
             received_at=now,
             received_by=self._received_by,
+            outcome="pending",
         )
 
-    def _store_only(self, locker_id: str, event: LockerEvent, now: datetime, why: str) -> Ingested:
+    def _settle(self, locker_id: str, event: LockerEvent, now: datetime, why: str) -> Ingested:
+        """Keep an event that could not be applied, with the reason (the rollback took the
+        row away if it arrived in that transaction, or left it pending if it was held)."""
         log.warning("event %s from %s not applied: %s", event.event_id, locker_id, why)
         with self._session() as session:
             link = self._lock_link(session, locker_id)
-            row = self._row(locker_id, event, now)
+            row = session.scalar(
+                select(LockerEventRecord).where(LockerEventRecord.event_id == str(event.event_id))
+            )
+            if row is None:
+                row = self._row(locker_id, event, now)
+                session.add(row)
+            elif row.outcome != "pending":
+                session.commit()
+                return Ingested.duplicate  # another process settled it meanwhile
             row.outcome = why[:300]
-            session.add(row)
-            try:
-                session.flush()
-            except IntegrityError:
-                session.rollback()
-                return Ingested.duplicate
             link.last_seen_at = now
-            link.last_seq = max(link.last_seq or 0, event.seq)
+            link.last_seq = max(link.last_seq, event.seq)
             session.commit()
         return Ingested.refused if why.startswith("refused") else Ingested.ignored
-
-    def _apply(
-        self, session: Session, locker_id: str, event: LockerEvent, at: datetime, now: datetime
-    ) -> bool:
-        """Apply one event inside the open transaction; True if it changed more than the log.
-
-        The handover services commit themselves; everything else is committed by the caller.
-        """
-        kind = event.type
-        actor = f"locker:{locker_id}"
-        place = {"compartment": event.compartment, "seq": event.seq, "data": event.data}
-        if kind in _RAISES:
-            alarms.raise_alarm(session, locker_id, _RAISES[kind], at, **place)
-        if kind in _CLEARS:
-            alarms.clear_alarms(session, locker_id, _CLEARS[kind], at, **place)
-        if kind in _AUDITED:
-            audit.append(
-                session,
-                actor,
-                f"locker.{kind.value}",
-                actor,
-                {"compartment": event.compartment, "seq": event.seq, **event.data},
-            )
-        if kind is EventType.DEPOSITED:
-            handover = self._handover(session, locker_id, event)
-            if handover is None:
-                return kind in _AUDITED
-            if handover.kind == HandoverKind.pickup and event.compartment is not None:
-                self._follow_compartment(session, handover, event.compartment)
-            handovers.report_deposited(session, self._policy, handover, self._by(event, actor), at)
-            return True
-        if kind is EventType.COLLECTED:
-            handover = self._handover(session, locker_id, event)
-            if handover is None:
-                return False
-            if handover.kind == HandoverKind.pickup:
-                handovers.report_collected(
-                    session, self._policy, handover, self._by(event, actor), at
-                )
-            else:
-                handovers.staff_collect(session, handover, self._by(event, actor), at)
-            return True
-        if kind is EventType.STAFF_ACTION and event.data.get("action") == "recovered":
-            handover = self._handover(session, locker_id, event)
-            if handover is None:
-                return False
-            handovers.staff_recover(session, handover, self._by(event, actor), at)
-            return True
-        return kind in _RAISES or kind in _CLEARS or kind in _AUDITED
-
-    @staticmethod
-    def _by(event: LockerEvent, actor: str) -> str:
-        by = event.data.get("by")
-        if isinstance(by, str) and by and by != "applicant":
-            return f"{actor}/staff:{by}"[:100]
-        return actor
-
-    def _handover(self, session: Session, locker_id: str, event: LockerEvent) -> Handover | None:
-        hid = event.data.get("handover_id")
-        if hid is None:
-            return None
-        if isinstance(hid, bool) or not isinstance(hid, int) or not 1 <= hid <= 2**31 - 1:
-            raise _Refused(f"handover_id {str(hid)[:40]!r} is not a handover id")
-        handover = session.get(Handover, hid)
-        # Another locker's handover named in our payload is treated exactly like an unknown
-        # one: a locker can only ever move its own handovers.
-        if handover is None or handover.locker_id != locker_id:
-            raise _Refused(f"locker {locker_id} has no handover {hid}")
-        return handover
-
-    def _follow_compartment(self, session: Session, handover: Handover, number: int) -> None:
-        """A licence goes into the compartment the locker chose at load time (the smallest free
-        one of the size, in its own view); the cloud follows so both agree on where it is."""
-        current = session.get(Compartment, handover.compartment_id)
-        if current is None or current.number == number:
-            return
-        target = session.scalar(
-            select(Compartment).where(
-                Compartment.locker_id == handover.locker_id, Compartment.number == number
-            )
-        )
-        if target is None:
-            raise _Refused(f"locker {handover.locker_id} has no compartment {number}")
-        moved = session.execute(
-            update(Compartment)
-            .where(Compartment.id == target.id, Compartment.state == CompartmentState.free.value)
-            .values(state=CompartmentState.reserved.value, handover_id=handover.id)
-        ).rowcount
-        if moved != 1:
-            log.warning(
-                "handover %s deposited in compartment %s, which the cloud holds for another: "
-                "keeping compartment %s",
-                handover.id,
-                number,
-                current.number,
-            )
-            return
-        session.execute(
-            update(Handover).where(Handover.id == handover.id).values(compartment_id=target.id)
-        )
-        handover.compartment_id = target.id
-        session.execute(
-            update(Compartment)
-            .where(Compartment.id == current.id, Compartment.handover_id == handover.id)
-            .values(state=CompartmentState.free.value, handover_id=None)
-        )
 
     # --- presence and telemetry ---------------------------------------------------------
 
@@ -339,48 +332,4 @@ class Ingest:
     # --- replies ------------------------------------------------------------------------
 
     def reply(self, locker_id: str, raw: bytes) -> ReplyOutcome | None:
-        reply = CommandReply.from_bytes(raw)
-        rid = str(reply.request_id)
-        now = self._clock()
-        with self._session() as session:
-            command = session.scalar(
-                select(LockerCommand).where(LockerCommand.request_id == rid).with_for_update()
-            )
-            if command is None or command.locker_id != locker_id:
-                raise ContractError(f"locker {locker_id} answered a command not sent to it: {rid}")
-            # A late reply still tells the truth about the door: it replaces "timeout".
-            if command.status not in ("sent", "timeout"):
-                return None
-            command.status = "ok" if reply.ok else "failed"
-            command.result = reply.result
-            command.error = (reply.error or "")[:300] or None
-            command.replied_at = now
-            if command.remote_open_id is not None:
-                self._close_remote_open(session, command, reply, now)
-            session.commit()
-            return ReplyOutcome(rid, command.status)
-
-    def _close_remote_open(
-        self, session: Session, command: LockerCommand, reply: CommandReply, now: datetime
-    ) -> None:
-        status, detail = remote_open_outcome(reply.ok, reply.result, reply.error)
-        request = session.get(RemoteOpenRequest, command.remote_open_id, with_for_update=True)
-        if request is None:
-            return
-        late = request.status == "timeout"
-        request.status = status
-        request.detail = (f"reply after the timeout; {detail or ''}" if late else detail) or None
-        request.finished_at = now
-        audit.append(
-            session,
-            f"locker:{command.locker_id}",
-            "door.remote_open",
-            f"locker:{command.locker_id}",
-            {
-                "request": request.id,
-                "compartment": request.compartment_number,
-                "outcome": status,
-                "detail": request.detail,
-                "request_id": command.request_id,
-            },
-        )
+        return store_reply(self._engine, locker_id, raw, self._clock())

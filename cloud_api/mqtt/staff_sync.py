@@ -1,0 +1,101 @@
+"""Staff credentials follow changes to on-line lockers, not only reconnects.
+
+A staff member created, enrolled (TOTP confirmed) or deactivated after a locker came on line
+must be able (or no longer able) to log in at it. The staff routes know nothing of MQTT, so
+the bridge looks instead: every few seconds it computes a digest of the credentials list and
+compares it with the digest last sent to each on-line locker. The digest sent is noted on the
+``staff_credentials`` command row itself (``result.digest``; the locker's reply is merged in
+beside it), so the database says what each locker was given, whichever process sent it.
+
+Deciding and recording happen under the locker's ``locker_link`` row lock, so two API
+processes never push the same change twice.
+"""
+
+import hashlib
+from collections.abc import Callable
+
+from sqlalchemy import Engine, func, select
+from sqlmodel import Session
+
+from cloud_api.models.monitoring import LockerCommand, LockerLink
+from cloud_api.mqtt import commands
+from xinbao.contract import Command, CommandType, StaffCredentials
+
+DIGEST_KEY = "digest"
+
+
+def digest(staff: StaffCredentials) -> str:
+    return hashlib.sha256(staff.to_bytes()).hexdigest()
+
+
+_PUSHED = ("sent", "ok")  # a list that failed or went unanswered is sent again
+
+
+def last_pushed(session: Session, locker_id: str) -> str | None:
+    """The digest of the newest staff list sent to this locker that did not fail."""
+    found = session.scalar(
+        select(LockerCommand)
+        .where(
+            LockerCommand.locker_id == locker_id,
+            LockerCommand.type == CommandType.STAFF_CREDENTIALS.value,
+            LockerCommand.status.in_(_PUSHED),
+        )
+        .order_by(LockerCommand.id.desc())
+        .limit(1)
+    )
+    return _digest_of(found)
+
+
+def _digest_of(command: LockerCommand | None) -> str | None:
+    if command is None or not isinstance(command.result, dict):
+        return None
+    return command.result.get(DIGEST_KEY)
+
+
+def _last_pushed_everywhere(session: Session) -> dict[str, str | None]:
+    newest = (
+        select(func.max(LockerCommand.id))
+        .where(
+            LockerCommand.type == CommandType.STAFF_CREDENTIALS.value,
+            LockerCommand.status.in_(_PUSHED),
+        )
+        .group_by(LockerCommand.locker_id)
+    )
+    rows = session.scalars(select(LockerCommand).where(LockerCommand.id.in_(newest)))
+    return {row.locker_id: _digest_of(row) for row in rows}
+
+
+def push_changed(
+    engine: Engine,
+    prepare: Callable[[Session, str, StaffCredentials, dict], Command],
+    publish: Callable[[str, Command], None],
+) -> list[str]:
+    """Send the current list to every on-line locker that has an older one; their ids."""
+    with Session(engine, expire_on_commit=False) as session:
+        staff = commands.staff_payload(session)
+        online = list(
+            session.scalars(select(LockerLink.locker_id).where(LockerLink.online.is_(True)))
+        )
+        known = _last_pushed_everywhere(session)
+        session.commit()
+    current = digest(staff)
+    pushed = []
+    # One cheap read for all; the row lock only for the few that look out of date.
+    for locker_id in (x for x in online if known.get(x) != current):
+        command = None
+        with Session(engine, expire_on_commit=False) as session:
+            link = session.get(LockerLink, locker_id, with_for_update=True)
+            if link is not None and link.online and last_pushed(session, locker_id) != current:
+                command = prepare(session, locker_id, staff, {DIGEST_KEY: current})
+            session.commit()
+        if command is not None:
+            publish(locker_id, command)
+            pushed.append(locker_id)
+    return pushed
+
+
+def merge_reply(stored: dict | None, reply: dict | None) -> dict | None:
+    """What the locker answered, keeping the digest the cloud noted when it sent the list."""
+    if not isinstance(stored, dict) or DIGEST_KEY not in stored:
+        return reply
+    return {**(reply or {}), DIGEST_KEY: stored[DIGEST_KEY]}
