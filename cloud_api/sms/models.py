@@ -70,9 +70,10 @@ class SmsMessage(SQLModel, table=True):
     # Every hand-over to the provider (a retry after one asks the provider first whether an
     # earlier one went through) ...
     attempts: int = Field(default=0)
-    # ... and how many of them failed because the provider as a whole was down (credentials,
-    # 5xx, unreachable). Those do not count toward max_attempts: an outage must not kill SMS.
-    outage_retries: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # ... and the failures among them that count toward max_attempts: not those of the provider
+    # as a whole (credentials, 5xx, unreachable), since an outage must not kill every SMS, and
+    # none from before a staff member requeued the message.
+    failures: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_attempt_at: datetime = Field(
         default_factory=utcnow, sa_column=_utc_column(nullable=False, index=True)
     )
@@ -96,7 +97,7 @@ class SmsMessagePublic(SQLModel):
     handover_id: int | None
     status: str
     attempts: int
-    outage_retries: int = 0
+    failures: int = 0
     next_attempt_at: datetime
     provider: str | None
     provider_sid: str | None

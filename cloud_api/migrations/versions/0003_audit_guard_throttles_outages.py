@@ -1,5 +1,5 @@
-"""Append-only audit trail in the database, TOTP replay guard, log-in throttle, SMS outage
-retries, API key rotation and revocation times
+"""Append-only audit trail in the database, TOTP replay guard, log-in throttle, SMS failures
+that count toward giving up, API key rotation and revocation times
 
 Revision ID: 0003
 Revises: 0002
@@ -97,7 +97,7 @@ def upgrade() -> None:
         )
     with op.batch_alter_table("sms_message", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("outage_retries", sa.Integer(), server_default="0", nullable=False)
+            sa.Column("failures", sa.Integer(), server_default="0", nullable=False)
         )
     _audit_guard_up()
 
@@ -105,7 +105,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     _audit_guard_down()
     with op.batch_alter_table("sms_message", schema=None) as batch_op:
-        batch_op.drop_column("outage_retries")
+        batch_op.drop_column("failures")
     with op.batch_alter_table("api_key", schema=None) as batch_op:
         batch_op.drop_column("revoked_at")
         batch_op.drop_column("rotated_at")
