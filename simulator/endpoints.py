@@ -9,6 +9,9 @@ falls due, or ``stop`` wakes it through a pipe: no busy polling, and stopping is
 - pty: ``os.openpty`` in raw mode; pyserial opens the slave path (``/dev/pts/N``) directly.
   The simulator keeps its own slave descriptor open, so a master closing and reopening the
   port does not hang the line up (the master side would otherwise read EIO forever).
+  The line speed the master set (pyserial sets it through termios, a pty keeps it) must be
+  the bus's: bytes sent at another speed reach the boards as framing errors, so they are
+  dropped as noise and nobody answers, which is what a wrong ``--baud`` does on a cabinet.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import math
 import os
 import selectors
 import socket
+import termios
 import threading
 import time
 import tty
@@ -30,6 +34,12 @@ from simulator.truth import GroundTruth
 
 IDLE_WAIT = 1.0  # seconds select may sleep with nothing scheduled (stop wakes it anyway)
 READ_SIZE = 4096
+# termios speed constant -> baud rate, for the speeds a lock-board bus can run at.
+_SPEEDS = {
+    getattr(termios, f"B{rate}"): rate
+    for rate in (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+    if hasattr(termios, f"B{rate}")
+}
 
 
 class Endpoint:
@@ -130,7 +140,24 @@ class PtyEndpoint(Endpoint):
             # No slave open at this instant (cannot happen while we hold ours): wait a bit.
             self._stopping.wait(0.05)
             return
+        speed = self._master_speed()
+        if speed is not None and speed != self._bus.baud:
+            self._truth.record(
+                "noise_dropped",
+                bus=self._bus.name,
+                link=f"pty:{self.path}",
+                hex=data.hex(" "),
+                baud=speed,
+            )
+            return
         self.session.receive(data, time.monotonic())
+
+    def _master_speed(self) -> int | None:
+        """The baud rate the master set on the pty; None if unknown (then it is accepted)."""
+        try:
+            return _SPEEDS.get(termios.tcgetattr(self._master)[5])
+        except termios.error:
+            return None
 
     def _write(self, data: bytes) -> int:
         try:

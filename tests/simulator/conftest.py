@@ -30,8 +30,8 @@ def make_sim() -> Iterator[Callable[..., Simulator]]:
 def open_port() -> Iterator[Callable[[str], serial.SerialBase]]:
     ports: list[serial.SerialBase] = []
 
-    def open_(url: str, timeout: float = 1.0) -> serial.SerialBase:
-        port = serial.serial_for_url(url, timeout=timeout)
+    def open_(url: str, timeout: float = 1.0, baud: int = 9600) -> serial.SerialBase:
+        port = serial.serial_for_url(url, timeout=timeout, baudrate=baud)
         ports.append(port)
         return port
 
@@ -46,7 +46,8 @@ def connect(request, open_port) -> Callable[[Simulator], serial.SerialBase]:
 
     def connect_(sim: Simulator, timeout: float = 1.0) -> serial.SerialBase:
         url = sim.start_tcp("127.0.0.1", 0) if request.param == "tcp" else sim.start_pty()
-        return open_port(url, timeout)
+        # At the bus's speed: a pty master at another speed is not heard (see endpoints).
+        return open_port(url, timeout, sim.baud)
 
     return connect_
 

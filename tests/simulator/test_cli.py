@@ -63,7 +63,7 @@ def test_cli_serves_and_exits_cleanly(endpoint, sig, tmp_path):
         where = read_endpoints(proc)
         url = where.get("pty") or where.get("tcp")
         assert url.startswith("/dev/pts/" if endpoint == "--pty" else "socket://127.0.0.1:")
-        with serial.serial_for_url(url, timeout=2) as port:
+        with serial.serial_for_url(url, timeout=2, baudrate=19200) as port:
             port.write(bytes.fromhex("02 20 30 03 55"))  # DESIGN.md §4 cu16 format, board 2
             assert port.read(9) == bytes.fromhex("02 20 35 FF FF 00 00 03 58")
         boards = httpx.get(where["control"] + "/boards", timeout=5).json()["boards"]

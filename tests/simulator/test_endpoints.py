@@ -53,10 +53,25 @@ def test_new_tcp_master_takes_the_line_over(make_sim, open_port):
 def test_pty_survives_the_master_closing_and_reopening(make_sim, open_port):
     sim = cu16_sim(make_sim)
     dev = sim.start_pty()
-    port = open_port(dev)
+    port = open_port(dev, baud=sim.baud)
     assert transact(port, STATUS_B1, 9) == OK_B1
     port.close()
-    port = open_port(dev)
+    port = open_port(dev, baud=sim.baud)
+    assert transact(port, STATUS_B1, 9) == OK_B1
+
+
+def test_pty_master_at_the_wrong_speed_is_not_heard(make_sim, open_port):
+    """A cu16 bus runs at 19200; a master set to 9600 puts framing errors on the line, so no
+    board answers and the bytes are logged as noise with the speed they came at."""
+    sim = cu16_sim(make_sim)
+    assert sim.baud == 19200
+    dev = sim.start_pty()
+    port = open_port(dev, timeout=0.3, baud=9600)
+    assert transact(port, STATUS_B1, 9) == b""
+    noise = sim.truth.wait_for("noise_dropped", timeout=5)
+    assert noise.data["baud"] == 9600 and noise.data["hex"] == STATUS_B1.hex(" ")
+    assert sim.truth.events("frame_received") == []
+    port.baudrate = 19200  # the technician fixes --baud: answered at once
     assert transact(port, STATUS_B1, 9) == OK_B1
 
 

@@ -66,7 +66,7 @@ def test_wire_timing_frame_is_complete_no_earlier_than_its_bytes_allow(make_sim,
     sim = make_sim(
         BoardSpec(protocol="kerong-cu16", address=1), wire_timing=True, reply_delay=0.001
     )
-    port = open_port(sim.start_pty(), timeout=2)
+    port = open_port(sim.start_pty(), timeout=2, baud=sim.baud)
     sent_at = time.monotonic()
     reply = transact(port, H("02 10 30 03 45"), 9)
     got_at = time.monotonic()
