@@ -15,12 +15,21 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from firmware_bridge.config import BoardConfig, check_address
-from firmware_bridge.errors import BoardRefusal, BoardTimeout, ConfigError, ProtocolError
+from firmware_bridge.errors import (
+    BoardRefusal,
+    BoardTimeout,
+    BridgeError,
+    ConfigError,
+    LinkError,
+    ProtocolError,
+    restated,
+)
 from firmware_bridge.protocols import Frame, LockProtocol, Request, get_protocol
 from firmware_bridge.status import (
     BoardHealth,
     BoardStatus,
     ChannelStatus,
+    ScanResult,
     UnlockOutcome,
     UnlockResult,
 )
@@ -29,9 +38,11 @@ from firmware_bridge.transport import SerialTransport
 
 log = logging.getLogger(__name__)
 
-# A status seen this recently still tells whether a door was open before our unlock. Any
-# older and a door may have been opened or shut since; then the status read after the pulse
-# decides, which cannot tell "opened" from "was already open".
+# A status seen this recently still tells whether a door was open before our unlock, so the
+# unlock frame goes out at once (the controller polls every board several times a second:
+# its unlocks never wait for an extra read). Any older and a door may have been opened or
+# shut since, so the board is read first: without that, the read after the pulse cannot tell
+# "opened" from "was already open".
 FRESH_S = 1.0
 # Time after the pulse for the latch to settle and a sprung door to swing clear of its sensor.
 PULSE_MARGIN_S = 0.15
@@ -129,12 +140,36 @@ class LockBus:
         """Every channel of ``board``. Raises BoardTimeout, ProtocolError or LinkError."""
         return self._status(self.config(board), retries=None)
 
+    def channel_status(self, board: int, channel: int) -> ChannelStatus:
+        """One channel of ``board``, by the protocol's query-one request (on Kerong boards
+        the status query: their replies always carry the whole board). Raises ConfigError,
+        BoardTimeout, ProtocolError or LinkError naming the board and channel."""
+        config = self.config(board)
+        request = self.protocol.query_one(board, config.wire_channel(channel))
+        where = f"board {board} channel {channel}"
+        try:
+            exchange = self._exchange(board, request, retries=None)
+        except BridgeError as err:
+            raise restated(err, f"{where}: {err.reason}", channel=channel) from err
+        assert exchange.frame is not None
+        reading = self.protocol.channel_inputs(request, exchange.frame, config, channel)
+        if reading is None:
+            raise ProtocolError(
+                f"{where}: the board's reply carries no channel {channel}",
+                board=board,
+                channel=channel,
+            )
+        level, sensor = reading
+        occupied = None if sensor is None or not config.sensors else sensor == config.occupied_level
+        return ChannelStatus(channel, locked=level == config.locked_level, occupied=occupied)
+
     def unlock(self, board: int, channel: int) -> UnlockResult:
         """Pulse one lock and report what physically happened (see UnlockOutcome).
 
         Silence is the outcome NO_RESPONSE, not an exception. Raises ConfigError for a bad
         board or channel, BoardRefusal when the board refuses, ProtocolError when the status
-        read after the pulse is garbled, LinkError when the port fails.
+        read after the pulse is garbled, LinkError when the port fails; each names the board
+        and channel and says whether the unlock frame was sent.
         """
         config = self.config(board)
         request = self.protocol.unlock(board, config.wire_channel(channel), config.pulse_ms)
@@ -150,21 +185,26 @@ class LockBus:
     def scan(self, addresses: Iterable[int] | None = None) -> list[int]:
         """Addresses that answer a status query, tried once each (default: common DIP
         settings of the protocol, ``protocol.scan_addresses``)."""
+        return self.survey(addresses).answered
+
+    def survey(self, addresses: Iterable[int] | None = None) -> ScanResult:
+        """Like ``scan``, and also the addresses where something answered garbled (two
+        boards on one DIP address, noise, the wrong protocol), with what was heard."""
         candidates = list(self.protocol.scan_addresses if addresses is None else addresses)
         for address in candidates:
             check_address(self.protocol, address)
-        found = []
+        result = ScanResult(answered=[], garbled={})
         for address in candidates:
             try:
                 self._status(self.config(address), retries=0)
             except BoardTimeout:
                 continue
             except ProtocolError as err:
-                # Something answered but garbled: two boards on one DIP address, or noise.
                 log.warning("scan: address %s answered garbled: %s", address, err)
+                result.garbled[address] = err.reason
                 continue
-            found.append(address)
-        return found
+            result.answered.append(address)
+        return result
 
     def health(self, board: int) -> BoardHealth:
         check_address(self.protocol, board)
@@ -238,10 +278,9 @@ class LockBus:
         levels, sensors = self.protocol.inputs(frame, config)
         count = config.channels if config.channels is not None else len(levels)
         if len(levels) < count:
+            reason = f"reports {len(levels)} inputs but is configured with {count} channels"
             raise ProtocolError(
-                f"board {config.address} reports {len(levels)} inputs but is configured "
-                f"with {count} channels",
-                board=config.address,
+                f"board {config.address} {reason}", board=config.address, reason=reason
             )
         if not config.sensors:
             sensors = None
@@ -262,12 +301,31 @@ class LockBus:
             return None
         return seen[1]
 
+    def _look_before(self, config: BoardConfig, label: str) -> BoardStatus | None:
+        """The board's status before an unlock: the latest poll if fresh, else one read now.
+        A board that does not answer it still gets the unlock (it may have missed one
+        query only); the outcome then cannot say "already open"."""
+        fresh = self._fresh(config.address)
+        if fresh is not None:
+            return fresh
+        try:
+            return self._status(config, retries=0, urgent=True)
+        except (BoardTimeout, ProtocolError) as err:
+            log.debug("board %s: no status before %s: %s", config.address, label, err)
+            return None
+
     def _unlock(
         self, config: BoardConfig, request: Request, channels: list[int]
     ) -> list[UnlockResult]:
         board = config.address
-        # Read before sending, without a round trip: the unlock frame goes out first.
-        before = self._fresh(board)
+        channel = channels[0] if len(channels) == 1 else None
+        label = "unlock" if channel is not None else "unlock-all"
+        where = f"board {board}" + (f" channel {channel}" if channel is not None else "")
+        try:
+            before = self._look_before(config, label)
+        except LinkError as err:
+            message = f"{where}: {label} not sent: {err.reason}"
+            raise restated(err, message, channel=channel) from err
         # One attempt only: a lost reply does not mean a lost command, and a second pulse on
         # a door that already opened would count as a double open.
         try:
@@ -276,12 +334,17 @@ class LockBus:
             ).sent_at
         except BoardTimeout as err:
             sent_at = err.sent_at if err.sent_at is not None else time.monotonic()
-        except BoardRefusal:
-            raise  # a well-formed "no": nothing was pulsed
+        except BoardRefusal as err:
+            # A well-formed "no": nothing was pulsed.
+            raise restated(err, f"{where}: {label} refused: {err.reason}", channel=channel) from err
         except ProtocolError as err:
             # A garbled acknowledgement still means the board heard something: look.
-            log.warning("board %s: garbled unlock reply: %s", board, err)
+            log.warning("%s: garbled %s reply: %s", where, label, err.reason)
             sent_at = time.monotonic()
+        except LinkError as err:
+            what = "not sent" if err.unsent else "may not have been sent"
+            message = f"{where}: {label} {what}: {err.reason}"
+            raise restated(err, message, channel=channel) from err
         settle = sent_at + config.pulse_ms / 1000 + PULSE_MARGIN_S - time.monotonic()
         if settle > 0:
             time.sleep(settle)
@@ -291,13 +354,19 @@ class LockBus:
             return [
                 UnlockResult(board, ch, UnlockOutcome.NO_RESPONSE, None, sent_at) for ch in channels
             ]
+        except (ProtocolError, LinkError) as err:
+            message = f"{where}: {label} sent, but reading the board after it failed: {err.reason}"
+            raise restated(err, message, channel=channel) from err
         results = []
         for ch in channels:
             now = after.channels[ch - 1] if ch <= len(after.channels) else None
             was = before.channels[ch - 1] if before and ch <= len(before.channels) else None
             if now is None:
                 raise ProtocolError(
-                    f"board {board} reported no channel {ch}", board=board, channel=ch
+                    f"board {board} channel {ch}: {label} sent, but the board reported no "
+                    f"channel {ch}",
+                    board=board,
+                    channel=ch,
                 )
             if was is not None and not was.locked:
                 outcome = UnlockOutcome.ALREADY_OPEN

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -66,14 +67,24 @@ def _fail(message: str, code: int) -> typer.Exit:
 
 @contextmanager
 def _one_line_errors(verbose: bool) -> Iterator[None]:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(message)s"
-    )
+    """Bridge errors become one ``error:`` line and their exit code. The bus's own log lines
+    (retries, dropped bytes, garbled replies) go to stderr only with --verbose: without it a
+    technician sees exactly one line per failure."""
+    logger = logging.getLogger("firmware_bridge")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    level = logger.level
+    if verbose:
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
     try:
         yield
     except BridgeError as err:
         code = next(code for kind, code in _EXIT_FOR if isinstance(err, kind))
         raise _fail(str(err), code) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 def _open(
@@ -120,11 +131,15 @@ def scan(
     with _one_line_errors(verbose):
         wanted = _addresses(addresses) if addresses else None
         with _open(port, protocol, baud, timeout, 0, rs485) as bus:
-            found = bus.scan(wanted)
-    if not found:
-        raise _fail(f"no {protocol} board answered on {port}", EXIT_SILENT)
-    for address in found:
+            found = bus.survey(wanted)
+    for address in found.answered:
         typer.echo(f"board {address}: answers")
+    if found.garbled:
+        garbled = sorted(found.garbled)
+        which = ("address " if len(garbled) == 1 else "addresses ") + ", ".join(map(str, garbled))
+        raise _fail(f"{which} answered garbled (two boards on one DIP address?)", EXIT_GARBLED)
+    if not found.answered:
+        raise _fail(f"no {protocol} board answered on {port}", EXIT_SILENT)
 
 
 @board_app.command(epilog=EXIT_HELP)

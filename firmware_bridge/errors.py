@@ -39,7 +39,20 @@ class BridgeError(Exception):
 
 
 class LinkError(BridgeError):
-    """The serial link itself failed (open, read or write)."""
+    """The serial link itself failed (open, read or write). ``unsent``: it failed before
+    anything of the request was written (the port could not be opened or flushed)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        board: int | None = None,
+        channel: int | None = None,
+        reason: str | None = None,
+        unsent: bool = False,
+    ):
+        super().__init__(message, board=board, channel=channel, reason=reason)
+        self.unsent = unsent
 
 
 class BoardTimeout(BridgeError):
@@ -79,5 +92,9 @@ def restated(err: BridgeError, message: str, *, channel: int | None) -> BridgeEr
     if isinstance(err, BoardTimeout):
         return BoardTimeout(
             message, board=err.board, channel=channel, reason=err.reason, sent_at=err.sent_at
+        )
+    if isinstance(err, LinkError):
+        return LinkError(
+            message, board=err.board, channel=channel, reason=err.reason, unsent=err.unsent
         )
     return type(err)(message, board=err.board, channel=channel, reason=err.reason)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 
@@ -54,3 +54,9 @@ class BoardHealth:
     reachable: bool
     consecutive_timeouts: int
     last_seen: float | None  # time.time() of the last valid frame from this board
+
+
+@dataclass
+class ScanResult:
+    answered: list[int] = field(default_factory=list)  # addresses with a valid status reply
+    garbled: dict[int, str] = field(default_factory=dict)  # address -> what was heard instead

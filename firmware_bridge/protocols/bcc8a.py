@@ -206,3 +206,9 @@ class Bcc8a(LockProtocol):
         assert isinstance(reply, BoardStateReply)
         data = reply.data[::-1] if config.status_byte_order == "last" else reply.data
         return bits(data), None
+
+    def channel_inputs(
+        self, request: Request, reply: Frame, config: BoardConfig, channel: int
+    ) -> tuple[int, int | None] | None:
+        assert isinstance(reply, ChannelStateReply)
+        return reply.level, None

@@ -10,6 +10,11 @@ SUM is the low byte of the sum of every preceding byte.
 Whether a board answers an unlock with its status frame or stays silent differs between
 drivers (BoardConfig.answers_unlock). CMD 37 (set pulse time) is not built: no public driver
 shows its argument bytes, so the pulse length is whatever the board was set to.
+
+Query-one is the status query: every reply carries all the board's locks, and no public
+driver shows a per-lock query (the cu48 LOCK byte is 00 in queries, 30 in one cu48b driver,
+and the reply is the same whole-board frame either way), so the bus picks the channel out
+of the board's status.
 """
 
 from __future__ import annotations
@@ -216,7 +221,9 @@ class KerongCu16(LockProtocol):
     has_sensors = True
     pulse_ms = 500
     channel_base = 0  # the low nibble is lock-1
-    commands = frozenset({Command.UNLOCK, Command.UNLOCK_ALL, Command.QUERY_ALL})
+    commands = frozenset(
+        {Command.UNLOCK, Command.UNLOCK_ALL, Command.QUERY_ONE, Command.QUERY_ALL}
+    )
     starts = bytes([STX])
     REQUESTS = (Cu16Status, Cu16Unlock, Cu16UnlockAll)
     REPLIES = (Cu16StatusReply,)
@@ -226,6 +233,9 @@ class KerongCu16(LockProtocol):
 
     def unlock_all(self, board: int) -> Request:
         return Cu16UnlockAll(board)
+
+    def query_one(self, board: int, wire_channel: int) -> Request:
+        return Cu16Status(board)
 
     def query_all(self, board: int, channels: int) -> Request:
         return Cu16Status(board)
@@ -247,7 +257,7 @@ class KerongCu48(LockProtocol):
     has_sensors = False
     pulse_ms = 500
     channel_base = 0  # LOCK is 0-based
-    commands = frozenset({Command.UNLOCK, Command.QUERY_ALL})
+    commands = frozenset({Command.UNLOCK, Command.QUERY_ONE, Command.QUERY_ALL})
     starts = bytes([STX])
     REQUESTS: tuple[type[Request], ...] = (Cu48Query, Cu48Unlock)
     REPLIES: tuple[type[Frame], ...] = (Cu48StatusReply,)
@@ -256,6 +266,9 @@ class KerongCu48(LockProtocol):
 
     def unlock(self, board: int, wire_channel: int, pulse_ms: int) -> Request:
         return self.UNLOCK(board, wire_channel)
+
+    def query_one(self, board: int, wire_channel: int) -> Request:
+        return self.QUERY(board)
 
     def query_all(self, board: int, channels: int) -> Request:
         return self.QUERY(board)

@@ -18,7 +18,17 @@ from types import SimpleNamespace
 import pytest
 from serial.urlhandler import protocol_socket
 
-from firmware_bridge import BoardConfig, BoardStatus, LockBus, UnlockOutcome
+from firmware_bridge import (
+    BoardConfig,
+    BoardStatus,
+    BoardTimeout,
+    ChannelStatus,
+    ConfigError,
+    LinkError,
+    LockBus,
+    UnlockOutcome,
+    get_protocol,
+)
 from simulator import BoardSpec, Cabinet, Simulator, TruthEvent
 
 PULSE_MS = 50  # the shortest pulse BoardConfig takes: unlock tests wait it out
@@ -311,6 +321,153 @@ def test_bcc8a_first_byte_order(make_rig):
     status = bus.status(1)
     assert [c.channel for c in status.channels if not c.locked] == [2, 17]
     assert_matches_sim(status, rig.sim, sensors=False)
+
+
+def test_unlock_all_pulses_every_lock_once(make_rig):
+    """kerong-cu16 is the family with an unlock-all request (CMD 33): one frame, sixteen
+    pulses, and each channel's outcome read from the board afterwards."""
+    rig = make_rig(BoardSpec("kerong-cu16", 2, pulse_ms=PULSE_MS))
+    rig.sim.inject(2, "jammed", channel=7)
+    rig.sim.inject(2, "forced_open", channel=9)
+    bus = rig.bus()
+    since = rig.mark()
+    results = bus.unlock_all(2)
+    assert [r.channel for r in results] == list(range(1, 17))
+    outcomes = {r.channel: r.outcome for r in results}
+    assert outcomes.pop(7) is UnlockOutcome.JAMMED
+    assert outcomes.pop(9) is UnlockOutcome.ALREADY_OPEN  # read before the frame went out
+    assert set(outcomes.values()) == {UnlockOutcome.OPENED}
+    commands = [e.data["command"] for e in rig.events("frame_received", since)]
+    assert commands == ["status", "unlock_all", "status"]
+    pulses = rig.events("lock_pulse", since, board=2)
+    assert sorted(p.channel for p in pulses) == list(range(1, 17))
+    assert all(not rig.sim.compartment(2, ch).locked for ch in range(1, 17) if ch != 7)
+
+
+def test_unlock_all_where_the_board_lacks_it(make_rig):
+    rig = make_rig(BoardSpec("bcc-8a", 1, pulse_ms=PULSE_MS))
+    bus = rig.bus()
+    since = rig.mark()
+    with pytest.raises(ConfigError, match="bcc-8a boards have no unlock-all request"):
+        bus.unlock_all(1)
+    assert rig.events("frame_received", since) == []
+
+
+# -- query one channel --------------------------------------------------------------------
+
+# What each family puts on the wire to read one channel (the simulator's name for it).
+QUERY_ONE_COMMANDS = {
+    "kerong-cu16": "status",  # Kerong replies always carry the whole board
+    "kerong-cu48": "status",
+    "kerong-cu48b": "status",
+    "bcc-8a": "query",  # 80 BOARD CH 33 -> 80 BOARD CH ST
+    "modbus-relay": "read_inputs",  # FC02 from the channel's input, count 1
+}
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_channel_status_reads_one_channel(make_rig, protocol):
+    sensors = senses_items(protocol)
+    rig = make_rig(*specs_for(protocol))
+    board = PROTOCOLS[protocol][0][1]
+    bus = rig.bus()
+    rig.sim.inject(board, "forced_open", channel=3)
+    rig.sim.open_door(board, 5, by="forced")
+    rig.sim.put_item(board, 5)
+    rig.sim.close_door(board, 5)
+    since = rig.mark()
+    assert bus.channel_status(board, 3) == ChannelStatus(
+        3, locked=False, occupied=False if sensors else None
+    )
+    assert bus.channel_status(board, 5) == ChannelStatus(
+        5, locked=True, occupied=True if sensors else None
+    )
+    frames = rig.events("frame_received", since)
+    assert [e.data["command"] for e in frames] == [QUERY_ONE_COMMANDS[protocol]] * 2
+    codec = get_protocol(protocol)
+    config = bus.config(board)
+    assert [e.data["hex"] for e in frames] == [
+        codec.query_one(board, config.wire_channel(ch)).pack().hex(" ") for ch in (3, 5)
+    ]
+    # Every channel agrees with the whole-board status.
+    status = bus.status(board)
+    assert [bus.channel_status(board, c.channel) for c in status.channels] == status.channels
+
+
+def test_channel_status_errors_name_the_channel(make_rig):
+    rig = make_rig(*specs_for("bcc-8a"))
+    bus = rig.bus(retries=0, timeout=0.08, drain_quiet=0.02)
+    with pytest.raises(ConfigError, match="channels 1..24, not 25") as err:
+        bus.channel_status(1, 25)
+    assert err.value.channel == 25
+    rig.sim.inject(1, "absent")
+    with pytest.raises(BoardTimeout) as err:
+        bus.channel_status(1, 4)
+    assert (err.value.board, err.value.channel) == (1, 4)
+    assert str(err.value).startswith("board 1 channel 4: did not answer a channel query")
+
+
+# -- line trouble -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("protocol", ["kerong-cu16", "bcc-8a"])
+def test_a_reply_later_than_the_drain_is_flushed_before_the_next_request(make_rig, protocol):
+    """The board answers after the timeout and after the drain has given up on it: the late
+    frame sits in the port's buffer. It must be thrown away when the next request goes out,
+    never taken as that request's answer (it would report the doors as they were)."""
+    rig = make_rig(*specs_for(protocol))
+    board = PROTOCOLS[protocol][0][0]
+    bus = rig.bus(retries=0, timeout=0.08, drain_quiet=0.02)
+    rig.sim.inject(board, "slow", seconds=0.4)
+    since = rig.mark()
+    with pytest.raises(BoardTimeout):
+        bus.status(board)
+    # Only once the late reply is on the wire (long after the drain ended) does the door move.
+    late = rig.sim.truth.wait_for("reply_sent", since=since, timeout=5)
+    assert late is not None
+    rig.sim.clear(board, "slow")
+    rig.sim.inject(board, "forced_open", channel=2)
+    status = bus.status(board)
+    assert [c.channel for c in status.channels if not c.locked] == [2]
+    assert_matches_sim(status, rig.sim, sensors=senses_items(protocol))
+    # The stale reply said every door was shut; the one used is the one sent after it.
+    replies = rig.events("reply_sent", since)
+    assert len(replies) == 2 and replies[0].seq == late.seq
+    assert replies[0].data["hex"] != replies[1].data["hex"]
+
+
+def test_link_lost_mid_session_then_back(no_close_pause):
+    """The serial server (here the simulator's TCP endpoint) goes away under an open bus:
+    LinkError naming the port, every time, while it is gone; when it is back the bus opens
+    the link again by itself."""
+    spec = BoardSpec("kerong-cu16", 1, pulse_ms=PULSE_MS)
+    first = Simulator([spec], wire_timing=False, reply_delay=0.0)
+    url = first.start_tcp("127.0.0.1", 0)
+    tcp_port = int(url.rsplit(":", 1)[1])
+    second: Simulator | None = None
+    bus = LockBus.open(url, "kerong-cu16", timeout=0.15, retries=0, drain_quiet=0.02)
+    try:
+        assert all(c.locked for c in bus.status(1).channels)
+        first.stop()
+        with pytest.raises(LinkError, match="127.0.0.1") as err:
+            bus.status(1)
+        assert err.value.board is None  # the link, not a board
+        with pytest.raises(LinkError, match="cannot open serial port"):
+            bus.status(1)  # still gone: the reopen is refused, quickly and clearly
+        with pytest.raises(LinkError, match="board 1 channel 2: unlock not sent"):
+            bus.unlock(1, 2)
+
+        second = Simulator([spec], wire_timing=False, reply_delay=0.0)
+        assert second.start_tcp("127.0.0.1", tcp_port) == url
+        second.inject(1, "forced_open", channel=4)
+        assert [c.channel for c in bus.status(1).channels if not c.locked] == [4]
+        assert bus.unlock(1, 2).outcome is UnlockOutcome.OPENED
+        assert [e.channel for e in second.truth.events("lock_pulse")] == [2]
+    finally:
+        bus.close()
+        first.stop()
+        if second is not None:
+            second.stop()
 
 
 # -- a cabinet with two buses -------------------------------------------------------------

@@ -50,10 +50,33 @@ def test_unlock_opened(make_peer, make_bus):
     assert result.outcome is UnlockOutcome.OPENED
     assert result.status == ChannelStatus(3, locked=False, occupied=False)
     assert board.unlocked == [3]
-    # The unlock frame went out first: no status query before it.
-    assert type(peer.requests[0][1]).__name__ == "Cu16Unlock"
-    assert peer.requests[0][1].lock == 2
-    assert result.frame_sent_at <= peer.requests[0][0]
+    # Nobody had read the board yet: one status query first (was the door open already?),
+    # then the unlock, then the status after the pulse.
+    kinds = [type(r).__name__ for _, r in peer.requests]
+    assert kinds == ["Cu16Status", "Cu16Unlock", "Cu16Status"]
+    assert peer.requests[1][1].lock == 2
+    assert result.frame_sent_at <= peer.requests[1][0]
+
+
+def test_unlock_after_a_fresh_poll_sends_the_unlock_first(make_peer, make_bus):
+    """The controller polls several times a second: its unlocks must not wait for a read."""
+    board = Cu16Board(1)
+    peer = make_peer("kerong-cu16", board)
+    bus = make_bus(peer.url, "kerong-cu16", boards=[BoardConfig("kerong-cu16", 1, **FAST)])
+    bus.status(1)
+    polled = len(peer.requests)
+    assert bus.unlock(1, 4).outcome is UnlockOutcome.OPENED
+    kinds = [type(r).__name__ for _, r in peer.requests[polled:]]
+    assert kinds == ["Cu16Unlock", "Cu16Status"]
+
+
+def test_unlock_of_a_door_already_open_with_no_earlier_poll(make_peer, make_bus):
+    board = Cu16Board(1)
+    board.locked[5] = False  # forced open before anyone asked
+    peer = make_peer("kerong-cu16", board)
+    bus = make_bus(peer.url, "kerong-cu16", boards=[BoardConfig("kerong-cu16", 1, **FAST)])
+    assert bus.unlock(1, 6).outcome is UnlockOutcome.ALREADY_OPEN
+    assert board.unlocked == [6]  # it is still pulsed: the latch may need it to re-arm
 
 
 def test_unlock_already_open_from_a_fresh_status(make_peer, make_bus):
@@ -91,9 +114,10 @@ def test_unlock_no_response_is_an_outcome_not_an_exception(make_peer, make_bus):
     result = bus.unlock(1, 2)
     assert result.outcome is UnlockOutcome.NO_RESPONSE
     assert result.status is None
-    # The unlock is sent once only (a second pulse could be a double open).
+    # The unlock is sent once only (a second pulse could be a double open); the silent look
+    # before it does not stop it.
     kinds = [type(r).__name__ for _, r in peer.requests]
-    assert kinds == ["Cu16Unlock", "Cu16Status"]
+    assert kinds == ["Cu16Status", "Cu16Unlock", "Cu16Status"]
 
 
 def test_unlock_on_a_board_that_does_not_answer_unlocks(make_peer, make_bus):
@@ -288,5 +312,6 @@ def test_unlock_goes_before_the_retries_of_a_poll(make_peer, make_bus):
         poller.join(10)
     assert result.outcome is UnlockOutcome.OPENED and poll_failed == [True]
     sequence = [(type(r), r.board) for _, r in peer.requests]
-    assert sequence[:2] == [(Cu16Status, 2), (Cu16Unlock, 1)]
+    # The look before the unlock (board 1 had not been read) is urgent too.
+    assert sequence[:3] == [(Cu16Status, 2), (Cu16Status, 1), (Cu16Unlock, 1)]
     assert sequence.count((Cu16Status, 2)) == 3

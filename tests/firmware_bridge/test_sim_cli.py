@@ -132,6 +132,83 @@ def test_failures_have_their_exit_codes(cu16_sim):
     assert "cannot open serial port" in one_line_error(result)
 
 
+def test_unlock_of_a_door_forced_open_says_it_was_already_open(cu16_sim):
+    """Nobody had read the board in this run (a fresh ``xinbao board`` process): the bus
+    reads it before the unlock, so the door found open is reported as such, not "opened"."""
+    sim = cu16_sim
+    port = ["--port", sim.start_pty()]
+    sim.inject(1, "forced_open", channel=3)
+    since = sim.truth.last_seq
+    result = xinbao("board", "unlock", *port, *CU16, "--board", "1", "--channel", "3",
+                    "--pulse-ms", "100")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "board 1 channel 3: was already open\n"
+    assert result.stderr == ""
+    commands = [e.data["command"] for e in sim.truth.events("frame_received", since)]
+    assert commands == ["status", "unlock", "status"]
+    assert [(p.board, p.channel) for p in sim.truth.events("lock_pulse", since)] == [(1, 3)]
+
+
+def test_unlock_on_a_bad_checksum_board_is_one_line_naming_the_channel(cu16_sim):
+    sim = cu16_sim
+    port = ["--port", sim.start_pty()]
+    sim.inject(1, "bad_checksum")
+    args = ["board", "unlock", *port, *CU16, "--board", "1", "--channel", "4",
+            "--pulse-ms", "100", "--timeout", "0.1", "--retries", "0"]  # fmt: skip
+    since = sim.truth.last_seq
+    result = xinbao(*args)
+    assert result.returncode == EXIT_GARBLED
+    line = one_line_error(result)
+    assert line.startswith("error: board 1 channel 4: unlock sent, but reading the board after")
+    assert "bad checksum" in line
+    assert [(p.board, p.channel) for p in sim.truth.events("lock_pulse", since)] == [(1, 4)]
+
+    # --verbose adds the bus's log lines (the garbled look before, the garbled reply...).
+    sim.close_door(1, 4)
+    result = xinbao(*args, "--verbose")
+    assert result.returncode == EXIT_GARBLED
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) > 1 and lines[-1].startswith("error: board 1 channel 4: unlock sent")
+    assert any(line.startswith("WARNING ") for line in lines[:-1])
+
+
+def test_scan_of_a_duplicate_address_says_garbled(cu16_sim):
+    sim = cu16_sim
+    port = ["--port", sim.start_pty()]
+    sim.inject(2, "duplicate_address")
+    scan = ["board", "scan", *port, *CU16, "--timeout", "0.1"]
+    result = xinbao(*scan, "--addresses", "2-3")
+    assert result.returncode == EXIT_GARBLED
+    assert one_line_error(result) == (
+        "error: address 2 answered garbled (two boards on one DIP address?)"
+    )
+    # A good board on the same bus is still listed; the error line follows.
+    result = xinbao(*scan, "--addresses", "1-2")
+    assert result.returncode == EXIT_GARBLED
+    assert result.stdout.splitlines() == ["board 1: answers"]
+    assert result.stderr.splitlines() == [
+        "error: address 2 answered garbled (two boards on one DIP address?)"
+    ]
+
+
+def test_baud_overrides_the_protocol_default():
+    """A cu16 bus whose boards were set to 9600 (the protocol's default is 19200): the pty
+    carries the speed pyserial sets, and the simulator hears only a master at its own."""
+    spec = BoardSpec("kerong-cu16", 1, pulse_ms=100)
+    with Simulator([spec], wire_timing=False, reply_delay=0.0, baud=9600) as sim:
+        port = ["--port", sim.start_pty()]
+        status = ["board", "status", *port, *CU16, "--board", "1", "--json"]
+        result = xinbao(*status, "--timeout", "0.1", "--retries", "0")
+        assert result.returncode == EXIT_SILENT
+        assert "board 1 did not answer" in one_line_error(result)
+        assert [e.data["baud"] for e in sim.truth.events("noise_dropped")] == [19200]
+
+        result = xinbao(*status, "--baud", "9600")
+        assert result.returncode == 0, result.stderr
+        assert len(json.loads(result.stdout)["channels"]) == 16
+        assert len(sim.truth.events("frame_received")) == 1
+
+
 def test_scan_over_tcp_with_nobody_there(cu16_sim):
     url = cu16_sim.start_tcp("127.0.0.1", 0)
     result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "1,2", "--timeout", "0.1")

@@ -131,10 +131,15 @@ def test_bad_checksum_is_a_protocol_error_after_retries(make_rig, protocol):
     assert len(rig.events("reply_sent", since)) == 3
 
     # An unlock: the garbled acknowledgement is no reason to send it again, and the status
-    # read after it cannot be trusted, so the caller hears about it.
+    # read after it cannot be trusted, so the caller hears about it: which lock, and that
+    # the unlock did go out.
     since = rig.mark()
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         bus.unlock(board, 4)
+    assert (err.value.board, err.value.channel) == (board, 4)
+    message = str(err.value)
+    assert message.startswith(f"board {board} channel 4: unlock sent, but reading the board")
+    assert message.count(f"board {board}") == 1
     rig.assert_one_pulse(since, board, 4)
     assert rig.sim.compartment(board, 4).door_open
 
@@ -265,15 +270,20 @@ def test_duplicate_address_is_garbled_never_a_wrong_status(make_rig, protocol, c
     replies = rig.events("reply_sent", since)
     assert len(replies) == 2 and all(r.data["garbled"] for r in replies)
 
-    # A scan does not list the garbled address, and says why in the log.
+    # A scan does not list the garbled address as a board, says why in the log, and tells
+    # the caller what was heard there.
     with caplog.at_level(logging.WARNING, logger="firmware_bridge"):
         assert bus.scan([board]) == []
     assert f"address {board} answered garbled" in caplog.text
+    survey = bus.survey([board, 5])
+    assert survey.answered == [] and list(survey.garbled) == [board]
+    assert "in reply to" in survey.garbled[board]
 
     # An unlock still pulses the one real lock once; its outcome cannot be read.
     since = rig.mark()
-    with pytest.raises(ProtocolError):
+    with pytest.raises(ProtocolError) as err:
         bus.unlock(board, 5)
+    assert err.value.channel == 5 and f"board {board} channel 5: unlock sent" in str(err.value)
     rig.assert_one_pulse(since, board, 5)
 
     rig.sim.clear(board, "duplicate_address")
