@@ -6,6 +6,9 @@
 It prints one line per endpoint (``pty: /dev/pts/7``, ``tcp: socket://127.0.0.1:7000``,
 ``control: http://127.0.0.1:8700``) so scripts can read where to connect.
 Exit codes: 0 stopped cleanly, 2 bad arguments, 3 an endpoint could not be opened.
+
+``xinbao sim door|item|fault|truth ... --control HOST:PORT`` act on a running simulator
+through its control API (simulator/tester_cli.py).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import typer
 from simulator.errors import EndpointError, SimulatorError
 from simulator.sim import Simulator
 from simulator.spec import PROTOCOLS, BoardSpec
+from simulator.tester_cli import door_command, fault_app, item_command, truth_command
 
 sim_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -130,3 +134,10 @@ def boards_command(
             with log_file:
                 sim.truth.dump_jsonl(log_file)
     typer.echo("stopped")
+
+
+# A tester's hands on a running simulator, through its control API.
+sim_app.command("door")(door_command)
+sim_app.command("item")(item_command)
+sim_app.add_typer(fault_app, name="fault")
+sim_app.command("truth")(truth_command)
