@@ -76,6 +76,8 @@ def apply_event(
         if handover.kind == HandoverKind.pickup and event.compartment is not None:
             _follow_compartment(session, handover, event.compartment)
         handovers.report_deposited(session, policy, handover, _by(event, actor), at)
+        if handover.kind == HandoverKind.dropoff:
+            _tell_staff(locker_id, handover, event)
         return True
     if kind is EventType.COLLECTED:
         handover = _handover(session, locker_id, event)

@@ -5,6 +5,8 @@
 - ``GET /api/v1/dashboard/audit/latest``: the newest audit entries, newest first (admins).
   ``/api/v1/audit`` pages forward from a sequence number, so the newest page would otherwise
   need a count first.
+- ``GET /api/v1/dashboard/notices``: drop-offs deposited since a cursor, and how many wait
+  (staff), for the dashboard's badge and notice (cloud_api.web.notices).
 """
 
 from typing import Annotated
@@ -15,6 +17,7 @@ from sqlalchemy import select
 from cloud_api.api.deps import CurrentAdmin, CurrentStaff, Limit, Offset, SessionDep
 from cloud_api.models.audit import AuditEntry, AuditEntryPublic
 from cloud_api.models.record import RecordStatus
+from cloud_api.web.notices import Notices, dropoff_notices
 from cloud_api.web.records import RecordWithHandovers, list_records
 
 router = APIRouter(prefix="/api/v1/dashboard", tags=["dashboard"])
@@ -50,3 +53,15 @@ def latest_audit_entries(
 ):
     rows = session.scalars(select(AuditEntry).order_by(AuditEntry.seq.desc()).limit(limit))
     return [AuditEntryPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/notices", response_model=Notices)
+def notices(
+    staff: CurrentStaff,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+):
+    """Drop-offs deposited at a locker after notice ``after`` (oldest first), with their state
+    now, and the number of drop-offs waiting for staff."""
+    return dropoff_notices(session, after, limit)

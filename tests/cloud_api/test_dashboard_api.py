@@ -1,27 +1,12 @@
-"""The dashboard's server side: its static files and its two JSON views, on SQLite and
-PostgreSQL (the browser tests are in test_dashboard_browser.py)."""
+"""The dashboard's server side (create_app mounts it): its static files and its JSON views,
+on SQLite and PostgreSQL (the browser tests are in test_dashboard_browser.py)."""
 
 import pytest
 
-from cloud_api.main import create_app
 from cloud_api.models.staff import Role
 from cloud_api.services import bootstrap
-from cloud_api.web import mount_web
 from tests.cloud_api.conftest import login, make_record
 from tests.cloud_api.helpers import assert_problem
-
-
-def with_dashboard(app):
-    """create_app mounts the dashboard once the MQTT helper's change lands; until then the
-    test mounts it itself, exactly as create_app will."""
-    if not any(getattr(route, "path", None) == "/dashboard" for route in app.routes):
-        mount_web(app)
-    return app
-
-
-@pytest.fixture
-def app(settings, clock, console):
-    return with_dashboard(create_app(settings, sms_provider=console, clock=clock))
 
 
 def _dropoff(world, number):

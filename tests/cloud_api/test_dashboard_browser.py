@@ -33,7 +33,7 @@ from cloud_api.models.staff import Role, Scope
 from cloud_api.services import alarms, bootstrap
 from cloud_api.sms.providers import ConsoleProvider
 from tests.cloud_api.conftest import Clock, locker_body
-from tests.cloud_api.test_dashboard_api import with_dashboard
+from tests.cloud_api.helpers import drop_audit_guard
 
 pytestmark = pytest.mark.browser
 
@@ -175,7 +175,7 @@ def dashboard(template_db, tmp_path) -> Iterator[Dashboard]:
         engine.dispose()
     clock = Clock(now=datetime.now(UTC).replace(microsecond=0))
     settings = Settings(demo=True, database_url=url, run_background=False)
-    app = with_dashboard(create_app(settings, sms_provider=ConsoleProvider(), clock=clock))
+    app = create_app(settings, sms_provider=ConsoleProvider(), clock=clock)
     server, thread, base = _serve(app)
     try:
         with httpx.Client(base_url=base, timeout=10) as api:
@@ -503,6 +503,7 @@ def test_audit_verify_shows_ok_then_finds_tampering(page, dashboard):
     engine = make_engine(f"sqlite:///{dashboard.db_path}")
     try:
         with engine.begin() as conn:
+            drop_audit_guard(conn)  # as an attacker with database rights would, first
             conn.execute(text("UPDATE audit_entry SET actor = 'staff:mallory' WHERE seq = 2"))
     finally:
         engine.dispose()

@@ -1,16 +1,62 @@
-"""What the lockers report, for the staff dashboard: alarms and ingested events."""
+"""What the lockers report and what the cloud tells them, for the staff dashboard: alarms,
+ingested events, the commands sent with their outcomes, and a locker's runtime config."""
 
-from typing import Annotated
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
+from pydantic import field_validator
 from sqlalchemy import select
+from sqlmodel import SQLModel
 
 from cloud_api.api.deps import CurrentStaff, DbId, Limit, LockerIdPath, NowDep, Offset, SessionDep
+from cloud_api.api.locker_sync import BridgeDep
+from cloud_api.errors import Conflict, NotFound
 from cloud_api.models.common import LockerId
-from cloud_api.models.monitoring import AlarmPublic, LockerEventPublic, LockerEventRecord
+from cloud_api.models.monitoring import (
+    AlarmPublic,
+    LockerCommand,
+    LockerEventPublic,
+    LockerEventRecord,
+)
 from cloud_api.services import alarms, lockers
+from xinbao.contract import CommandType, ContractError, check_runtime_settings
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
+
+
+class CommandStatus(StrEnum):
+    sent = "sent"  # published, no answer yet
+    ok = "ok"
+    failed = "failed"  # the locker refused, or it could not be published
+    timeout = "timeout"  # no answer within XINBAO_MQTT_COMMAND_TIMEOUT_SECONDS
+
+
+class LockerCommandPublic(SQLModel):
+    request_id: str
+    locker_id: str
+    type: str
+    issued_at: datetime
+    expires_at: datetime
+    status: str
+    result: dict[str, Any] | None
+    error: str | None
+    replied_at: datetime | None
+    remote_open_id: int | None
+
+
+class LockerConfigRequest(SQLModel):
+    settings: dict[str, Any]
+
+    @field_validator("settings")
+    @classmethod
+    def _known_settings(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            return check_runtime_settings(value)
+        except ContractError as err:
+            raise ValueError(str(err)) from None
 
 
 @router.get("/alarms", response_model=list[AlarmPublic])
@@ -50,3 +96,53 @@ def locker_events(
         query = query.where(LockerEventRecord.seq < before_seq)
     rows = session.scalars(query.order_by(LockerEventRecord.seq.desc()).limit(limit))
     return [LockerEventPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/commands", response_model=list[LockerCommandPublic])
+def list_commands(
+    staff: CurrentStaff,
+    session: SessionDep,
+    locker_id: Annotated[LockerId | None, Query()] = None,
+    status: CommandStatus | None = None,
+    type: CommandType | None = None,
+    offset: Offset = 0,
+    limit: Limit = 100,
+):
+    """Commands sent to lockers, newest first, with their outcome: ``ok`` or ``failed`` (the
+    locker's reply, in ``result`` / ``error``), ``timeout``, or ``sent`` while waiting."""
+    query = select(LockerCommand)
+    if locker_id is not None:
+        query = query.where(LockerCommand.locker_id == locker_id)
+    if status is not None:
+        query = query.where(LockerCommand.status == status.value)
+    if type is not None:
+        query = query.where(LockerCommand.type == type.value)
+    rows = session.scalars(query.order_by(LockerCommand.id.desc()).offset(offset).limit(limit))
+    return [LockerCommandPublic.model_validate(r, from_attributes=True) for r in rows]
+
+
+@router.get("/commands/{request_id}", response_model=LockerCommandPublic)
+def get_command(request_id: uuid.UUID, staff: CurrentStaff, session: SessionDep):
+    found = session.scalar(select(LockerCommand).where(LockerCommand.request_id == str(request_id)))
+    if found is None:
+        raise NotFound(f"no command {request_id}")
+    return LockerCommandPublic.model_validate(found, from_attributes=True)
+
+
+@router.post("/lockers/{locker_id}/config", response_model=LockerCommandPublic, status_code=201)
+def configure_locker(
+    locker_id: LockerIdPath,
+    body: LockerConfigRequest,
+    staff: CurrentStaff,
+    session: SessionDep,
+    bridge: BridgeDep,
+):
+    """Change runtime settings of one locker (``door_left_open_after_s``, ``poll_interval_s``,
+    ``lockout_threshold``): audited, sent as a signed ``config`` command, and answered with
+    the command once the locker replied or the command timeout passed (``status``)."""
+    lockers.get_locker(session, locker_id)
+    session.commit()  # end the read: the wait below must not hold SQLite's write lock
+    if bridge is None:
+        raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")
+    command = bridge.configure(locker_id, body.settings, f"staff:{staff.username}")
+    return LockerCommandPublic.model_validate(command, from_attributes=True)

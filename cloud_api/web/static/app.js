@@ -2,8 +2,10 @@
 
 import { ApiError, get, post, setToken, token, whenSessionEnds } from "./api.js";
 import { h, notice } from "./dom.js";
+import { startNotices, stopNotices } from "./notices.js";
 import * as alarms from "./views/alarms.js";
 import * as audit from "./views/audit.js";
+import * as commands from "./views/commands.js";
 import * as load from "./views/load.js";
 import * as lockers from "./views/lockers.js";
 import * as records from "./views/records.js";
@@ -18,6 +20,7 @@ const VIEWS = {
   tasks,
   alarms,
   "remote-open": remoteOpen,
+  commands,
   sms,
   audit,
 };
@@ -29,6 +32,7 @@ let cleanup = null;
 let renderSeq = 0;
 
 function showLogin(message) {
+  stopNotices();
   if (cleanup) cleanup();
   cleanup = null;
   me = null;
@@ -88,6 +92,7 @@ async function enter() {
   $("whoami").textContent = `${me.username} · ${me.role === "admin" ? "管理员 admin" : "工作人员 staff"}`;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
+  startNotices();
   if (!location.hash.startsWith("#/")) location.hash = `#/${DEFAULT_VIEW}`;
   else route();
 }

@@ -35,6 +35,9 @@ const NAMES = {
   jammed: "锁卡住 jammed",
   no_response: "无响应 no response",
   timeout: "超时 timed out",
+  // commands
+  ok: "成功 ok",
+  waiting: "等待回复 waiting",
   // SMS
   sending: "发送中 sending",
   sent: "已发送 sent",
@@ -49,7 +52,7 @@ export function name(value) {
 }
 
 const TONES = {
-  good: ["free", "collected", "opened", "delivered", "sent", "documents_received", "approved"],
+  good: ["ok", "free", "collected", "opened", "delivered", "sent", "documents_received", "approved"],
   warn: ["reserved", "deposited", "pending", "sending", "documents_in_locker", "licence_in_locker"],
   bad: [
     "overdue", "failed", "dead", "undelivered", "jammed", "no_response", "timeout", "rejected",

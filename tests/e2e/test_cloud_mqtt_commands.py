@@ -1,0 +1,184 @@
+"""Commands the cloud sends, followed to an outcome: every type is answered or times out, the
+commands list shows it, a config change is audited and answered, and staff credentials reach
+lockers that are already on line when the staff list changes (against a real Mosquitto)."""
+
+import pyotp
+import pytest
+from sqlmodel import Session, select
+
+from cloud_api.models.common import utcnow
+from cloud_api.models.monitoring import LockerCommand
+from cloud_api.models.staff import Role, Staff
+from cloud_api.mqtt import staff_sync
+from cloud_api.services import bootstrap
+from cloud_api.services import staff as staff_service
+from tests.e2e.conftest import LOCKER_ID
+from tests.support.mqtt_clients import FakeLocker
+from tests.support.waiting import wait_until
+from xinbao.contract import CommandReply
+
+
+def commands(cloud, **params) -> list[dict]:
+    r = cloud.get("/api/v1/commands", params=params)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def answer_everything(command) -> CommandReply:
+    if command.type.value == "config":
+        applied = command.parsed_payload().settings
+        return CommandReply(request_id=command.request_id, ok=True, result={"applied": applied})
+    return CommandReply(request_id=command.request_id, ok=True, result={"done": True})
+
+
+def enrolled_staff(engine, username: str) -> str:
+    """A staff member with a confirmed TOTP (what the lockers get); their secret."""
+    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
+    with Session(engine, expire_on_commit=False) as session:
+        staff = session.get(Staff, created.id)
+        staff_service.begin_totp(session, staff)
+        secret = staff.totp_secret
+        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
+    return secret
+
+
+def staff_lists(locker: FakeLocker) -> list[list[str]]:
+    sent = locker.received("staff_credentials")
+    return [[s.staff_no for s in c.parsed_payload().staff] for c in sent]
+
+
+def test_unanswered_commands_time_out_and_a_late_reply_still_counts(cloud, fake_locker):
+    cloud.record("XA-CMD-1")
+    handover = cloud.dropoff("XA-CMD-1")
+    [sync] = wait_until(lambda: fake_locker.received("sync_reservations"), 10, "the sync")
+    # Nobody answers: the sweep marks it after XINBAO_MQTT_COMMAND_TIMEOUT_SECONDS.
+    timed_out = wait_until(
+        lambda: commands(cloud, status="timeout", type="sync_reservations"), 20, "a timeout"
+    )
+    assert [c["request_id"] for c in timed_out] == [str(sync.request_id)]
+    assert timed_out[0]["locker_id"] == LOCKER_ID and timed_out[0]["error"] == "no reply in time"
+    fake_locker.reply(sync.request_id, result={"upserted": 1, "revoked": 0})
+    rid = str(sync.request_id)
+    late = wait_until(
+        lambda: [c for c in commands(cloud, status="ok") if c["request_id"] == rid],
+        10,
+        "the late reply",
+    )
+    assert late[0]["result"] == {"upserted": 1, "revoked": 0} and late[0]["error"] is None
+    one = cloud.get(f"/api/v1/commands/{sync.request_id}").json()
+    assert one["status"] == "ok" and one["replied_at"]
+    assert cloud.get(f"/api/v1/commands/{handover['id']}").status_code == 422  # not a uuid
+    missing = cloud.get("/api/v1/commands/6a0e2a4e-9c1b-4a0f-8f5d-8a3c1c1c1c1c")
+    assert missing.status_code == 404
+
+
+def test_commands_list_filters_and_needs_staff(cloud, fake_locker):
+    fake_locker.responder = answer_everything
+    fake_locker.online()
+    wait_until(lambda: commands(cloud, status="ok", type="staff_credentials"), 10, "answered")
+    assert {c["type"] for c in commands(cloud)} == {"sync_reservations", "staff_credentials"}
+    assert all(c["locker_id"] == LOCKER_ID for c in commands(cloud, locker_id=LOCKER_ID))
+    assert commands(cloud, locker_id="XA-NONE") == []
+    for bad in ({"status": "lost"}, {"type": "explode"}, {"limit": 0}, {"locker_id": "a/b"}):
+        assert cloud.get("/api/v1/commands", params=bad).status_code == 422, bad
+    assert cloud.client.get("/api/v1/commands").status_code == 401
+    assert cloud.client.get("/api/v1/commands", headers=cloud.integrator).status_code == 403
+
+
+def test_config_is_audited_sent_and_answered(cloud, fake_locker):
+    fake_locker.responder = answer_everything
+    r = cloud.post(
+        f"/api/v1/lockers/{LOCKER_ID}/config",
+        {"settings": {"door_left_open_after_s": 120, "lockout_threshold": 3}},
+    )
+    assert r.status_code == 201, r.text
+    done = r.json()
+    assert (done["type"], done["status"]) == ("config", "ok")
+    assert done["result"] == {"applied": {"door_left_open_after_s": 120.0, "lockout_threshold": 3}}
+    [sent] = fake_locker.received("config")
+    assert str(sent.request_id) == done["request_id"]
+    audit = cloud.get("/api/v1/audit?limit=500").json()
+    audit = [e for e in audit if e["action"] == "locker.config"]
+    assert len(audit) == 1 and audit[0]["actor"] == "staff:admin"
+    assert audit[0]["detail"]["request_id"] == done["request_id"]
+
+    fake_locker.responder = None  # the locker goes quiet
+    silent = cloud.post(f"/api/v1/lockers/{LOCKER_ID}/config", {"settings": {"poll_interval_s": 1}})
+    assert silent.status_code == 201 and silent.json()["status"] == "timeout"
+
+
+BAD_CONFIG = [
+    {"settings": {}},
+    {"settings": {"reboot": 1}},
+    {"settings": {"lockout_threshold": 0}},
+    {"settings": {"lockout_threshold": 2.5}},
+    {"settings": {"door_left_open_after_s": True}},
+    {"settings": {"door_left_open_after_s": "10"}},
+    {"settings": {"poll_interval_s": 1e9}},
+    {"settings": ["lockout_threshold"]},
+    {},
+]
+
+
+def test_bad_config_is_refused_and_nothing_is_sent(cloud, fake_locker):
+    for body in BAD_CONFIG:
+        r = cloud.post(f"/api/v1/lockers/{LOCKER_ID}/config", body)
+        assert r.status_code == 422, (body, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    assert commands(cloud, type="config") == []
+    assert fake_locker.received("config") == []
+    assert not [e for e in cloud.get("/api/v1/audit?limit=500").json() if "config" in e["action"]]
+
+
+def test_config_for_an_unknown_locker_or_without_login(cloud):
+    body = {"settings": {"lockout_threshold": 3}}
+    assert cloud.post("/api/v1/lockers/XA-NONE/config", body).status_code == 404
+    r = cloud.client.post(f"/api/v1/lockers/{LOCKER_ID}/config", json=body)
+    assert r.status_code == 401
+    assert commands(cloud) == []
+
+
+def test_staff_enrolled_later_reach_an_online_locker(cloud, fake_locker):
+    fake_locker.responder = answer_everything
+    fake_locker.online()
+    wait_until(lambda: staff_lists(fake_locker), 10, "the first staff list")
+    assert staff_lists(fake_locker) == [[]]  # nobody has a TOTP yet
+
+    enrolled_staff(cloud.engine, "clerk7")
+    wait_until(lambda: ["clerk7"] in staff_lists(fake_locker), 20, "the changed list pushed")
+    # Nothing more to push until the list changes again.
+    assert cloud.bridge.commands.push_changed_staff() == []
+
+    with Session(cloud.engine) as s:
+        clerk = s.exec(select(Staff).where(Staff.username == "clerk7")).one()
+        clerk.active = False
+        s.commit()
+    wait_until(lambda: staff_lists(fake_locker)[-1] == [], 20, "the deactivation pushed")
+
+
+@pytest.mark.postgres
+def test_two_processes_push_a_staff_change_once(make_cloud, pg_url, broker):
+    a = make_cloud(pg_url, broker.url(), "cloud-a")
+    b = make_cloud(pg_url, broker.url(), "cloud-b", first=False)
+    locker = FakeLocker(broker.port, LOCKER_ID, a.locker_key())
+    try:
+        locker.responder = answer_everything
+        locker.online()
+        wait_until(lambda: staff_lists(locker), 10, "the first staff list")
+        enrolled_staff(a.engine, "clerk8")
+        wait_until(lambda: ["clerk8"] in staff_lists(locker), 20, "the change pushed")
+        assert a.bridge.commands.push_changed_staff() == []
+        assert b.bridge.commands.push_changed_staff() == []
+    finally:
+        locker.close()
+    with Session(a.engine) as s:
+        current = staff_sync.digest(_staff_now(s))
+        rows = s.exec(select(LockerCommand).where(LockerCommand.type == "staff_credentials")).all()
+    assert [r.result["digest"] for r in rows].count(current) == 1
+    assert staff_lists(locker).count(["clerk8"]) == 1
+
+
+def _staff_now(session):
+    from cloud_api.mqtt import commands as payloads
+
+    return payloads.staff_payload(session)
