@@ -18,7 +18,16 @@ from fastapi import Depends, FastAPI
 
 from cloud_api.api import problems
 from cloud_api.api.deps import get_current_staff
-from cloud_api.api.routes import audit, bench, handovers, lockers, monitoring, records, staff
+from cloud_api.api.routes import (
+    audit,
+    bench,
+    handovers,
+    lockers,
+    monitoring,
+    records,
+    sms_outbox,
+    staff,
+)
 from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.models.common import utcnow
@@ -106,7 +115,7 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.bridge = bridge
     problems.install(app)
-    for module in (records, lockers, handovers, staff, audit, monitoring):
+    for module in (records, lockers, handovers, staff, audit, monitoring, sms_outbox):
         app.include_router(module.router)
     app.include_router(staff.keys_router)
     mount_sms(

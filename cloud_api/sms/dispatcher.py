@@ -11,6 +11,14 @@ when its lease runs out another dispatcher takes it, and because it is not a fir
 asks the provider (``find_sent``) whether an identical message already went out before it sends
 again. docs/sms.md explains the window that remains.
 
+Failures are counted per message, and only those that may be the message's own doing: a
+garbled answer, or a lease that ran out (the process died while sending; a message that
+crashes every dispatcher must not loop for ever). When the provider as a whole is away
+(credentials refused, 5xx, unreachable) nothing is counted and the message keeps backing off,
+capped at ``backoff_max_seconds``: an outage of any length loses no SMS. A refusal of this one
+message (invalid number) ends it as ``failed``. Staff can requeue a ``dead`` or ``failed``
+message (``outbox.requeue``), which starts its count afresh.
+
 Before sending, the dispatcher asks its ``obsolete`` hook (the service's
 ``services.sms_relevance.why_obsolete``) whether the message still applies; a code SMS whose
 code was replaced, or whose handover ended, is marked ``superseded`` instead of sent.
@@ -24,12 +32,17 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
-from sqlalchemy import Engine, or_, select, update
+from sqlalchemy import Engine, case, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from cloud_api.sms.config import SmsSettings
-from cloud_api.sms.errors import SmsInputError, SmsPermanentError, SmsTemporaryError
+from cloud_api.sms.errors import (
+    SmsInputError,
+    SmsPermanentError,
+    SmsProviderUnavailable,
+    SmsTemporaryError,
+)
 from cloud_api.sms.models import SmsMessage, SmsStatus, as_utc, utcnow
 from cloud_api.sms.providers import SmsProvider
 from cloud_api.sms.templates import get_template, render
@@ -147,6 +160,10 @@ class SmsDispatcher:
                         status=SmsStatus.sending.value,
                         claimed_until=now + self.claim_lease,
                         attempts=SmsMessage.attempts + 1,
+                        # Taken over after a lease ran out: the sender died mid-send. Counted,
+                        # so a message that kills every dispatcher ends instead of looping.
+                        failures=SmsMessage.failures
+                        + case((SmsMessage.status == SmsStatus.sending.value, 1), else_=0),
                         updated_at=now,
                     )
                     .execution_options(synchronize_session=False)
@@ -206,17 +223,20 @@ class SmsDispatcher:
                     )
                     self._record_sent(message, sid)
                     return
-            if message.attempts > self.max_attempts:
-                self._finish_dead(message, f"gave up after {self.max_attempts} attempts")
+            if message.failures >= self.max_attempts:
+                self._finish_dead(message, f"gave up after {message.failures} failed attempts")
                 return
             sid = self.provider.send(
                 message.to_number, body, callback_url(self.status_callback_url, message_id)
             )
+        except SmsProviderUnavailable as err:
+            self._wait_for_provider(message, str(err))
+            return
         except SmsTemporaryError as err:
             self._retry_later(message, str(err))
             return
         except SmsPermanentError as err:
-            self._finish_dead(message, str(err))
+            self._finish_failed(message, str(err))
             return
         self._record_sent(message, sid)
 
@@ -277,18 +297,44 @@ class SmsDispatcher:
             # Stop this row from being sent again and leave the evidence for staff.
             self._finish_dead(message, f"provider sid {sid} is already recorded on another SMS")
 
-    def _retry_later(self, message: SmsMessage, error: str) -> None:
-        if message.attempts >= self.max_attempts:
-            self._finish_dead(message, f"{error} (gave up after {message.attempts} attempts)")
-            return
-        delay = min(self.backoff_max, self.backoff_base * 2 ** (message.attempts - 1))
+    def _delay(self, exponent: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, min(exponent, 30)))
         # A little jitter, so messages that failed together during an outage do not all
         # come back in the same second.
-        delay *= random.uniform(0.9, 1.1)
+        return delay * random.uniform(0.9, 1.1)
+
+    def _retry_later(self, message: SmsMessage, error: str) -> None:
+        """A failure that counts toward giving up."""
+        failures = message.failures + 1
+        if failures >= self.max_attempts:
+            self._finish_dead(
+                message, f"{error} (gave up after {failures} failed attempts)", failures=failures
+            )
+            return
+        delay = self._delay(failures - 1)
         log.warning(
-            "SMS %s attempt %s failed, retry in %.0fs: %s",
+            "SMS %s attempt %s failed (%s counted), retry in %.0fs: %s",
             message.id,
             message.attempts,
+            failures,
+            delay,
+            error,
+        )
+        self._update_claimed(
+            message,
+            status=SmsStatus.pending.value,
+            claimed_until=None,
+            failures=failures,
+            next_attempt_at=self._clock() + timedelta(seconds=delay),
+            last_error=_short(error),
+        )
+
+    def _wait_for_provider(self, message: SmsMessage, error: str) -> None:
+        """The provider is away: back off (longer each time, capped), count nothing."""
+        delay = self._delay(message.attempts - message.failures - 1)
+        log.warning(
+            "SMS %s: provider unavailable, retry in %.0fs (not counted): %s",
+            message.id,
             delay,
             error,
         )
@@ -297,10 +343,22 @@ class SmsDispatcher:
             status=SmsStatus.pending.value,
             claimed_until=None,
             next_attempt_at=self._clock() + timedelta(seconds=delay),
+            last_error=_short(f"provider unavailable: {error}"),
+        )
+
+    def _finish_failed(self, message: SmsMessage, error: str) -> None:
+        """The provider refused this message for good (e.g. an invalid number)."""
+        log.error("SMS %s refused by the provider: %s", message.id, error)
+        self._update_claimed(
+            message,
+            status=SmsStatus.failed.value,
+            claimed_until=None,
+            provider=self.provider.name,
+            failures=message.failures + 1,
             last_error=_short(error),
         )
 
-    def _finish_dead(self, message: SmsMessage, error: str) -> None:
+    def _finish_dead(self, message: SmsMessage, error: str, **values) -> None:
         log.error("SMS %s is dead: %s", message.id, error)
         self._update_claimed(
             message,
@@ -308,6 +366,7 @@ class SmsDispatcher:
             claimed_until=None,
             provider=self.provider.name,
             last_error=_short(error),
+            **values,
         )
 
     # -- background loop --------------------------------------------------------------------

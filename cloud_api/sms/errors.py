@@ -4,10 +4,14 @@
     ├── SmsInputError          bad number, template or params: the caller's mistake, nothing stored
     ├── SmsConfigError         settings that cannot work (twilio without credentials, ...)
     └── SmsProviderError       a provider refused or failed a send
-        ├── SmsTemporaryError  worth retrying later (HTTP 429/5xx, network down)
-        └── SmsPermanentError  retrying cannot help (invalid number, body rejected)
+        ├── SmsTemporaryError  worth retrying later; counts toward giving up (a garbled answer)
+        │   └── SmsProviderUnavailable  the provider as a whole cannot take messages now
+        │                      (credentials refused, HTTP 429/5xx, unreachable, timeout): does
+        │                      not count, however long it lasts
+        └── SmsPermanentError  this message will never go (invalid number, body rejected)
 
-The dispatcher reacts differently to the two provider errors: back-off and retry, or ``dead``.
+The dispatcher reacts differently to each: back off and retry (giving up after max_attempts
+counted failures), keep backing off without counting, or mark the message ``failed``.
 """
 
 
@@ -31,6 +35,10 @@ class SmsProviderError(SmsError):
 
 
 class SmsTemporaryError(SmsProviderError):
+    pass
+
+
+class SmsProviderUnavailable(SmsTemporaryError):
     pass
 
 

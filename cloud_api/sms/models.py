@@ -35,13 +35,18 @@ class SmsStatus(StrEnum):
     sending = "sending"  # claimed by a dispatcher; the provider call may be in flight
     sent = "sent"  # the provider accepted it (we hold its sid)
     delivered = "delivered"  # the carrier confirmed delivery (status callback)
-    failed = "failed"  # the provider gave up after accepting it (status callback)
+    # The provider refused this message (e.g. an invalid number), or gave up on it after
+    # accepting it (status callback).
+    failed = "failed"
     undelivered = "undelivered"  # the carrier could not deliver it (status callback)
-    dead = "dead"  # we gave up: too many attempts, or the message cannot be rendered
+    dead = "dead"  # we gave up: too many counted failures, or the message cannot be rendered
     # Not sent because it no longer applies: its handover ended or its code was replaced
     # (a resend) before the dispatcher got to it. Sending it would hand out a dead code.
     superseded = "superseded"
 
+
+#: States staff may send again (outbox.requeue).
+REQUEUEABLE_STATUSES = frozenset({SmsStatus.dead, SmsStatus.failed, SmsStatus.undelivered})
 
 #: States a delivery report may no longer change.
 FINAL_STATUSES = frozenset(

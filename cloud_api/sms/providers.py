@@ -1,7 +1,9 @@
 """Who actually delivers an SMS: the console (demo, tests) or Twilio.
 
 Both honour one small protocol. ``send`` returns the provider's id for the message (its sid)
-or raises ``SmsTemporaryError`` (try again later) or ``SmsPermanentError`` (never will work).
+or raises ``SmsProviderUnavailable`` (the provider is down or refuses us: try later, not the
+message's fault), ``SmsTemporaryError`` (try later) or ``SmsPermanentError`` (this message
+never will work).
 ``find_sent`` lets the dispatcher ask, before it sends again, whether an earlier attempt did
 reach the provider after all (a timeout or a crash can hide an accepted message).
 """
@@ -21,7 +23,12 @@ from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from cloud_api.sms.config import SmsSettings
-from cloud_api.sms.errors import SmsConfigError, SmsPermanentError, SmsTemporaryError
+from cloud_api.sms.errors import (
+    SmsConfigError,
+    SmsPermanentError,
+    SmsProviderUnavailable,
+    SmsTemporaryError,
+)
 from cloud_api.sms.models import as_utc, utcnow
 
 log = logging.getLogger(__name__)
@@ -86,7 +93,8 @@ class ConsoleProvider:
         pass
 
 
-# Twilio answers these with HTTP 4xx although waiting helps: rate limits and queue overflow.
+# Twilio answers these with HTTP 4xx although waiting helps: rate limits and queue overflow,
+# which are about our account, not about one message.
 _TEMPORARY_TWILIO_CODES = frozenset({14107, 20429, 30001})
 # Twilio's clock and ours may disagree; look back this much further when reconciling.
 _CLOCK_SKEW = timedelta(minutes=5)
@@ -121,9 +129,9 @@ def _classify(err: TwilioRestException | TwilioServiceException) -> Exception:
         # Wrong credentials: every message fails until an operator fixes the settings, so keep
         # the messages and retry with back-off instead of killing them all.
         log.error("Twilio refused our credentials (%s); check XINBAO_SMS_TWILIO_*", text)
-        return SmsTemporaryError(text, code=code, status=status)
+        return SmsProviderUnavailable(text, code=code, status=status)
     if status == 429 or (status or 0) >= 500 or code in _TEMPORARY_TWILIO_CODES:
-        return SmsTemporaryError(text, code=code, status=status)
+        return SmsProviderUnavailable(text, code=code, status=status)
     return SmsPermanentError(text, code=code, status=status)
 
 
@@ -155,9 +163,11 @@ class TwilioProvider:
         except requests.RequestException as err:
             # A read timeout may hide an accepted message: the dispatcher asks find_sent first
             # before it tries again.
-            raise SmsTemporaryError(f"cannot reach Twilio: {err}") from err
-        except TwilioException as err:
-            raise SmsTemporaryError(f"unexpected answer from Twilio: {err}") from err
+            raise SmsProviderUnavailable(f"cannot reach Twilio: {err}") from err
+        except (TwilioException, ValueError, TypeError, KeyError) as err:
+            # twilio-python parses the answer itself: a body that is not the JSON it expects
+            # surfaces as a JSON or lookup error. Counted: it may be this message's doing.
+            raise SmsTemporaryError(f"unexpected answer from Twilio: {err!r}") from err
         if not message.sid:
             raise SmsTemporaryError("Twilio accepted the message but returned no sid")
         return message.sid
@@ -168,8 +178,10 @@ class TwilioProvider:
             recent = self._client.messages.list(to=to, from_=self._from, limit=50)
         except (TwilioRestException, TwilioServiceException) as err:
             raise _classify(err) from err
-        except (requests.RequestException, TwilioException) as err:
-            raise SmsTemporaryError(f"cannot list Twilio messages: {err}") from err
+        except requests.RequestException as err:
+            raise SmsProviderUnavailable(f"cannot list Twilio messages: {err}") from err
+        except (TwilioException, ValueError, TypeError, KeyError) as err:
+            raise SmsTemporaryError(f"unexpected list answer from Twilio: {err!r}") from err
         earliest = since - _CLOCK_SKEW
         return [
             m.sid

@@ -189,6 +189,11 @@ def _record_status(
                 message = candidate
         if message is None:
             raise SmsProblem(404, "Unknown message", f"no SMS with sid {sid}")
+        if message.provider_sid == sid and message.status in (
+            SmsStatus.pending,
+            SmsStatus.sending,
+        ):
+            return  # a late report on a send that staff have since requeued: old news
         if status is None or message.status in FINAL_STATUSES:
             return  # reports can arrive out of order: a final state stays final
         if status is SmsStatus.sent and message.status not in (

@@ -33,6 +33,8 @@ class Answer:
     message: str = ""
     # Accept the message, then answer with ``status`` anyway (a lost reply).
     accept_anyway: bool = False
+    # Answer with this body instead of JSON (a garbled answer from a broken proxy).
+    raw: str | None = None
 
 
 @dataclass
@@ -100,10 +102,16 @@ def _handler(fake: FakeTwilio):
                     Recorded("POST", parts.path, dict(parse_qsl(parts.query)), form, self._auth())
                 )
                 answer = fake.script.pop(0) if fake.script else Answer(201)
-                message = (
-                    fake.accept(form) if answer.status == 201 or answer.accept_anyway else None
-                )
-            if answer.status == 201 and message is not None:
+                accepted = answer.raw is None and (answer.status == 201 or answer.accept_anyway)
+                message = fake.accept(form) if accepted else None
+            if answer.raw is not None:
+                data = answer.raw.encode()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            elif answer.status == 201 and message is not None:
                 self._reply(201, message)
             else:
                 self._reply(

@@ -12,6 +12,7 @@ from cloud_api.sms.providers import TwilioProvider
 from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, MASTER
 from tests.cloud_api.sms.fake_twilio import Answer
 from tests.cloud_api.sms.helpers import TO, add_pickup, expected_code, row, rows
+from tests.support.waiting import free_port
 
 CALLBACK = "https://xinbao.example.cn/api/v1/sms/twilio/status"
 
@@ -64,14 +65,14 @@ def test_the_code_is_in_no_column(engine, fake_twilio, twilio_provider, clock):
     assert all(code not in str(value) for value in raw)
 
 
-def test_permanent_error_makes_the_message_dead_at_once(
+def test_refusal_of_one_message_makes_it_failed_at_once(
     engine, fake_twilio, twilio_provider, clock
 ):
     fake_twilio.script.append(Answer(400, 21211, "The 'To' number is not a valid phone number."))
     message_id = add_pickup(engine)
     _dispatcher(engine, twilio_provider, clock).run_once()
     stored = row(engine, message_id)
-    assert stored.status == "dead" and stored.attempts == 1
+    assert stored.status == "failed" and stored.attempts == 1 and stored.failures == 1
     assert "21211" in stored.last_error
     clock.advance(86400)
     assert _dispatcher(engine, twilio_provider, clock).run_once() == 0
@@ -109,17 +110,80 @@ def test_temporary_errors_back_off_then_succeed(engine, fake_twilio, twilio_prov
     assert sum(r.method == "GET" for r in fake_twilio.requests) == 2
 
 
-def test_dead_after_max_attempts(engine, fake_twilio, twilio_provider, clock):
-    fake_twilio.script += [Answer(500, 20500, "boom")] * 3
+def test_dead_after_max_counted_failures(engine, fake_twilio, twilio_provider, clock):
+    # A garbled answer may be this message's doing: it counts.
+    fake_twilio.script += [Answer(201, raw="<html>proxy error</html>")] * 3
     message_id = add_pickup(engine)
     dispatcher = _dispatcher(engine, twilio_provider, clock)
     for _ in range(5):
         dispatcher.run_once()
         clock.advance(3600)
     stored = row(engine, message_id)
-    assert stored.status == "dead" and stored.attempts == 3
-    assert "gave up after 3 attempts" in stored.last_error
+    assert stored.status == "dead" and stored.attempts == 3 and stored.failures == 3
+    assert "gave up after 3 failed attempts" in stored.last_error
     assert len(fake_twilio.creates()) == 3
+
+
+OUTAGE = [
+    Answer(500, 20500, "Internal error"),
+    Answer(503, 20503, "Service unavailable"),
+    Answer(401, 20003, "Authenticate"),
+    Answer(403, 20003, "Forbidden: wrong credentials"),
+    Answer(429, 20429, "Too many requests"),
+]
+
+
+def test_a_long_outage_kills_no_sms(engine, fake_twilio, twilio_provider, clock):
+    """Twice max_attempts rounds of provider-wide failures: nothing is counted, the back-off
+    grows to its cap and stays there, and the message goes out when Twilio is back."""
+    fake_twilio.script += OUTAGE * 2
+    message_id = add_pickup(engine)
+    dispatcher = _dispatcher(engine, twilio_provider, clock)
+    delays = []
+    for _ in OUTAGE * 2:
+        assert dispatcher.run_once() == 1
+        stored = row(engine, message_id)
+        assert stored.status == "pending" and stored.failures == 0, stored
+        assert stored.last_error.startswith("provider unavailable")
+        delays.append((as_utc(stored.next_attempt_at) - clock.now).total_seconds())
+        clock.advance(delays[-1] + 1)
+    assert 27 <= delays[0] <= 33 and 54 <= delays[1] <= 66  # 30 s, doubled ...
+    assert all(540 <= d <= 660 for d in delays[5:])  # ... capped at backoff_max (600 s)
+    dispatcher.run_once()
+    stored = row(engine, message_id)
+    assert stored.status == "sent" and stored.failures == 0 and stored.attempts == 11
+
+
+def test_unreachable_provider_is_an_outage(engine, clock):
+    """Connection refused (nothing listens): uncounted, however often."""
+    provider = TwilioProvider(
+        ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER, api_base=f"http://127.0.0.1:{free_port()}"
+    )
+    try:
+        message_id = add_pickup(engine)
+        dispatcher = _dispatcher(engine, provider, clock)
+        for _ in range(6):
+            assert dispatcher.run_once() == 1
+            clock.advance(3600)
+    finally:
+        provider.close()
+    stored = row(engine, message_id)
+    assert stored.status == "pending" and stored.attempts == 6 and stored.failures == 0
+    assert "Connection refused" in stored.last_error
+
+
+def test_a_lease_that_runs_out_counts(engine, fake_twilio, twilio_provider, clock):
+    """A message whose sender dies every time (the lease runs out) ends dead, not in a loop."""
+    message_id = add_pickup(engine)
+    dispatcher = _dispatcher(engine, twilio_provider, clock, claim_lease_seconds=120)
+    for _ in range(3):
+        assert dispatcher.claim(10) == [message_id]  # ... and the process dies
+        clock.advance(121)
+    assert row(engine, message_id).failures == 2  # the first claim was not a take-over
+    dispatcher.run_once()  # the third take-over reaches the limit
+    stored = row(engine, message_id)
+    assert stored.status == "dead" and stored.failures == 3
+    assert fake_twilio.creates() == []
 
 
 def test_lost_reply_is_not_sent_twice(engine, fake_twilio, twilio_provider, clock):
