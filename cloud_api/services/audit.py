@@ -85,6 +85,9 @@ class Verdict:
     checked: int
     broken_seq: int | None = None
     reason: str | None = None
+    # The hash of the last entry of an intact chain: it vouches for every entry before it, so
+    # an inspector who notes it can later tell whether anything up to there was changed.
+    head_hash: str | None = None
 
 
 def _entries(session: Session, batch: int = 1000) -> Iterator[AuditEntry]:
@@ -133,14 +136,21 @@ def verify(session: Session) -> Verdict:
             checked + 1,
             f"the chain head says {head.last_seq} entries; entries after {checked} are missing",
         )
-    return Verdict(True, checked)
+    return Verdict(True, checked, head_hash=prev_hash)
 
 
 CSV_COLUMNS = ["seq", "at", "actor", "action", "subject", "detail", "prev_hash", "hash"]
 
 
-def export_csv(session: Session, out: TextIO) -> int:
+@dataclass(frozen=True)
+class Export:
+    count: int
+    head_hash: str  # the last exported entry's hash (the genesis hash for an empty trail)
+
+
+def export_csv(session: Session, out: TextIO) -> Export:
     writer = csv.writer(out)
+    head_hash = GENESIS_HASH
     writer.writerow(CSV_COLUMNS)
     count = 0
     for entry in _entries(session):
@@ -157,4 +167,5 @@ def export_csv(session: Session, out: TextIO) -> int:
             ]
         )
         count += 1
-    return count
+        head_hash = entry.hash
+    return Export(count, head_hash)

@@ -37,6 +37,11 @@ def test_verify_ok_then_detects_edited_row(world, db_url):
     result = _cli(db_url, "verify")
     assert result.exit_code == 0, result.output
     assert "intact" in result.output
+    # The head hash an inspector notes is the last entry's, as the API reports it too.
+    entries = world.client.get("/api/v1/audit?limit=500", headers=world.admin_headers).json()
+    assert f"head hash: {entries[-1]['hash']}" in result.output
+    verdict = world.client.get("/api/v1/audit/verify", headers=world.admin_headers).json()
+    assert verdict["ok"] and verdict["head_hash"] == entries[-1]["hash"]
 
     engine = make_engine(db_url)
     try:
@@ -77,6 +82,7 @@ def test_export_csv(world, db_url, tmp_path):
     result = _cli(db_url, "export", "--csv", str(out))
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(out.open(encoding="utf-8")))
+    assert f"head hash: {rows[-1]['hash']}" in result.output
     assert [int(r["seq"]) for r in rows] == list(range(1, len(rows) + 1))
     assert rows[1]["prev_hash"] == rows[0]["hash"]
     assert "code.issued" in {r["action"] for r in rows}

@@ -34,4 +34,5 @@ def verify_chain(admin: CurrentAdmin, session: SessionDep) -> dict:
         "checked": verdict.checked,
         "broken_seq": verdict.broken_seq,
         "reason": verdict.reason,
+        "head_hash": verdict.head_hash,
     }
