@@ -117,6 +117,22 @@ class ApiKeyPublic(SQLModel):
     name: str
     scopes: list[str]
     active: bool
+    created_at: datetime
+    rotated_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    @classmethod
+    def of(cls, row: "ApiKey", **extra) -> "ApiKeyPublic":
+        return cls(
+            id=row.id,
+            name=row.name,
+            scopes=row.scopes.split(),
+            active=row.active,
+            created_at=row.created_at,
+            rotated_at=row.rotated_at,
+            revoked_at=row.revoked_at,
+            **extra,
+        )
 
 
 class ApiKeyIssued(ApiKeyPublic):

@@ -106,6 +106,41 @@ def create_api_key(
     return key, f"xbk_{key.id}_{secret}"
 
 
+def list_api_keys(session: Session, offset: int, limit: int) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id).offset(offset).limit(limit)))
+
+
+def _live_key(session: Session, key_id: int, doing: str) -> ApiKey:
+    key = session.get(ApiKey, key_id, with_for_update=True)
+    if key is None:
+        raise NotFound(f"no API key {key_id}")
+    if not key.active:
+        raise Conflict(f"API key {key_id} is revoked: create a new one instead of {doing} it")
+    return key
+
+
+def revoke_api_key(session: Session, key_id: int, actor: str, now: datetime) -> ApiKey:
+    """The key stops working with the next request (keys are looked up on every call)."""
+    key = _live_key(session, key_id, "revoking")
+    key.active = False
+    key.revoked_at = now
+    audit.append(session, actor, "api_key.revoked", f"api_key:{key.id}", {"name": key.name})
+    session.commit()
+    return key
+
+
+def rotate_api_key(session: Session, key_id: int, actor: str, now: datetime) -> tuple[ApiKey, str]:
+    """A new secret for the same key (id, name, scopes); the old secret stops working at once.
+    For a switch-over without a gap, create a second key and revoke the first when done."""
+    key = _live_key(session, key_id, "rotating")
+    secret = security.new_secret()
+    key.key_digest = security.secret_digest(secret)
+    key.rotated_at = now
+    audit.append(session, actor, "api_key.rotated", f"api_key:{key.id}", {"name": key.name})
+    session.commit()
+    return key, f"xbk_{key.id}_{secret}"
+
+
 def authenticate_api_key(session: Session, presented: str) -> ApiKey:
     prefix, _, rest = presented.partition("_")
     key_id, _, secret = rest.partition("_")

@@ -14,7 +14,6 @@ from cloud_api.api.deps import (
     NowDep,
     Offset,
     PolicyDep,
-    PrincipalDep,
     SessionDep,
 )
 from cloud_api.errors import NotFound
@@ -52,7 +51,7 @@ def list_lockers(
 @router.get("/nearest", response_model=list[LockerNearby])
 def nearest_lockers(
     session: SessionDep,
-    who: PrincipalDep,
+    who: LockersReader,
     now: NowDep,
     latitude: Annotated[Latitude, Query()],
     longitude: Annotated[Longitude, Query()],

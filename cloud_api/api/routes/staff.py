@@ -20,6 +20,7 @@ from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenPublic, Rem
 from cloud_api.models.staff import (
     ApiKeyCreate,
     ApiKeyIssued,
+    ApiKeyPublic,
     LoginRequest,
     Staff,
     StaffCreate,
@@ -203,6 +204,26 @@ def create_api_key(body: ApiKeyCreate, admin: CurrentAdmin, session: SessionDep)
     key, secret = staff_service.create_api_key(
         session, body.name, body.scopes, f"staff:{admin.username}"
     )
-    return ApiKeyIssued(
-        id=key.id, name=key.name, scopes=key.scopes.split(), active=key.active, key=secret
-    )
+    return ApiKeyIssued.of(key, key=secret)
+
+
+@keys_router.get("", response_model=list[ApiKeyPublic])
+def list_api_keys(admin: CurrentAdmin, session: SessionDep, offset: Offset = 0, limit: Limit = 100):
+    """Every key, revoked ones included (never the secret: only its digest is stored)."""
+    return [ApiKeyPublic.of(k) for k in staff_service.list_api_keys(session, offset, limit)]
+
+
+@keys_router.post("/{key_id}/revoke", response_model=ApiKeyPublic)
+def revoke_api_key(key_id: DbId, admin: CurrentAdmin, session: SessionDep, now: NowDep):
+    """The key stops working at once; audited."""
+    key = staff_service.revoke_api_key(session, key_id, f"staff:{admin.username}", now)
+    return ApiKeyPublic.of(key)
+
+
+@keys_router.post("/{key_id}/rotate", response_model=ApiKeyIssued)
+def rotate_api_key(key_id: DbId, admin: CurrentAdmin, session: SessionDep, now: NowDep):
+    """A new secret for the same key and scopes, shown only in this answer; the old secret
+    stops working at once. For a switch-over without a gap, create a second key instead and
+    revoke the first once the integrator uses the new one."""
+    key, secret = staff_service.rotate_api_key(session, key_id, f"staff:{admin.username}", now)
+    return ApiKeyIssued.of(key, key=secret)
