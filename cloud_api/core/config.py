@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     lockout_threshold: int = Field(default=5, ge=1, le=100)
     lockout_base_seconds: float = Field(default=30, gt=0)
     lockout_max_seconds: float = Field(default=3600, gt=0)
+    # Staff log-in throttle, per user name (services/staff_login.py).
+    login_lockout_threshold: int = Field(default=5, ge=1, le=100)
+    login_lockout_base_seconds: float = Field(default=30, gt=0)
+    login_lockout_max_seconds: float = Field(default=900, gt=0)
     resend_min_interval_seconds: float = Field(default=60, ge=0)
     resend_max_per_handover: int = Field(default=5, ge=0, le=100)
 
@@ -102,6 +106,8 @@ class Settings(BaseSettings):
             raise ConfigError("XINBAO_REMINDER_HOURS must be hours between 0 and a year")
         if self.lockout_max_seconds < self.lockout_base_seconds:
             raise ConfigError("XINBAO_LOCKOUT_MAX_SECONDS must not be below the base")
+        if self.login_lockout_max_seconds < self.login_lockout_base_seconds:
+            raise ConfigError("XINBAO_LOGIN_LOCKOUT_MAX_SECONDS must not be below the base")
         if self.mqtt_url is not None:
             self.mqtt_url = self.mqtt_url.strip() or None
         if self.mqtt_url is not None:

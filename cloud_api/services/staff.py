@@ -1,6 +1,7 @@
-"""Staff log-in, TOTP enrolment, API keys and remote door opening requests."""
+"""Staff accounts, TOTP enrolment, API keys and remote door opening requests (log-in itself:
+``staff_login``)."""
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -36,33 +37,6 @@ def create_staff(session: Session, username: str, password: str, role: Role, act
     return staff
 
 
-def login(
-    session: Session,
-    username: str,
-    password: str,
-    totp: str | None,
-    token_key: bytes,
-    ttl: timedelta,
-    now: datetime,
-) -> tuple[str, datetime, Staff]:
-    staff = session.scalar(select(Staff).where(Staff.username == username))
-    if staff is None:
-        security.burn_password_time(password)
-        ok = False
-    else:
-        ok = staff.active and security.verify_password(staff.password_hash, password)
-        if ok and staff.totp_confirmed:
-            ok = totp is not None and security.totp_ok(staff.totp_secret, totp, now)
-    if not ok:
-        audit.append(session, f"staff:{username}", "staff.login_failed", f"staff:{username}", {})
-        session.commit()
-        raise AuthError("wrong user name, password or one-time code")
-    audit.append(session, f"staff:{username}", "staff.login", f"staff:{username}", {})
-    session.commit()
-    token = security.issue_token(token_key, staff.id, staff.role, now, ttl)
-    return token, now + ttl, staff
-
-
 def begin_totp(session: Session, staff: Staff) -> tuple[str, str]:
     """A new (unconfirmed) TOTP secret; log-in needs the code only after it is confirmed."""
     if staff.totp_confirmed:
@@ -78,9 +52,11 @@ def begin_totp(session: Session, staff: Staff) -> tuple[str, str]:
 def confirm_totp(session: Session, staff: Staff, code: str, now: datetime) -> None:
     if staff.totp_secret is None or staff.totp_confirmed:
         raise Conflict("start the enrolment first: POST /api/v1/staff/me/totp")
-    if not security.totp_ok(staff.totp_secret, code, now):
+    step = security.totp_step(staff.totp_secret, code, now)
+    if step is None:
         raise InputError("that one-time code is not right: check the phone's clock and retry")
     staff.totp_confirmed = True
+    staff.totp_last_step = step  # the confirming code cannot then be used to log in
     audit.append(
         session, f"staff:{staff.username}", "staff.totp_confirmed", f"staff:{staff.username}", {}
     )

@@ -1,5 +1,7 @@
 """Staff: log-in and second factor, loading licences, recovery tasks, remote opens, accounts."""
 
+from datetime import timedelta
+
 from fastapi import APIRouter
 
 from cloud_api.api.deps import (
@@ -29,7 +31,7 @@ from cloud_api.models.staff import (
     TotpConfirm,
     TotpEnrolment,
 )
-from cloud_api.services import handovers
+from cloud_api.services import handovers, staff_login
 from cloud_api.services import staff as staff_service
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
@@ -46,11 +48,15 @@ def _public(staff: Staff) -> StaffPublic:
     )
 
 
-@router.post("/login", response_model=TokenPublic)
+@router.post(
+    "/login",
+    response_model=TokenPublic,
+    responses={429: {"description": "too many failed log-ins for this user name"}},
+)
 def login(body: LoginRequest, session: SessionDep, settings: SettingsDep, now: NowDep):
-    from datetime import timedelta
-
-    token, expires, _ = staff_service.login(
+    """A bearer token for the account; after repeated failures for one user name, log-ins for
+    it are refused for a while (429 with Retry-After), growing with each lockout."""
+    token, expires, _ = staff_login.login(
         session,
         body.username,
         body.password,
@@ -58,6 +64,11 @@ def login(body: LoginRequest, session: SessionDep, settings: SettingsDep, now: N
         settings.token_key,
         timedelta(minutes=settings.token_ttl_minutes),
         now,
+        staff_login.LoginPolicy(
+            threshold=settings.login_lockout_threshold,
+            base_seconds=settings.login_lockout_base_seconds,
+            max_seconds=settings.login_lockout_max_seconds,
+        ),
     )
     return TokenPublic(access_token=token, expires_at=expires)
 

@@ -1,0 +1,137 @@
+"""Staff log-in: a TOTP code works once, and repeated failures for one user name are
+throttled with a growing back-off, audited, whether or not the name exists."""
+
+import threading
+
+import pyotp
+from sqlmodel import Session, select
+
+from cloud_api.models.audit import AuditEntry
+from cloud_api.models.staff import LoginThrottle
+from tests.cloud_api.conftest import ADMIN_PASSWORD
+from tests.cloud_api.helpers import assert_problem
+
+URL = "/api/v1/staff/login"
+
+
+def _enrol(world, clock) -> pyotp.TOTP:
+    c = world.client
+    uri = c.post("/api/v1/staff/me/totp", headers=world.admin_headers).json()["provisioning_uri"]
+    totp = pyotp.TOTP(pyotp.parse_uri(uri).secret)
+    r = c.post(
+        "/api/v1/staff/me/totp/confirm",
+        json={"code": totp.at(clock.now)},
+        headers=world.admin_headers,
+    )
+    assert r.status_code == 200, r.text
+    return totp
+
+
+def _try(world, password=ADMIN_PASSWORD, totp=None, username="admin"):
+    body = {"username": username, "password": password}
+    if totp is not None:
+        body["totp"] = totp
+    return world.client.post(URL, json=body)
+
+
+def _actions(engine, subject="staff:admin") -> list:
+    with Session(engine) as s:
+        rows = s.exec(
+            select(AuditEntry.action, AuditEntry.detail)
+            .where(AuditEntry.subject == subject, AuditEntry.action.like("staff.login%"))
+            .order_by(AuditEntry.seq)
+        ).all()
+    return [(action, detail) for action, detail in rows]
+
+
+def test_a_totp_code_logs_in_once(world, clock):
+    totp = _enrol(world, clock)
+    clock.advance(seconds=30)
+    code = totp.at(clock.now)
+    assert _try(world, totp=code).status_code == 200
+    assert_problem(_try(world, totp=code), 401)  # replayed within its window
+    older = totp.at(clock.now, counter_offset=-1)  # still inside the drift window
+    assert_problem(_try(world, totp=older), 401)
+    clock.advance(seconds=30)
+    assert _try(world, totp=totp.at(clock.now)).status_code == 200
+
+
+def test_the_confirming_code_cannot_log_in(world, clock):
+    totp = _enrol(world, clock)
+    assert_problem(_try(world, totp=totp.at(clock.now)), 401)
+
+
+def test_concurrent_logins_with_one_code_let_one_in(world, clock):
+    totp = _enrol(world, clock)
+    clock.advance(seconds=30)
+    code = totp.at(clock.now)
+    n = 4
+    barrier = threading.Barrier(n)
+    statuses: list = [None] * n
+
+    def attempt(i):
+        barrier.wait()
+        statuses[i] = _try(world, totp=code).status_code
+
+    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(statuses) == [200] + [401] * (n - 1)
+
+
+def test_throttle_after_five_failures_with_growing_backoff(world, clock, engine):
+    for _ in range(5):
+        assert_problem(_try(world, password="wrong password"), 401)
+    # Locked: even the right password is refused, without being checked.
+    r = _try(world)
+    body = assert_problem(r, 429)
+    assert r.headers["Retry-After"] == "30" and body["retry_after"] == 30
+    clock.advance(seconds=31)
+    for _ in range(5):
+        assert_problem(_try(world, password="wrong password"), 401)
+    assert assert_problem(_try(world), 429)["retry_after"] == 60  # doubled
+    clock.advance(seconds=61)
+    assert _try(world).status_code == 200
+    with Session(engine) as s:
+        assert s.get(LoginThrottle, "admin") is None  # a success clears the slate
+
+    actions = _actions(engine)
+    failed = [d for a, d in actions if a == "staff.login_failed"]
+    assert [d["failures"] for d in failed] == [1, 2, 3, 4, 5] * 2
+    assert [d.get("lockout_seconds") for d in failed if "lockout_seconds" in d] == [30, 60]
+    assert [a for a, _ in actions].count("staff.login_throttled") == 2
+    assert actions[-1][0] == "staff.login"
+    # After the success the back-off starts again from the bottom.
+    for _ in range(5):
+        _try(world, password="wrong password")
+    assert assert_problem(_try(world), 429)["retry_after"] == 30
+
+
+def test_unknown_names_are_throttled_alike(world, engine):
+    answers = [_try(world, username="ghost", password="x") for _ in range(6)]
+    assert [r.status_code for r in answers] == [401] * 5 + [429]
+    assert answers[0].json()["detail"] == _try(world, password="wrong").json()["detail"]
+    # Another name is not affected.
+    assert _try(world).status_code == 200
+    assert [a for a, _ in _actions(engine, "staff:ghost")].count("staff.login_failed") == 5
+
+
+def test_concurrent_guesses_cannot_outrun_the_throttle(world, engine):
+    n = 8
+    barrier = threading.Barrier(n)
+    statuses: list = [None] * n
+
+    def guess(i):
+        barrier.wait()
+        statuses[i] = _try(world, password=f"guess {i}").status_code
+
+    threads = [threading.Thread(target=guess, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(statuses) == [401] * 5 + [429] * 3
+    failed = [d for a, d in _actions(engine) if a == "staff.login_failed"]
+    assert sorted(d["failures"] for d in failed) == [1, 2, 3, 4, 5]
