@@ -1,16 +1,54 @@
 """Suite-wide fixtures.
 
 ``_check_system_health`` runs around every test and fails the test that leaves threads,
-asyncio tasks or child processes behind: a leaked serial reader thread or broker process
-would otherwise make a later, unrelated test flaky.
+asyncio tasks or child processes behind: a leaked serial reader thread, event-loop task or
+broker process would otherwise make a later, unrelated test flaky.
+
+Tasks are looked for in every asyncio event loop the process has made, in any thread and by
+any means (``asyncio.run``, ``new_event_loop``, a library's own loop): every stdlib loop
+passes through ``BaseEventLoop.__init__``, which registers it in a weak set here. Looking
+never creates a loop. A task counts as leaked when it was not pending before the test and is
+still pending after it, in a loop left open or in a loop some thread still runs. A loop
+closed under a pending task drops it, and asyncio reports "Task was destroyed but it is
+pending!" through its logger when the task is collected: that report fails the test too.
+(asyncio.run cancels and awaits its tasks on the way out, so it leaves none of these.)
+
+``tests/test_suite_health`` proves the fixture fails a test for each kind of leak.
 """
 
+from __future__ import annotations
+
 import asyncio
+import gc
+import logging
 import os
 import threading
 import time
+import weakref
 
 import pytest
+
+# Seconds a test's threads, tasks and processes get to finish after it, when they were told
+# to stop. The fixture's own tests shorten it through the environment.
+GRACE_S = float(os.environ.get("XINBAO_LEAK_GRACE_S", "5"))
+
+_LOOPS: weakref.WeakSet[asyncio.AbstractEventLoop] = weakref.WeakSet()
+
+
+def _track_every_event_loop() -> None:
+    original = asyncio.BaseEventLoop.__init__
+    if getattr(original, "tracked_by_conftest", False):
+        return
+
+    def __init__(self: asyncio.BaseEventLoop, *args: object, **kwargs: object) -> None:
+        original(self, *args, **kwargs)
+        _LOOPS.add(self)
+
+    __init__.tracked_by_conftest = True  # type: ignore[attr-defined]
+    asyncio.BaseEventLoop.__init__ = __init__  # type: ignore[method-assign]
+
+
+_track_every_event_loop()  # at import, before any fixture or test can make a loop
 
 
 def _children() -> set[int]:
@@ -37,38 +75,65 @@ def _threads() -> set[threading.Thread]:
     return {t for t in threading.enumerate() if t.is_alive()}
 
 
-def _leftover_tasks() -> set[asyncio.Task]:
-    try:
-        loop = asyncio.get_event_loop_policy().get_event_loop()
-    except RuntimeError:
-        return set()
-    if loop.is_closed():
-        return set()
-    return {t for t in asyncio.all_tasks(loop) if not t.done()}
+def _pending_tasks() -> set[asyncio.Task]:
+    """Unfinished tasks of every event loop made so far (open, running or closed)."""
+    found: set[asyncio.Task] = set()
+    for loop in list(_LOOPS):
+        try:
+            tasks = asyncio.all_tasks(loop)
+        except RuntimeError:
+            # The loop's thread kept changing its task set while we looked: it is busy, so
+            # look again on the next pass.
+            continue
+        found |= {t for t in tasks if not t.done()}
+    return found
+
+
+class _DestroyedPendingTasks(logging.Handler):
+    """Hears asyncio's "Task was destroyed but it is pending!" (a loop closed under a task)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.tasks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith("Task was destroyed but it is pending"):
+            task = next((x for x in message.splitlines() if x.startswith("task:")), message)
+            self.tasks.append(task.removeprefix("task: "))
 
 
 @pytest.fixture(autouse=True)
 def _check_system_health(request):
     threads_before = _threads()
     children_before = _children()
-    yield
-    # Give threads and processes that were told to stop a moment to finish.
-    deadline = time.monotonic() + 5.0
-    while time.monotonic() < deadline:
-        new_threads = {t for t in _threads() - threads_before if not t.daemon or t.is_alive()}
+    tasks_before = _pending_tasks()
+    destroyed = _DestroyedPendingTasks()
+    asyncio_log = logging.getLogger("asyncio")
+    asyncio_log.addHandler(destroyed)
+    try:
+        yield
+    finally:
+        gc.collect()  # a dropped task in a reference cycle is reported when collected
+        asyncio_log.removeHandler(destroyed)
+    # Give threads, tasks and processes that were told to stop a moment to finish.
+    deadline = time.monotonic() + GRACE_S
+    while True:
+        new_threads = _threads() - threads_before
         new_children = _children() - children_before
-        if not new_threads and not new_children:
+        new_tasks = _pending_tasks() - tasks_before
+        if not (new_threads or new_children or new_tasks) or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
-    new_threads = _threads() - threads_before
-    new_children = _children() - children_before
-    tasks = _leftover_tasks()
     problems = []
     if new_threads:
         problems.append(f"threads left running: {sorted(t.name for t in new_threads)}")
     if new_children:
         problems.append(f"child processes left running: {sorted(new_children)}")
-    if tasks:
-        problems.append(f"asyncio tasks left pending: {tasks}")
+    if new_tasks:
+        names = sorted(f"{t.get_name()} ({t.get_coro()!r})" for t in new_tasks)
+        problems.append(f"asyncio tasks left pending: {names}")
+    if destroyed.tasks:
+        problems.append(f"asyncio tasks destroyed while pending: {destroyed.tasks}")
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
