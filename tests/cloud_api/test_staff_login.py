@@ -56,8 +56,11 @@ def test_a_totp_code_logs_in_once(world, clock):
     assert _try(world, totp=totp.at(clock.now)).status_code == 200
 
 
-def test_the_confirming_code_cannot_log_in(world, clock):
+def test_the_confirming_code_logs_in_once(world, clock):
+    # Confirming enrolment does not spend the code (the user is logged in already) ...
     totp = _enrol(world, clock)
+    assert _try(world, totp=totp.at(clock.now)).status_code == 200
+    # ... its log-in does.
     assert_problem(_try(world, totp=totp.at(clock.now)), 401)
 
 
