@@ -21,7 +21,7 @@ from pathlib import Path
 import typer
 
 from simulator.errors import EndpointError, SimulatorError
-from simulator.sim import Simulator
+from simulator.sim import BOARD_THINK_S, Simulator
 from simulator.spec import PROTOCOLS, BoardSpec
 from simulator.tester_cli import door_command, fault_app, item_command, truth_command
 
@@ -77,7 +77,11 @@ def boards_command(
     baud: int | None = typer.Option(None, help="Line speed for wire timing."),
     control: str | None = typer.Option(None, help="HTTP control API on HOST:PORT."),
     wire_timing: bool = typer.Option(True, "--wire-timing/--no-wire-timing"),
-    reply_delay: float = typer.Option(0.001, help="Board think time before replying, s."),
+    reply_delay: float = typer.Option(
+        BOARD_THINK_S,
+        help="Board think time before replying, s (1 ms: a board that answers at once; "
+        "real firmware may take longer, see simulator/sim.py).",
+    ),
     locked_level: int = typer.Option(1, help="Input level meaning locked/closed (0 or 1)."),
     silent_unlock: bool = typer.Option(False, help="kerong: no status frame after unlock."),
     truth_log: Path | None = typer.Option(None, help="Write the ground truth here (JSON lines)."),

@@ -41,6 +41,8 @@ class LinkSession:
         self._write = write
         self._link = link
         self._char = 10 / bus.baud if bus.wire_timing else 0.0
+        # Silence a board waits out to know a request ended (Modbus RTU: 3.5 characters).
+        self._frame_end = bus.protocol.frame_end_silence(bus.baud) if bus.wire_timing else 0.0
         self._buffer = bytearray()
         self._chunks: deque[list[float]] = deque()  # [bytes left, arrival instant]
         self._buffer_start = 0.0  # instant the first buffered byte was on the wire
@@ -133,7 +135,8 @@ class LinkSession:
             on_wire_complete=complete,
         )
         for reply in self._bus.dispatch(request):
-            begin = max(now, complete + self._bus.reply_delay + reply.delay, self._tx_free_at)
+            ready = complete + self._frame_end + self._bus.reply_delay + reply.delay
+            begin = max(now, ready, self._tx_free_at)
             end = begin + len(reply.data) * self._char
             self._tx_free_at = end
             # A reply already due (no wire timing) goes out in this same pass of run_due.

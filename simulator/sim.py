@@ -26,6 +26,15 @@ from simulator.protocols import get_board_protocol
 from simulator.spec import BoardSpec
 from simulator.truth import GroundTruth
 
+# Board think time: from a request complete on the wire (and, on Modbus, known complete after
+# its 3.5-character silence) to the first reply byte. A board's MCU parses a 5..18-byte frame
+# and samples its inputs in microseconds; what remains is its firmware turning the RS-485
+# driver round to transmit. No vendor or public driver states a figure for these boards (the
+# drivers only allow up to 1 s), so 1 ms stands for a board that answers as soon as it can:
+# simulated latencies are a lower bound for real boards. The bench prints the value it ran
+# with, and `--reply-delay` reruns anything with a slower board; tests not about timing use 0.
+BOARD_THINK_S = 0.001
+
 
 class Simulator:
     def __init__(
@@ -33,7 +42,7 @@ class Simulator:
         boards: Iterable[BoardSpec],
         *,
         wire_timing: bool = True,
-        reply_delay: float = 0.001,
+        reply_delay: float = BOARD_THINK_S,
         baud: int | None = None,
         name: str = "bus",
         truth: GroundTruth | None = None,

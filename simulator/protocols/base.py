@@ -29,6 +29,12 @@ class Request:
 class BoardProtocol(ABC):
     name: str
 
+    def frame_end_silence(self, baud: int) -> float:
+        """Seconds of silence after a request before the board knows the frame ended and
+        may act on it (with wire timing). Families with fixed-length frames know from the
+        length: none."""
+        return 0.0
+
     @abstractmethod
     def parse(self, buffer: bytes) -> tuple[int, Request | None]:
         """Take one request (or some noise) off the front of ``buffer``."""

@@ -53,6 +53,11 @@ class ModbusRelay(BoardProtocol):
     name = "modbus-relay"
     checksum_len = 2
 
+    def frame_end_silence(self, baud: int) -> float:
+        # An RTU slave knows a request has ended only after 3.5 character times of silence
+        # (11-bit characters; a fixed 1.75 ms above 19200 baud), so it cannot answer sooner.
+        return 3.5 * 11 / baud if baud <= 19200 else 0.00175
+
     def seal(self, body: bytes) -> bytes:
         return body + crc16_modbus(body)
 

@@ -80,6 +80,21 @@ def test_wire_timing_frame_is_complete_no_earlier_than_its_bytes_allow(make_sim,
     assert got_at >= sent.mono
 
 
+def test_modbus_board_waits_out_the_end_of_frame_silence(make_sim, open_port):
+    """An RTU slave knows a request ended only after 3.5 characters of silence (11-bit
+    characters at 9600 baud: 4.01 ms), so its reply starts no sooner than that plus its
+    think time."""
+    sim = make_sim(
+        BoardSpec(protocol="modbus-relay", address=1), wire_timing=True, reply_delay=0.001
+    )
+    port = open_port(sim.start_pty(), timeout=2, baud=sim.baud)
+    assert transact(port, H("01 02 00 00 00 08 79 CC"), 6) == H("01 02 01 FF E1 C8")
+    frame = sim.truth.events("frame_received")[0]
+    sent = sim.truth.events("reply_sent")[0]
+    t35 = 3.5 * 11 / 9600
+    assert sent.mono >= frame.mono + t35 + 0.001 + 6 * 10 / 9600
+
+
 def test_cabinet_shares_one_truth_log(open_port):
     with Cabinet() as cabinet:
         lockers = cabinet.add_bus(
