@@ -176,11 +176,11 @@ class LockBus:
         return self._unlock(config, request, [channel])[0]
 
     def unlock_all(self, board: int) -> list[UnlockResult]:
-        """Pulse every lock of ``board`` at once, where the protocol has the request."""
+        """Pulse every lock of ``board`` at once, where the protocol has the request; one
+        result per channel (the configured ones, or as many as the board reports)."""
         config = self.config(board)
         request = self.protocol.unlock_all(board)  # ConfigError where there is none
-        count = config.channels or self.protocol.max_channels
-        return self._unlock(config, request, list(range(1, count + 1)))
+        return self._unlock(config, request, None)
 
     def scan(self, addresses: Iterable[int] | None = None) -> list[int]:
         """Addresses that answer a status query, tried once each (default: common DIP
@@ -315,10 +315,11 @@ class LockBus:
             return None
 
     def _unlock(
-        self, config: BoardConfig, request: Request, channels: list[int]
+        self, config: BoardConfig, request: Request, channels: list[int] | None
     ) -> list[UnlockResult]:
+        """Pulse ``channels`` (one) or, for None, every channel of the board."""
         board = config.address
-        channel = channels[0] if len(channels) == 1 else None
+        channel = channels[0] if channels is not None else None
         label = "unlock" if channel is not None else "unlock-all"
         where = f"board {board}" + (f" channel {channel}" if channel is not None else "")
         try:
@@ -330,7 +331,12 @@ class LockBus:
         # a door that already opened would count as a double open.
         try:
             sent_at = self._exchange(
-                board, request, expect_reply=config.answers_unlock, retries=0, urgent=True
+                board,
+                request,
+                # Requests whose reply nobody documented (8A open-all) are not waited on.
+                expect_reply=config.answers_unlock and bool(request.REPLIES),
+                retries=0,
+                urgent=True,
             ).sent_at
         except BoardTimeout as err:
             sent_at = err.sent_at if err.sent_at is not None else time.monotonic()
@@ -351,12 +357,18 @@ class LockBus:
         try:
             after = self._status(config, retries=None, urgent=True)
         except BoardTimeout:
+            if channels is None:
+                known = before.channels if before else []
+                count = config.channels or len(known) or self.protocol.max_channels
+                channels = list(range(1, count + 1))
             return [
                 UnlockResult(board, ch, UnlockOutcome.NO_RESPONSE, None, sent_at) for ch in channels
             ]
         except (ProtocolError, LinkError) as err:
             message = f"{where}: {label} sent, but reading the board after it failed: {err.reason}"
             raise restated(err, message, channel=channel) from err
+        if channels is None:
+            channels = [c.channel for c in after.channels]
         results = []
         for ch in channels:
             now = after.channels[ch - 1] if ch <= len(after.channels) else None

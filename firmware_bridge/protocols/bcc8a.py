@@ -1,6 +1,10 @@
-"""Generic RS-485 "8A" lock boards, master side (DESIGN.md §4, from open generic-board drivers).
+"""Generic RS-485 "8A" lock boards, master side (DESIGN.md §4, from open generic-board drivers;
+the "锁控板通讯协议和规格书" spec at https://blog.csdn.net/u012909822/article/details/147892413
+shows the same unlock, open-all and query-one frames).
 
 unlock     ``8A BOARD CH 11 BCC`` -> ``8A BOARD CH ST BCC``
+open all   ``8A BOARD 00 11 BCC`` (CH 00 = every lock); no reply format is documented, so
+           the bus does not wait for one and reads the board's status afterwards instead
 query one  ``80 BOARD CH 33 BCC`` -> ``80 BOARD CH ST BCC``
 query all  ``80 BOARD 00 33 BCC`` -> ``80 BOARD Sn..S1 33 BCC``
 BCC is the XOR of every preceding byte.
@@ -123,6 +127,24 @@ class QueryOne(BccChannelRequest):
 
 
 @dataclass(frozen=True)
+class UnlockAll(BccFrame, Request):
+    HEAD = UNLOCK_HEAD
+    CMD = UNLOCK_CMD
+    ALL_CHANNELS = True
+    RANGES = {"board": BYTE}
+    REPLIES = ()  # undocumented: nothing is awaited (see the module docstring)
+    WHAT = "an open-all"
+    board: int
+
+    def pack(self) -> bytes:
+        return self.seal(bytes([self.HEAD, self.board, 0x00, self.CMD]))
+
+    @classmethod
+    def unpack(cls, frame: bytes) -> Self:
+        return cls(board=frame[1])
+
+
+@dataclass(frozen=True)
 class BoardStateReply(Frame):
     """``80 BOARD Sn..S1 33 BCC``: data as on the wire, one byte per 8 inputs."""
 
@@ -188,13 +210,18 @@ class Bcc8a(LockProtocol):
     has_sensors = False
     pulse_ms = 300  # DESIGN.md §4: 300 ms on 8A boards
     channel_base = 1  # CH 03 is channel 3
-    commands = frozenset({Command.UNLOCK, Command.QUERY_ONE, Command.QUERY_ALL})
+    commands = frozenset(
+        {Command.UNLOCK, Command.UNLOCK_ALL, Command.QUERY_ONE, Command.QUERY_ALL}
+    )
     starts = bytes([UNLOCK_HEAD, QUERY_HEAD])
-    REQUESTS = (Unlock, QueryOne, QueryAll)
+    REQUESTS = (Unlock, UnlockAll, QueryOne, QueryAll)
     REPLIES = (UnlockReply, ChannelStateReply, BoardStateReply)
 
     def unlock(self, board: int, wire_channel: int, pulse_ms: int) -> Request:
         return Unlock(board, wire_channel)
+
+    def unlock_all(self, board: int) -> Request:
+        return UnlockAll(board)
 
     def query_one(self, board: int, wire_channel: int) -> Request:
         return QueryOne(board, wire_channel)

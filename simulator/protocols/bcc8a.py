@@ -1,6 +1,7 @@
 """Generic RS-485 "8A" lock boards, board side (DESIGN.md §4).
 
 unlock     ``8A BOARD CH 11 BCC`` -> ``8A BOARD CH ST BCC``
+open all   ``8A BOARD 00 11 BCC``, no reply (none is documented)
 query one  ``80 BOARD CH 33 BCC`` -> ``80 BOARD CH ST BCC``
 query all  ``80 BOARD 00 33 BCC`` -> ``80 BOARD Sn..S1 33 BCC``
 BCC is the XOR of every preceding byte.
@@ -44,8 +45,8 @@ class Bcc8a(BoardProtocol):
         command = self.COMMANDS.get((frame[0], frame[3]))
         if command is None or not self.sealed_ok(frame):
             return 1, None
-        if command == "query" and frame[2] == 0:
-            command = "query_all"
+        if frame[2] == 0:
+            command = "query_all" if command == "query" else "unlock_all"
         return self.LENGTH, Request(raw=frame, address=frame[1], command=command, channel=frame[2])
 
     def respond(self, request: Request, board: BoardView) -> bytes | None:
@@ -55,6 +56,11 @@ class Bcc8a(BoardProtocol):
             if spec.status_byte_order == "last":
                 data.reverse()
             return self.seal(bytes([QUERY_HEAD, spec.address, *data, QUERY_CMD]))
+        if request.command == "unlock_all":
+            # 8A BOARD 00 11 opens every lock (CSDN spec, see the firmware_bridge codec); no
+            # reply format is documented, so this board stays silent after it.
+            board.unlock_all()
+            return None
         channel = request.channel
         if not 1 <= channel <= spec.status_width:
             return None  # no such input on this board: it stays silent

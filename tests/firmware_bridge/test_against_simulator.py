@@ -323,10 +323,18 @@ def test_bcc8a_first_byte_order(make_rig):
     assert_matches_sim(status, rig.sim, sensors=False)
 
 
-def test_unlock_all_pulses_every_lock_once(make_rig):
-    """kerong-cu16 is the family with an unlock-all request (CMD 33): one frame, sixteen
-    pulses, and each channel's outcome read from the board afterwards."""
-    rig = make_rig(BoardSpec("kerong-cu16", 2, pulse_ms=PULSE_MS))
+# protocol -> what the simulator calls the status query and the unlock-all request
+UNLOCK_ALL_FRAMES = {
+    "kerong-cu16": ("status", "unlock_all"),  # CMD 33
+    "bcc-8a": ("query_all", "unlock_all"),  # 8A BOARD 00 11 (no reply is documented)
+}
+
+
+@pytest.mark.parametrize("protocol", UNLOCK_ALL_FRAMES)
+def test_unlock_all_pulses_every_lock_once(make_rig, protocol):
+    """The families with an unlock-all request: one frame, a pulse on every lock, and each
+    channel's outcome read from the board afterwards."""
+    rig = make_rig(BoardSpec(protocol, 2, channels=16, pulse_ms=PULSE_MS))
     rig.sim.inject(2, "jammed", channel=7)
     rig.sim.inject(2, "forced_open", channel=9)
     bus = rig.bus()
@@ -337,18 +345,20 @@ def test_unlock_all_pulses_every_lock_once(make_rig):
     assert outcomes.pop(7) is UnlockOutcome.JAMMED
     assert outcomes.pop(9) is UnlockOutcome.ALREADY_OPEN  # read before the frame went out
     assert set(outcomes.values()) == {UnlockOutcome.OPENED}
+    query, unlock_all = UNLOCK_ALL_FRAMES[protocol]
     commands = [e.data["command"] for e in rig.events("frame_received", since)]
-    assert commands == ["status", "unlock_all", "status"]
+    assert commands == [query, unlock_all, query]
     pulses = rig.events("lock_pulse", since, board=2)
     assert sorted(p.channel for p in pulses) == list(range(1, 17))
     assert all(not rig.sim.compartment(2, ch).locked for ch in range(1, 17) if ch != 7)
+    assert bus.health(2).consecutive_timeouts == 0  # no reply was awaited, none missed
 
 
 def test_unlock_all_where_the_board_lacks_it(make_rig):
-    rig = make_rig(BoardSpec("bcc-8a", 1, pulse_ms=PULSE_MS))
+    rig = make_rig(BoardSpec("kerong-cu48", 1, pulse_ms=PULSE_MS))
     bus = rig.bus()
     since = rig.mark()
-    with pytest.raises(ConfigError, match="bcc-8a boards have no unlock-all request"):
+    with pytest.raises(ConfigError, match="kerong-cu48 boards have no unlock-all request"):
         bus.unlock_all(1)
     assert rig.events("frame_received", since) == []
 

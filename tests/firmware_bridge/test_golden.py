@@ -1,5 +1,27 @@
 """Golden vectors: literal bytes from DESIGN.md §4, which took them from open drivers written
-against real boards. Both directions: the requests we build and the replies we decode."""
+against real boards. Both directions: the requests we build and the replies we decode.
+
+Public sources found for the bytes (read for the facts only; no code taken):
+
+- kerong-cu16: suryavirkapur/kerong-lib, include/kerong/kerong_client.hpp and
+  src/kerong_client.cpp (STX ADDR CMD ETX SUM with ADDR = board<<4 | lock, CMD 30 status /
+  31 unlock, a 9-byte 02 ADDR 35 L1-8 L9-16 IR1-8 IR9-16 03 SUM reply, SUM = byte sum);
+  julio-alv/lkaas-kerong, src/kerong/command.rs (unlock 02 n 31 03 n+36, i.e. board 0 locks
+  1..16 = 02 00 31 03 36 ... 02 0F 31 03 45).
+- kerong-cu48b: AshurkovAV/KerongConsole, "KerongConsole/Коды для контролера запрос
+  ответ.txt" (captured: query 02 00 00 60 03 65, reply 02 00 00 75 + 12 x 00 + 03 7A noted
+  "all cells open", unlocks 02 00 LOCK 61 03 SUM with LOCK 0-based) and
+  KerongCore/Helpers/CodesClass.cs (the same query; its unlock puts the lock in byte 1: one
+  of the disagreements DESIGN.md keeps configurable).
+- modbus-relay: the Waveshare wiki, https://www.waveshare.com/wiki/Modbus_RTU_Relay
+  ("Development Protocol": FC05 flash at 0x0200+ch with a 100 ms count, FC02 inputs).
+- bcc-8a: the "锁控板通讯协议和规格书" spec at
+  https://blog.csdn.net/u012909822/article/details/147892413 (unlock 8A 01 01 11 9B ->
+  8A 01 01 00 8A, open-all 8A 01 00 11 9A, query one 80 01 01 33 B3 -> 80 01 01 00 80, ST 11
+  = lock shut); the query-all vectors are DESIGN.md §4's (a Python driver sending
+  80 01 00 33 B2 is in the search index, but its repository could not be identified).
+- kerong-cu48 (CMD 50/51, reply 65): no public source could be named; DESIGN.md §4.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +29,13 @@ import pytest
 
 from firmware_bridge import BoardConfig
 from firmware_bridge.protocols import get_protocol
-from firmware_bridge.protocols.bcc8a import BoardStateReply, ChannelStateReply, QueryAll, Unlock
+from firmware_bridge.protocols.bcc8a import (
+    BoardStateReply,
+    ChannelStateReply,
+    QueryAll,
+    Unlock,
+    UnlockReply,
+)
 from firmware_bridge.protocols.kerong import (
     Cu16Status,
     Cu16StatusReply,
@@ -23,19 +51,23 @@ def b(text: str) -> bytes:
 
 # (protocol, request built by the codec, expected bytes, source)
 REQUESTS = [
-    # DESIGN.md §4, from open Kerong CU16 drivers: board 1, lock 3.
+    # DESIGN.md §4; format of suryavirkapur/kerong-lib src/kerong_client.cpp: board 1, lock 3.
     ("kerong-cu16", lambda p: p.unlock(1, 2, 500), "02 12 31 03 48"),
     ("kerong-cu16", lambda p: p.query_all(0, 16), "02 00 30 03 35"),
     # DESIGN.md §4, from open Kerong CU48 drivers (LOCK is 0-based).
     ("kerong-cu48", lambda p: p.unlock(1, 2, 500), "02 01 02 51 03 59"),
     ("kerong-cu48", lambda p: p.query_all(1, 48), "02 01 00 50 03 56"),
-    # DESIGN.md §4, from open Kerong CU48B drivers.
+    # DESIGN.md §4; format of AshurkovAV/KerongConsole's captured codes (LOCK in byte 2).
     ("kerong-cu48b", lambda p: p.unlock(1, 2, 500), "02 01 02 61 03 69"),
     ("kerong-cu48b", lambda p: p.query_all(1, 48), "02 01 00 60 03 66"),
     # DESIGN.md §4, from open drivers for generic 8A/80 RS-485 lock boards.
     ("bcc-8a", lambda p: p.unlock(1, 3, 300), "8A 01 03 11 99"),
     ("bcc-8a", lambda p: p.query_all(1, 24), "80 01 00 33 B2"),
-    # DESIGN.md §4, from the Waveshare Modbus RTU relay documentation: flash ch3 for 200 ms.
+    # https://blog.csdn.net/u012909822/article/details/147892413: lock 1 of board 1, open all.
+    ("bcc-8a", lambda p: p.unlock(1, 1, 300), "8A 01 01 11 9B"),
+    ("bcc-8a", lambda p: p.unlock_all(1), "8A 01 00 11 9A"),
+    ("bcc-8a", lambda p: p.query_one(1, 1), "80 01 01 33 B3"),
+    # DESIGN.md §4, https://www.waveshare.com/wiki/Modbus_RTU_Relay: flash ch3 for 200 ms.
     ("modbus-relay", lambda p: p.unlock(1, 2, 200), "01 05 02 02 00 02 EC 73"),
     ("modbus-relay", lambda p: p.query_all(1, 8), "01 02 00 00 00 08 79 CC"),
 ]
@@ -47,8 +79,8 @@ def test_request_bytes(protocol, build, expected):
 
 
 def test_cu16_unlock_vectors_for_every_lock_of_board_0():
-    # DESIGN.md §4, from open Kerong CU16 drivers: board 0 locks 1..16 = 02 00 31 03 36 ...
-    # 02 0F 31 03 45.
+    # DESIGN.md §4 and julio-alv/lkaas-kerong src/kerong/command.rs (02 n 31 03 n+36):
+    # board 0 locks 1..16 = 02 00 31 03 36 ... 02 0F 31 03 45.
     codec = get_protocol("kerong-cu16")
     frames = [codec.unlock(0, lock - 1, 500).pack() for lock in range(1, 17)]
     assert frames[0] == b("02 00 31 03 36")
@@ -78,7 +110,9 @@ def test_requests_decode(protocol, raw, kind, fields):
 
 
 def test_cu48b_captured_reply():
-    # DESIGN.md §4, a captured cu48b reply: 02 00 00 75 + 12 x 00 + 03 7A.
+    # DESIGN.md §4, a captured cu48b reply: 02 00 00 75 + 12 x 00 + 03 7A, from
+    # AshurkovAV/KerongConsole "KerongConsole/Коды для контролера запрос ответ.txt", where it
+    # is noted "all cells open": input 0 = open, so the default polarity (1 = locked) fits.
     raw = b("02 00 00 75" + " 00" * 12 + " 03 7A")
     codec = get_protocol("kerong-cu48b")
     used, frame = codec.decode(raw)
@@ -86,6 +120,10 @@ def test_cu48b_captured_reply():
     assert frame == Cu48bStatusReply(board=0, locks=bytes(6), sensors=bytes(6))
     levels, sensors = codec.inputs(frame, BoardConfig("kerong-cu48b", 0))
     assert levels == [0] * 48 and sensors == [0] * 48
+    # The same file: "02 00 00 75 01 00 ... 03 7B - lock closed" for cell one.
+    one_shut = b("02 00 00 75 01" + " 00" * 11 + " 03 7B")
+    levels, _ = codec.inputs(codec.decode(one_shut)[1], BoardConfig("kerong-cu48b", 0))
+    assert levels[:2] == [1, 0]
 
 
 def test_bcc8a_24_channel_reply_with_channel_3_low():
@@ -102,8 +140,27 @@ def test_bcc8a_24_channel_reply_with_channel_3_low():
     assert levels[8:] == [0] * 16
 
 
+def test_bcc8a_channel_replies():
+    # https://blog.csdn.net/u012909822/article/details/147892413: 8A 01 01 00 8A answers an
+    # unlock of lock 1 ("opened", on locks whose feedback shorts when shut); 80 01 01 00 80
+    # answers a query of lock 1, where ST 11 would mean shut and 00 open.
+    codec = get_protocol("bcc-8a")
+    unlock = codec.unlock(1, 1, 300)
+    used, frame = codec.decode(b("8A 01 01 00 8A"), unlock.REPLIES)
+    assert used == 5 and frame == UnlockReply(board=1, channel=1, state=0)
+    assert unlock.answered_by(frame)
+    query = codec.query_one(1, 1)
+    used, frame = codec.decode(b("80 01 01 00 80"), query.REPLIES)
+    assert used == 5 and frame == ChannelStateReply(board=1, channel=1, state=0)
+    config = BoardConfig("bcc-8a", 1)
+    assert codec.channel_inputs(query, frame, config, 1) == (0, None)
+    shut = ChannelStateReply(board=1, channel=1, state=0x11)
+    assert codec.channel_inputs(query, shut, config, 1) == (1, None)
+
+
 def test_modbus_read_inputs_reply():
-    # DESIGN.md §4, Waveshare relay docs: read 8 inputs -> 01 02 01 FB E0 0B (input 3 low).
+    # DESIGN.md §4, https://www.waveshare.com/wiki/Modbus_RTU_Relay: read 8 inputs ->
+    # 01 02 01 FB E0 0B (input 3 low).
     codec = get_protocol("modbus-relay")
     used, frame = codec.decode(b("01 02 01 FB E0 0B"))
     assert (used, frame) == (6, Inputs(board=1, data=b"\xfb"))

@@ -3,7 +3,12 @@
 Request bytes and the bcc-8a / modbus / cu48b replies are the literal vectors of DESIGN.md §4
 (there taken from open drivers written against real boards). Where DESIGN gives only a frame
 *format* (cu16 and cu48 status replies), the expected reply is built by hand from that format
-and the test says so.
+and the test says so. Public sources named for the bytes: kerong-cu16
+suryavirkapur/kerong-lib (src/kerong_client.cpp) and julio-alv/lkaas-kerong
+(src/kerong/command.rs); kerong-cu48b AshurkovAV/KerongConsole ("KerongConsole/Коды для
+контролера запрос ответ.txt", captured frames); modbus-relay
+https://www.waveshare.com/wiki/Modbus_RTU_Relay. None could be named for kerong-cu48 and
+bcc-8a (see tests/firmware_bridge/test_golden.py).
 """
 
 from __future__ import annotations
@@ -89,11 +94,13 @@ def test_cu48b_query_accepts_both_lock_byte_forms(make_sim, connect, query):
 
 def test_cu48b_unlock_and_captured_reply(make_sim, connect):
     # DESIGN.md §4 cu48b: unlock 02 01 02 61 03 69; captured reply 02 00 00 75 + 12 x 00 +
-    # 03 7A from board 0: all locks reading 0 means "locked" on that board (locked_level 0).
+    # 03 7A from board 0, noted "all cells open" in AshurkovAV/KerongConsole's captured codes:
+    # every lock input 0 (open, at the default polarity 1 = locked) and every sensor empty.
     sim = make_sim(
-        BoardSpec(protocol="kerong-cu48b", address=0, locked_level=0),
+        BoardSpec(protocol="kerong-cu48b", address=0),
         BoardSpec(protocol="kerong-cu48b", address=1, answers_unlock=False),
     )
+    sim.inject(0, "forced_open")  # every door of board 0
     port = connect(sim, timeout=0.3)
     assert transact(port, H("02 00 00 60 03 65"), 18) == H("02 00 00 75") + bytes(12) + H("03 7A")
     assert transact(port, H("02 01 02 61 03 69"), 18) == b""
@@ -109,6 +116,18 @@ def test_bcc8a_unlock_and_query_all_24_inputs(make_sim, connect):
     # Unlock reply 8A BOARD CH ST BCC; ST 00 = input low (unlocked, polarity 1 = locked).
     assert transact(port, H("8A 01 03 11 99"), 5) == H("8A 01 03 00 88")
     assert transact(port, H("80 01 00 33 B2"), 7) == H("80 01 00 00 FB 33 49")
+
+
+def test_bcc8a_open_all_and_query_one(make_sim, connect):
+    # https://blog.csdn.net/u012909822/article/details/147892413: open all of board 1 is
+    # 8A 01 00 11 9A (no reply documented: the simulated board stays silent); query lock 1
+    # is 80 01 01 33 B3, answered 80 01 01 00 80 when it is open (11 would mean shut).
+    sim = make_sim(BoardSpec(protocol="bcc-8a", address=1, channels=8))
+    port = connect(sim, timeout=0.3)
+    assert transact(port, H("80 01 01 33 B3"), 5) == H("80 01 01 11 91")
+    assert transact(port, H("8A 01 00 11 9A"), 5) == b""
+    assert [e.channel for e in sim.truth.events("lock_pulse")] == list(range(1, 9))
+    assert transact(port, H("80 01 01 33 B3"), 5) == H("80 01 01 00 80")
 
 
 def test_bcc8a_query_one_and_first_byte_order(make_sim, connect):
