@@ -20,6 +20,7 @@ from firmware_bridge.status import (
     BoardHealth,
     BoardStatus,
     ChannelStatus,
+    ScanResult,
     UnlockOutcome,
     UnlockResult,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "LinkError",
     "LockBus",
     "ProtocolError",
+    "ScanResult",
     "UnlockOutcome",
     "UnlockResult",
     "get_protocol",
