@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
@@ -21,7 +22,9 @@ from cloud_api.models.staff import Role, Scope
 from cloud_api.services import bootstrap
 from cloud_api.sms.providers import ConsoleProvider
 from tests.support import mosquitto
+from tests.support.api_process import ApiProcess
 from tests.support.cabinet import locker_body
+from tests.support.demo_run import DemoRun
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.postgres import PgDatabases, SqliteDatabases
 from xinbao.codes import derive_locker_key
@@ -67,9 +70,10 @@ def broker(tmp_path: Path) -> Iterator[mosquitto.Mosquitto]:
 
 @dataclass
 class Cloud:
-    """One API process: its TestClient (lifespan running, so the bridge too) and helpers."""
+    """One API process and helpers: in this process (a TestClient, its lifespan running the
+    bridge) or a real ``xinbao api`` child (an httpx.Client on its port)."""
 
-    client: TestClient
+    client: httpx.Client
     settings: Settings
     engine: Engine
     admin: dict
@@ -78,6 +82,18 @@ class Cloud:
     @property
     def bridge(self):
         return self.client.app.state.bridge
+
+    def sms_inbox(self, to: str | None = None) -> list[dict]:
+        """What the console SMS provider sent, newest first. An in-process app runs no
+        background dispatcher (run_background=False): this sends what is due first."""
+        app = getattr(self.client, "app", None)
+        if app is not None:
+            app.state.dispatcher.run_once()
+        r = self.get(
+            "/api/v1/sms/console-inbox", params={"limit": 200, **({"to": to} if to else {})}
+        )
+        assert r.status_code == 200, r.text
+        return r.json()
 
     def locker_key(self, locker_id: str = LOCKER_ID) -> bytes:
         return derive_locker_key(self.settings.master_key, locker_id)
@@ -149,27 +165,56 @@ def make_cloud(broker):
         client.__enter__()
         engine = make_engine(db_url)
         opened.append((client, engine))
-        if first:
-            bootstrap.create_staff(engine, "admin", ADMIN_PASSWORD, Role.admin)
-        _, key = bootstrap.create_api_key(
-            engine,
-            f"approval system {client_id}",
-            [Scope.records_write, Scope.handovers_write, Scope.lockers_read],
-        )
-        r = client.post(
-            "/api/v1/staff/login", json={"username": "admin", "password": ADMIN_PASSWORD}
-        )
-        assert r.status_code == 200, r.text
-        admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
-        if first:
-            r = client.post("/api/v1/lockers", json=locker_body(LOCKER_ID), headers=admin)
-            assert r.status_code == 201, r.text
+        cloud = connect(client, settings, engine, client_id, first)
         assert app.state.bridge.wait_connected(10), "the bridge did not connect"
-        return Cloud(client, settings, engine, admin, {"X-API-Key": key})
+        return cloud
 
     yield make
     for client, engine in reversed(opened):
         client.__exit__(None, None, None)
+        engine.dispose()
+
+
+def connect(client, settings: Settings, engine: Engine, client_id: str, first: bool) -> Cloud:
+    """Log in to an API process as the admin, with an integrator key of its own; the first
+    one of a database also creates the admin and registers the locker."""
+    if first:
+        bootstrap.create_staff(engine, "admin", ADMIN_PASSWORD, Role.admin)
+    _, key = bootstrap.create_api_key(
+        engine,
+        f"approval system {client_id}",
+        [Scope.records_write, Scope.handovers_write, Scope.lockers_read],
+    )
+    r = client.post("/api/v1/staff/login", json={"username": "admin", "password": ADMIN_PASSWORD})
+    assert r.status_code == 200, r.text
+    admin = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    if first:
+        r = client.post("/api/v1/lockers", json=locker_body(LOCKER_ID), headers=admin)
+        assert r.status_code == 201, r.text
+    return Cloud(client, settings, engine, admin, {"X-API-Key": key})
+
+
+@pytest.fixture
+def api_processes(tmp_path, broker):
+    """``start(db_url, client_id, first=True) -> (Cloud, ApiProcess)``: a real ``xinbao api``
+    child (which a test may SIGKILL and start again), stopped at the end."""
+    made: list[tuple[ApiProcess, httpx.Client, Engine]] = []
+
+    def start(db_url: str, client_id: str = "cloud-a", first: bool = True):
+        process = ApiProcess(
+            tmp_path / "api", db_url=db_url, mqtt_url=broker.url(), client_id=client_id
+        )
+        process.start()
+        client = httpx.Client(base_url=process.url, timeout=30)
+        engine = make_engine(db_url)
+        made.append((process, client, engine))
+        settings = _settings(db_url, broker.url(), client_id)
+        return connect(client, settings, engine, client_id, first), process
+
+    yield start
+    for process, client, engine in reversed(made):
+        process.stop()
+        client.close()
         engine.dispose()
 
 
@@ -183,3 +228,18 @@ def fake_locker(broker, cloud) -> Iterator[FakeLocker]:
     locker = FakeLocker(broker.port, LOCKER_ID, cloud.locker_key())
     yield locker
     locker.close()
+
+
+@pytest.fixture
+def run_demo(tmp_path):
+    """``run_demo(*args, env=None) -> DemoRun``; whatever is still running is killed at the end."""
+    runs: list[DemoRun] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> DemoRun:
+        run = DemoRun(*args, cwd=tmp_path, env=env)
+        runs.append(run)
+        return run
+
+    yield start
+    for run in runs:
+        run.kill()

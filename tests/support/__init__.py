@@ -11,6 +11,14 @@
   is derived from the cloud's master secret.
 - ``mqtt_clients``: ``FakeLocker``, a paho client playing one locker (events, presence,
   telemetry, replies; records the commands it receives).
+- ``proxy``: ``CuttableLink``, a TCP proxy for one network path (a locker's uplink to the
+  broker) with ``cut()`` and ``restore()``; the broker and its other clients carry on.
+- ``api_process``: ``ApiProcess``, ``xinbao api`` as a real child that a test can SIGKILL
+  and start again with the same MQTT client id.
+- ``journey``: ``Journey``, one applicant's whole journey step by step through the real
+  interfaces (APIs, SMS inbox, kiosk, simulator), counting the door openings it authorised;
+  ``assert_matches_ground_truth`` checks the cloud against the simulator's ground truth.
+- ``demo_run``: ``DemoRun``, ``xinbao demo`` as a child process, its output line by line.
 
 Each helper stops what it starts; wrap them in fixtures with teardown (the suite's health
 check fails a test that leaves threads or child processes behind). ``tests/e2e/conftest.py``
