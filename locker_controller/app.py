@@ -57,6 +57,7 @@ class Controller:
         self.publisher = OutboxPublisher(self.store, self.events)
         self.link: MqttLink | None = None
         self.kiosk_url: str | None = None
+        self.heartbeats_sent = 0
         self._started = time.monotonic()
         saved = json.loads(self.store.get_meta("runtime_settings", "{}") or "{}")
         for name, value in saved.items():
@@ -76,6 +77,9 @@ class Controller:
             "locker_id": self.config.locker_id,
             "online": bool(self.link and self.link.connected),
             "outbox_depth": self.publisher.depth,
+            "in_flight": self.publisher.in_flight,
+            "replies_pending": self.store.replies_depth(),
+            "heartbeats_sent": self.heartbeats_sent,
             "out_of_service": self.doors.out_of_service(),
             "busy": self.operations.busy(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
@@ -104,8 +108,8 @@ class Controller:
     async def _telemetry_loop(self, interval: float) -> None:
         while True:
             await asyncio.sleep(interval)
-            if self.link is not None:
-                self.link.publish_telemetry(self.telemetry())
+            if self.link is not None and self.link.publish_telemetry(self.telemetry()):
+                self.heartbeats_sent += 1
             self.commands.prune()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -122,7 +126,6 @@ class Controller:
                     self.publisher.acknowledged,
                 )
                 self.publisher.attach(self.link)
-                self.commands.reply = self.link.publish_reply
                 self.link.start()
             try:
                 await self._serve(stop)

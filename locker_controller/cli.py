@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import logging
 import signal
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +23,9 @@ def controller_command(
     from locker_controller.app import Controller
     from locker_controller.config import load_config
 
+    # `kill -USR1 <pid>` writes every thread's stack to stderr: how a technician (or a test)
+    # finds out where a controller that will not stop is stuck.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     logging.basicConfig(
         level=getattr(logging, log_level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -36,6 +41,8 @@ def controller_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        # `kill -USR2 <pid>`: what every asyncio task is waiting for, on stderr.
+        loop.add_signal_handler(signal.SIGUSR2, _print_tasks)
         await Controller(settings).run(stop)
 
     try:
@@ -43,3 +50,9 @@ def controller_command(
     except ControllerError as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+
+
+def _print_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"--- {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,7 +48,57 @@ RUNTIME_SETTINGS = {
     "lockout_threshold": (int, 1, 100),
 }
 
-Reply = Callable[[CommandReply], None]
+# A flood of hostile messages must not grow the outbox without limit: the first few
+# rejections in a window are recorded one by one (and answered), the rest only counted and
+# reported as one command_rejected "flood" event when the window ends.
+REJECTIONS_RECORDED = 20
+REJECTION_WINDOW_S = 60.0
+
+
+class RejectionGate:
+    def __init__(
+        self,
+        limit: int = REJECTIONS_RECORDED,
+        window_s: float = REJECTION_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self._window_end: float | None = None
+        self._recorded = 0
+        self._suppressed: Counter[str] = Counter()
+
+    @property
+    def window_end(self) -> float | None:
+        return self._window_end
+
+    def admit(self, reason: str) -> tuple[bool, dict[str, Any] | None]:
+        """(record this one?, summary of the window that just ended, if anything was held)."""
+        summary = self.close_window() if self._ended() else None
+        if self._window_end is None:
+            self._window_end = self._clock() + self.window_s
+        if self._recorded < self.limit:
+            self._recorded += 1
+            return True, summary
+        self._suppressed[reason] += 1
+        return False, summary
+
+    def _ended(self) -> bool:
+        return self._window_end is not None and self._clock() >= self._window_end
+
+    def close_window(self) -> dict[str, Any] | None:
+        """End the current window; the flood summary if rejections were held back."""
+        suppressed, self._suppressed = self._suppressed, Counter()
+        self._window_end, self._recorded = None, 0
+        if not suppressed:
+            return None
+        return {
+            "reason": "flood",
+            "suppressed": sum(suppressed.values()),
+            "reasons": dict(sorted(suppressed.items())),
+            "window_s": self.window_s,
+        }
 
 
 class CommandDesk:
@@ -65,25 +117,60 @@ class CommandDesk:
         self._doors = doors
         self._operations = operations
         self._apply_setting = apply_setting
-        self.reply: Reply = lambda reply: None
         self._tasks: set[asyncio.Task[None]] = set()
+        self.gate = RejectionGate()
+        self._summary_timer: asyncio.TimerHandle | None = None
 
     def received(self, raw: bytes, retained: bool) -> None:
         """Entry point for every message on our commands topic (called on the loop)."""
         try:
             command = verify_command(self._key, raw, retained=retained)
-            if not self._store.remember_request(str(command.request_id)):
-                raise CommandRejected("replayed", "request_id seen before", str(command.request_id))
         except CommandRejected as err:
-            log.warning("command rejected: %s", err)
+            self._rejected(err)
+            return
+        rid = str(command.request_id)
+        if command.type is CommandType.UNLOCK:
+            if not self._store.remember_request(rid):
+                self._rejected(CommandRejected("replayed", "request_id seen before", rid))
+                return
+            task = asyncio.get_running_loop().create_task(self._unlock_and_answer(command))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            # The command's effect, its request_id and its reply commit together: a crash
+            # leaves either nothing (the cloud sends it again) or all three.
+            with self._store.transaction():
+                if not self._store.remember_request(rid):
+                    raise CommandRejected("replayed", "request_id seen before", rid)
+                self._answer(rid, result=self._apply(command))
+        except CommandRejected as err:
+            self._rejected(err)
+        except ValueError as err:
+            with self._store.transaction():
+                self._store.remember_request(rid)
+                self._answer(rid, error=f"invalid: {err}")
+
+    def _rejected(self, err: CommandRejected) -> None:
+        log.warning("command rejected: %s", err)
+        record, summary = self.gate.admit(err.reason)
+        if summary is not None:
+            self._events.record(EventType.COMMAND_REJECTED, None, **summary)
+        if record:
             self._events.record(
                 EventType.COMMAND_REJECTED, None, reason=err.reason, request_id=err.request_id
             )
             self._answer(err.request_id, error=err.reason)
-            return
-        task = asyncio.get_running_loop().create_task(self._execute(command))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        elif self._summary_timer is None and self.gate.window_end is not None:
+            loop = asyncio.get_running_loop()
+            delay = max(0.0, self.gate.window_end - time.monotonic())
+            self._summary_timer = loop.call_later(delay, self._flood_over)
+
+    def _flood_over(self) -> None:
+        self._summary_timer = None
+        summary = self.gate.close_window()
+        if summary is not None:
+            self._events.record(EventType.COMMAND_REJECTED, None, **summary)
 
     def _answer(
         self, request_id: str | None, result: dict[str, Any] | None = None, error: str | None = None
@@ -92,7 +179,7 @@ class CommandDesk:
             rid = uuid.UUID(str(request_id))
         except ValueError:
             return  # nothing to address a reply to
-        self.reply(
+        self._events.reply(
             CommandReply(
                 request_id=rid,
                 ok=error is None,
@@ -101,27 +188,26 @@ class CommandDesk:
             )
         )
 
-    async def _execute(self, command) -> None:
+    def _apply(self, command) -> dict[str, Any]:
         payload = command.parsed_payload()
+        if command.type is CommandType.SYNC_RESERVATIONS:
+            return self._sync(payload)
+        if command.type is CommandType.STAFF_CREDENTIALS:
+            return self._staff(payload)
+        if command.type is CommandType.CONFIG:
+            return self._config(payload)
+        return {"pong": True}
+
+    async def _unlock_and_answer(self, command) -> None:
         rid = str(command.request_id)
         try:
-            if command.type is CommandType.UNLOCK:
-                result = await self._unlock(payload, rid)
-            elif command.type is CommandType.SYNC_RESERVATIONS:
-                result = self._sync(payload)
-            elif command.type is CommandType.STAFF_CREDENTIALS:
-                result = self._staff(payload)
-            elif command.type is CommandType.CONFIG:
-                result = self._config(payload)
-            else:
-                result = {"pong": True}
+            result = await self._unlock(command.parsed_payload(), rid)
         except CompartmentUnavailable as err:
             self._answer(rid, error=f"unavailable: {err}")
-            return
         except ValueError as err:
             self._answer(rid, error=f"invalid: {err}")
-            return
-        self._answer(rid, result=result)
+        else:
+            self._answer(rid, result=result)
 
     async def _unlock(self, payload: UnlockPayload, request_id: str) -> dict[str, Any]:
         number = payload.compartment
@@ -194,5 +280,8 @@ class CommandDesk:
         self._store.forget_requests_before(datetime.now(UTC) - SEEN_REQUESTS_KEPT)
 
     async def drain(self) -> None:
+        if self._summary_timer is not None:
+            self._summary_timer.cancel()
+            self._flood_over()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -25,7 +25,6 @@ from xinbao.contract import (
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
     Channel,
-    CommandReply,
     LockerEvent,
     Telemetry,
     topic,
@@ -142,8 +141,10 @@ class MqttLink:
         log.info("connected to %s", self._settings.url)
         self.connected = True
         self._last_failure = None
-        self._client.publish(self._topic(Channel.PRESENCE), PRESENCE_ONLINE, qos=1, retain=True)
+        # Subscribe before saying online: the broker handles one connection's packets in
+        # order, so whoever sees "online" can send a command and it will be delivered.
         self._client.subscribe(self._topic(Channel.COMMANDS), qos=1)
+        self._client.publish(self._topic(Channel.PRESENCE), PRESENCE_ONLINE, qos=1, retain=True)
         self._on_up()
 
     def _connect_failed(self, reason: str) -> None:
@@ -166,18 +167,23 @@ class MqttLink:
     # --- publishing (loop thread) -------------------------------------------------------
 
     def publish_event(self, event: LockerEvent) -> int | None:
+        return self._publish_kept(Channel.EVENTS, event.to_bytes())
+
+    def publish_reply(self, body: bytes) -> int | None:
+        return self._publish_kept(Channel.REPLIES, body)
+
+    def _publish_kept(self, channel: Channel, body: bytes) -> int | None:
+        """QoS 1 publish of an outbox row; the mid to match its PUBACK, None if not sent."""
         if not self.connected:
             return None
-        info = self._client.publish(self._topic(Channel.EVENTS), event.to_bytes(), qos=1)
+        info = self._client.publish(self._topic(channel), body, qos=1)
         # NO_CONN: paho keeps the message and sends it after the reconnect, under this mid.
         if info.rc in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             return info.mid
         return None
 
-    def publish_reply(self, reply: CommandReply) -> None:
-        if self.connected:
-            self._client.publish(self._topic(Channel.REPLIES), reply.to_bytes(), qos=1)
-
-    def publish_telemetry(self, telemetry: Telemetry) -> None:
-        if self.connected:
-            self._client.publish(self._topic(Channel.TELEMETRY), telemetry.to_bytes(), qos=0)
+    def publish_telemetry(self, telemetry: Telemetry) -> bool:
+        if not self.connected:
+            return False
+        info = self._client.publish(self._topic(Channel.TELEMETRY), telemetry.to_bytes(), qos=0)
+        return info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS

@@ -1,10 +1,11 @@
-"""Events: committed to the SQLite outbox first, published later, deleted on PUBACK.
+"""Events and replies: committed to the SQLite outbox first, published later, deleted on PUBACK.
 
-``EventLog.record`` is the one way the controller states a fact. It commits before anyone can
-publish, so a crash at any instant either loses an event that was never promised (the commit
-did not happen) or keeps it for replay. ``OutboxPublisher`` sends rows in seq order whenever
-the MQTT link is up and removes each one only when paho reports the broker's PUBACK for its
-message id.
+``EventLog.record`` is the one way the controller states a fact, ``EventLog.reply`` the one
+way it answers a command. Both commit before anyone can publish, so a crash at any instant
+either loses something never promised (the commit did not happen) or keeps it for replay.
+``OutboxPublisher`` sends events in seq order (and replies in the order they were made)
+whenever the MQTT link is up, and removes each row only when paho reports the broker's PUBACK
+for its message id.
 """
 
 from __future__ import annotations
@@ -16,14 +17,17 @@ import time
 from typing import Any, Protocol
 
 from locker_controller.store import Store
-from xinbao.contract import EventType, LockerEvent
+from xinbao.contract import CommandReply, EventType, LockerEvent
 
 log = logging.getLogger(__name__)
 
-# How long a published event may wait for its PUBACK before it is sent again. paho resends
+# How long a published row may wait for its PUBACK before it is sent again. paho resends
 # its own in-flight messages after a reconnect; this covers a message paho dropped.
 RESEND_AFTER_S = 60.0
 WINDOW = 100  # events in flight at once
+REPLY_WINDOW = 20  # replies in flight at once
+
+EVENT, REPLY = "event", "reply"
 
 
 class EventLog:
@@ -37,29 +41,40 @@ class EventLog:
         self.wake.set()
         return event
 
+    def reply(self, reply: CommandReply) -> None:
+        self._store.add_reply(reply)
+        log.info("reply to %s: %s", reply.request_id, "ok" if reply.ok else reply.error)
+        self.wake.set()
 
-class EventSink(Protocol):
+
+class OutboxSink(Protocol):
     @property
     def connected(self) -> bool: ...
     def publish_event(self, event: LockerEvent) -> int | None: ...
+    def publish_reply(self, body: bytes) -> int | None: ...
 
 
 class OutboxPublisher:
     def __init__(self, store: Store, events: EventLog) -> None:
         self._store = store
         self._events = events
-        self._sink: EventSink | None = None
-        self._inflight: dict[int, tuple[int, float]] = {}  # mid -> (seq, sent at)
+        self._sink: OutboxSink | None = None
+        # mid -> (EVENT, seq, sent at) or (REPLY, reply row id, sent at)
+        self._inflight: dict[int, tuple[str, int, float]] = {}
 
-    def attach(self, sink: EventSink) -> None:
+    def attach(self, sink: OutboxSink) -> None:
         self._sink = sink
 
     def acknowledged(self, mid: int) -> None:
-        """The broker has the message with this mid: the event may leave the outbox."""
+        """The broker has the message with this mid: the row may leave the outbox."""
         entry = self._inflight.pop(mid, None)
         if entry is None:
-            return  # a presence or reply publish, or a duplicate ack
-        self._store.delete_event(entry[0])
+            return  # a presence or telemetry publish, or a duplicate ack
+        kind, key, _ = entry
+        if kind == EVENT:
+            self._store.delete_event(key)
+        else:
+            self._store.delete_reply(key)
         self._events.wake.set()
 
     def link_up(self) -> None:
@@ -67,17 +82,29 @@ class OutboxPublisher:
 
     @property
     def depth(self) -> int:
+        """Events not yet acknowledged by the broker (what telemetry reports)."""
         return self._store.outbox_depth()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._inflight)
 
     def flush(self) -> int:
         """Publish what is not in flight yet, oldest first; returns how many were sent."""
         if self._sink is None or not self._sink.connected:
             return 0
         now = time.monotonic()
-        stale = {seq for seq, sent in self._inflight.values() if now - sent > RESEND_AFTER_S}
-        if stale:
-            self._inflight = {m: v for m, v in self._inflight.items() if v[0] not in stale}
-        busy = {seq for seq, _ in self._inflight.values()}
+        self._inflight = {
+            m: v for m, v in self._inflight.items() if now - v[2] <= RESEND_AFTER_S
+        }
+        return self._flush_events(now) + self._flush_replies(now)
+
+    def _busy(self, kind: str) -> set[int]:
+        return {key for k, key, _ in self._inflight.values() if k == kind}
+
+    def _flush_events(self, now: float) -> int:
+        assert self._sink is not None
+        busy = self._busy(EVENT)
         room = WINDOW - len(busy)
         sent = 0
         if room <= 0:
@@ -88,7 +115,26 @@ class OutboxPublisher:
             mid = self._sink.publish_event(event)
             if mid is None:
                 break  # the link went down under us; the next link_up resumes
-            self._inflight[mid] = (event.seq, now)
+            self._inflight[mid] = (EVENT, event.seq, now)
+            sent += 1
+            if sent >= room:
+                break
+        return sent
+
+    def _flush_replies(self, now: float) -> int:
+        assert self._sink is not None
+        busy = self._busy(REPLY)
+        room = REPLY_WINDOW - len(busy)
+        sent = 0
+        if room <= 0:
+            return 0
+        for row_id, body in self._store.pending_replies(limit=REPLY_WINDOW + len(busy)):
+            if row_id in busy:
+                continue
+            mid = self._sink.publish_reply(body)
+            if mid is None:
+                break
+            self._inflight[mid] = (REPLY, row_id, now)
             sent += 1
             if sent >= room:
                 break
@@ -96,8 +142,11 @@ class OutboxPublisher:
 
     async def run(self) -> None:
         while True:
-            # The timeout looks for stale in-flight events now and then.
+            # The timeout looks for stale in-flight rows now and then. asyncio.timeout, not
+            # wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the event is
+            # set, and the controller then never stops (this loop runs on, "cancelling").
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._events.wake.wait(), timeout=RESEND_AFTER_S / 4)
+                async with asyncio.timeout(RESEND_AFTER_S / 4):
+                    await self._events.wake.wait()
             self._events.wake.clear()
             self.flush()

@@ -1,10 +1,8 @@
-"""The cabinet's local state in SQLite (WAL): layout, handovers, staff, seen commands, outbox.
+"""The cabinet's local state in SQLite (WAL): layout, door states, handovers, staff, seen
+commands, and (outbox_store.py) the outbox of events and command replies.
 
-Everything the controller has promised the cloud lives here before it is acted on or sent:
-an event is committed to the outbox (with ``synchronous=FULL``, so the commit survives power
-loss) before it is published, and deleted only when the broker has acknowledged it. Sequence
-numbers come from an AUTOINCREMENT key, which SQLite never reuses, so ``seq`` keeps rising
-across deletes and restarts.
+Everything the controller has promised the cloud lives here before it is acted on or sent,
+committed with ``synchronous=FULL`` so a commit survives power loss.
 
 Codes are never stored: a handover holds the HOTP counter its code derives from.
 """
@@ -13,7 +11,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from locker_controller.errors import StoreError
-from xinbao.contract import EventType, LockerEvent
+from locker_controller.outbox_store import OUTBOX_SCHEMA, OutboxTables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,14 +58,6 @@ CREATE TABLE IF NOT EXISTS doors (
     changed_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS seen_requests (request_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS outbox (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL,
-    ts TEXT NOT NULL,
-    type TEXT NOT NULL,
-    compartment INTEGER,
-    data TEXT NOT NULL
-);
 """
 
 LIVE_STATES = ("reserved", "deposited", "overdue")
@@ -120,7 +109,7 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-class Store:
+class Store(OutboxTables):
     def __init__(self, path: Path) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -129,7 +118,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + OUTBOX_SCHEMA)
         except sqlite3.Error as err:
             raise StoreError(f"cannot open the state database {path}: {err}") from None
         self._depth = 0
@@ -355,53 +344,3 @@ class Store:
         """Drop ids of commands that have expired anyway (an expired replay is refused)."""
         with self.transaction():
             self._db.execute("DELETE FROM seen_requests WHERE seen_at < ?", (moment.isoformat(),))
-
-    # --- outbox -------------------------------------------------------------------------
-
-    def add_event(
-        self,
-        type_: EventType,
-        compartment: int | None = None,
-        data: dict[str, Any] | None = None,
-    ) -> LockerEvent:
-        event_id = uuid.uuid4()
-        ts = _now()
-        body = json.dumps(data or {}, sort_keys=True)
-        with self.transaction():
-            cur = self._db.execute(
-                "INSERT INTO outbox(event_id, ts, type, compartment, data) VALUES (?,?,?,?,?)",
-                (str(event_id), ts.isoformat(), str(type_), compartment, body),
-            )
-        return LockerEvent(
-            event_id=event_id,
-            seq=cur.lastrowid,
-            ts=ts,
-            type=type_,
-            compartment=compartment,
-            data=data or {},
-        )
-
-    def pending_events(self, after_seq: int = 0, limit: int = 500) -> list[LockerEvent]:
-        rows = self._db.execute(
-            "SELECT seq, event_id, ts, type, compartment, data FROM outbox WHERE seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (after_seq, limit),
-        ).fetchall()
-        return [
-            LockerEvent(
-                seq=r[0],
-                event_id=uuid.UUID(r[1]),
-                ts=datetime.fromisoformat(r[2]),
-                type=EventType(r[3]),
-                compartment=r[4],
-                data=json.loads(r[5]),
-            )
-            for r in rows
-        ]
-
-    def delete_event(self, seq: int) -> None:
-        with self.transaction():
-            self._db.execute("DELETE FROM outbox WHERE seq=?", (seq,))
-
-    def outbox_depth(self) -> int:
-        return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]

@@ -76,6 +76,7 @@ def controller_toml(
     kiosk_port: int,
     mqtt_port: int | None = None,
     extra: str = "",
+    lockout_base_s: float = 1.0,
 ) -> str:
     mqtt_section = (
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nusername = "{LOCKER_ID}"\n'
@@ -94,7 +95,7 @@ data_dir = "{data_dir}"
 poll_interval_s = 0.05
 debounce_polls = 2
 door_left_open_after_s = 2.0
-lockout_base_s = 1.0
+lockout_base_s = {lockout_base_s}
 {extra}
 {mqtt_section}
 [kiosk]
@@ -132,6 +133,8 @@ class Broker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             f"log_dest file {self.dir}/mosquitto.log\n"
+            # Saved on every change, so even a SIGKILLed broker keeps the cloud's session.
+            "autosave_on_changes true\nautosave_interval 1\n"
             # Started as root, mosquitto would drop to its own user, which cannot enter
             # pytest's private tmp directories; as another user it simply keeps its own.
             + ("user root\n" if os.geteuid() == 0 else "")
@@ -151,7 +154,24 @@ class Broker:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.resume()  # a stopped process cannot act on SIGTERM
             self.proc.terminate()
+            self.proc.wait(10)
+            self.proc = None
+
+    # The broker is this test's own child, so the test may freeze and kill it: a frozen
+    # broker keeps its TCP connections open but acknowledges nothing.
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
             self.proc = None
 
@@ -169,14 +189,14 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
 class Cloud:
     """A paho client standing in for the cloud: records events/replies, sends commands."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, client_id: str = "test-cloud") -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         # A persistent session, so QoS 1 events published while this client is briefly
         # disconnected (broker restart) are kept for it.
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id="test-cloud",
+            client_id=client_id,
             protocol=mqtt.MQTTv311,
             clean_session=False,
         )
@@ -290,9 +310,15 @@ class ControllerProcess:
         try:
             code = self.proc.wait(15)
         except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR2)  # its asyncio tasks go to the log
+            self.proc.send_signal(signal.SIGUSR1)  # and its threads' stacks
+            time.sleep(1)
             self.proc.kill()
             self.proc.wait(5)
-            raise
+            self.proc = None
+            raise AssertionError(
+                f"the controller did not stop on SIGTERM: {self.log.read_text()[-6000:]}"
+            ) from None
         self.proc = None
         return code
 
@@ -301,14 +327,21 @@ class ControllerProcess:
 def make_controller(tmp_path: Path, sim: Simulator):
     started: list[ControllerProcess] = []
 
-    def make(mqtt_port: int | None = None, extra: str = "") -> ControllerProcess:
+    def make(
+        mqtt_port: int | None = None, extra: str = "", lockout_base_s: float = 1.0
+    ) -> ControllerProcess:
         dev = sim.start_pty() if not hasattr(sim, "_test_pty") else sim._test_pty
         sim._test_pty = dev
         kiosk_port = free_port()
         path = tmp_path / "controller.toml"
         path.write_text(
             controller_toml(
-                tmp_path / "data", dev, kiosk_port=kiosk_port, mqtt_port=mqtt_port, extra=extra
+                tmp_path / "data",
+                dev,
+                kiosk_port=kiosk_port,
+                mqtt_port=mqtt_port,
+                extra=extra,
+                lockout_base_s=lockout_base_s,
             )
         )
         proc = ControllerProcess(path, kiosk_port, tmp_path / "controller.log")

@@ -8,9 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pyotp
 
-from tests.locker_controller.conftest import LOCKER_KEY, wait_until
+from locker_controller.commands import REJECTIONS_RECORDED, RejectionGate
+from tests.locker_controller.conftest import LOCKER_KEY, Cloud, wait_until
+from tests.locker_controller.test_pickup_offline import load_item, pickup
+from xinbao.codes import code_for
 from xinbao.contract import (
     CommandType,
+    ConfigPayload,
+    PingPayload,
+    ReservationSync,
+    Revocation,
     StaffCredentials,
     StaffSecret,
     Telemetry,
@@ -110,16 +117,115 @@ def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     assert "staff_login" in types and "code_refused" in types
 
 
+def beats(cloud) -> list[Telemetry]:
+    return [Telemetry.from_bytes(p) for p in cloud.on("telemetry")]
+
+
+def boards_in(beat: Telemetry) -> set[tuple[str, int, bool]]:
+    return {(b.bus, b.address, b.reachable) for b in beat.boards}
+
+
 def test_presence_telemetry_and_last_will(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()
-    wait_until(lambda: cloud.on("telemetry"), 10, "a telemetry heartbeat")
-    beat = Telemetry.from_bytes(cloud.on("telemetry")[0])
-    assert {(b.bus, b.address, b.reachable) for b in beat.boards} == {
-        ("0", 1, True),
-        ("0", 2, True),
-    }
-    assert beat.outbox_depth >= 0
+    wait_until(lambda: beats(cloud), 10, "a telemetry heartbeat")
+    beat = beats(cloud)[0]
+    assert boards_in(beat) == {("0", 1, True), ("0", 2, True)}
+    assert beat.version and beat.uptime_s >= 0
+    # Nothing happened yet but start-up: a heartbeat reports the outbox as empty once the
+    # broker acknowledged what there was.
+    wait_until(lambda: beats(cloud)[-1].outbox_depth == 0, 10, "an empty outbox reported")
+
+    # A dead board is reported as such, the other one still reachable.
+    sim.inject(board=2, fault="absent")
+    wait_until(
+        lambda: boards_in(beats(cloud)[-1]) == {("0", 1, True), ("0", 2, False)},
+        20,
+        "board 2 reported unreachable",
+    )
+    sim.clear(board=2)
+    wait_until(
+        lambda: boards_in(beats(cloud)[-1]) == {("0", 1, True), ("0", 2, True)},
+        20,
+        "board 2 reported back",
+    )
+
+    # ``online`` is retained: a subscriber arriving now is handed it, flagged retained.
     assert cloud.on("presence")[-1] == b"online"
+    late = Cloud(broker.port, client_id="test-late-subscriber")
+    try:
+        wait_until(lambda: late.messages, 10, "the retained presence")
+        presence = [(p, r) for t, p, r in late.messages if t.endswith("/presence")]
+        assert presence == [(b"online", True)]
+    finally:
+        late.close()
     ctl.kill()  # no goodbye: the broker publishes the last will after the keepalive lapses
     wait_until(lambda: cloud.on("presence")[-1] == b"offline", 60, "the offline last will")
+
+
+def test_revocation_and_config_commands(sim, broker, cloud, make_controller):
+    load_item(sim, 1, 3)
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    code = code_for(LOCKER_KEY, 17)
+    synced = cloud.command(
+        CommandType.SYNC_RESERVATIONS, ReservationSync(upserts=[pickup(30, 3, 17)])
+    )
+    assert cloud.reply_to(synced.request_id).result == {"upserted": 1, "revoked": 0}
+    revoked = cloud.command(
+        CommandType.SYNC_RESERVATIONS, ReservationSync(revocations=[Revocation(handover_id=30)])
+    )
+    assert cloud.reply_to(revoked.request_id).result == {"upserted": 0, "revoked": 1}
+    refused = ctl.code(code)
+    assert refused.status_code == 400 and refused.json()["reason"] == "wrong"
+    assert sim.compartment(1, 3).door_open is False
+
+    # Config: checked, applied at once, kept across a restart.
+    bad = cloud.command(CommandType.CONFIG, ConfigPayload(settings={"lockout_threshold": 0}))
+    assert cloud.reply_to(bad.request_id).error.startswith("invalid: lockout_threshold")
+    unknown = cloud.command(CommandType.CONFIG, ConfigPayload(settings={"open_all": 1}))
+    assert cloud.reply_to(unknown.request_id).error.startswith("invalid: unknown setting")
+    good = cloud.command(CommandType.CONFIG, ConfigPayload(settings={"lockout_threshold": 2}))
+    assert cloud.reply_to(good.request_id).result == {"applied": {"lockout_threshold": 2}}
+    ctl.stop()
+    ctl.start()
+    # One wrong code was typed above: the second now locks the cabinet (threshold 2, not 5).
+    second = ctl.code(str((int(code) + 1) % 10**8).zfill(8))
+    assert second.status_code == 429 and second.json()["reason"] == "locked_out", second.text
+
+
+def test_a_flood_of_hostile_commands_is_recorded_within_bounds(sim, broker, cloud, make_controller):
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    wait_until(lambda: b"online" in cloud.on("presence"), 10, "presence online")
+    forged = [sign_command(b"\x01" * 32, CommandType.UNLOCK, UNLOCK_5) for _ in range(60)]
+    for cmd in forged:
+        cloud.send(cmd.to_bytes())
+    good = cloud.command(CommandType.PING, PingPayload())
+    assert cloud.reply_to(good.request_id).result == {"pong": True}  # after all 60, in order
+    wait_until(lambda: ctl.status()["outbox_depth"] == 0, 20, "the outbox to drain")
+    assert len(rejected(cloud)) == REJECTIONS_RECORDED  # the rest only counted
+    answered = {r.request_id for r in cloud.replies()} & {c.request_id for c in forged}
+    assert len(answered) == REJECTIONS_RECORDED
+    assert ctl.status()["replies_pending"] == 0
+
+
+def test_rejection_gate_merges_a_flood_into_one_event():
+    now = [100.0]
+    gate = RejectionGate(limit=3, window_s=60.0, clock=lambda: now[0])
+    admitted = [gate.admit("bad_signature") for _ in range(3)]
+    assert admitted == [(True, None)] * 3
+    assert gate.admit("bad_signature") == (False, None)
+    assert gate.admit("expired") == (False, None)
+    now[0] += 59.9
+    assert gate.admit("expired") == (False, None)
+    now[0] += 0.2  # the window is over: the next rejection is recorded, with the summary
+    record, summary = gate.admit("replayed")
+    assert record is True
+    assert summary == {
+        "reason": "flood",
+        "suppressed": 3,
+        "reasons": {"bad_signature": 1, "expired": 2},
+        "window_s": 60.0,
+    }
+    assert gate.close_window() is None  # one recorded, nothing held back in the new window

@@ -1,15 +1,21 @@
-"""No event lost: broker restarted mid-stream, controller killed with SIGKILL before publish."""
+"""No event lost: broker restarted mid-stream, frozen (SIGSTOP) or killed, controller killed
+with SIGKILL before publish or before the PUBACK, controller started with the broker down.
+After each, a signed command still reaches the controller (subscriptions renewed)."""
 
 from __future__ import annotations
 
-from tests.locker_controller.conftest import LOCKER_KEY, db_events, wait_until
+import pytest
+
+from tests.locker_controller.conftest import LOCKER_KEY, Cloud, db_events, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
 from xinbao.codes import code_for
-from xinbao.contract import CommandType, ReservationSync
+from xinbao.contract import CommandType, ReservationSync, Telemetry, UnlockPayload
 
 
 def slam(sim, ctl, board: int, channel: int, number: int) -> None:
     """Someone forces a door and shuts it again: two events (door_forced, door_closed)."""
+    # Seen shut first: forced before the controller's first reading would be its baseline.
+    wait_until(lambda: ctl.status()["doors"][str(number)] is False, 10, f"door {number} seen")
     sim.open_door(board, channel, by="forced")
     wait_until(lambda: ctl.status()["doors"][str(number)], 5, f"door {number} seen open")
     sim.close_door(board, channel)
@@ -39,6 +45,7 @@ def test_broker_restarted_mid_stream(sim, broker, cloud, make_controller):
     for channel in (3, 4):
         slam(sim, ctl, 1, channel, channel)
     assert ctl.status()["outbox_depth"] >= 4
+    before = onlines(cloud)
     broker.start()
     for channel in (1, 2):
         slam(sim, ctl, 2, channel, channel + 4)
@@ -46,6 +53,9 @@ def test_broker_restarted_mid_stream(sim, broker, cloud, make_controller):
     check_complete_and_ordered(cloud, ctl)
     kinds = cloud.event_types()
     assert kinds.count("door_forced") >= 6 and kinds.count("door_closed") >= 6
+    # The controller said online again, and its subscription was renewed with it.
+    wait_until(lambda: onlines(cloud) > before, 20, "online again after the restart")
+    unlock_works(cloud, sim, 7, 2, 3)
 
 
 def test_sigkill_between_door_closed_and_its_publish(sim, broker, cloud, make_controller, tmp_path):
@@ -73,3 +83,116 @@ def test_sigkill_between_door_closed_and_its_publish(sim, broker, cloud, make_co
         assert kind in kinds
     assert sim.compartment(1, 4).door_open is False
     assert len(sim.truth.events("lock_pulse")) == 1  # opened once, not again after restart
+
+
+def unlock_works(cloud, sim, number: int, board: int, channel: int) -> None:
+    """A signed unlock sent now is received (the subscription is live) and answered ok."""
+    cmd = cloud.command(
+        CommandType.UNLOCK, UnlockPayload(compartment=number, reason="resubscribed?")
+    )
+    reply = cloud.reply_to(cmd.request_id, timeout=20)
+    assert reply.ok and reply.result["outcome"] == "opened", reply
+    assert sim.compartment(board, channel).door_open is True
+
+
+def onlines(cloud) -> int:
+    return cloud.on("presence").count(b"online")
+
+
+def held_back(ctl, tmp_path, count: int) -> list[int]:
+    """``count`` events published to the frozen broker, none acknowledged: all still in
+    the outbox in SQLite (an event leaves it only on PUBACK)."""
+    wait_until(lambda: ctl.status()["in_flight"] >= count, 10, f"{count} events published")
+    status = ctl.status()
+    assert status["outbox_depth"] >= count, status
+    seqs = [e["seq"] for e in db_events(tmp_path / "data")]
+    assert len(seqs) == status["outbox_depth"]
+    return seqs
+
+
+def test_frozen_broker_acknowledges_nothing_so_nothing_leaves_the_outbox(
+    sim, broker, cloud, make_controller, tmp_path
+):
+    """SIGSTOPped broker: the link looks up, events go to the socket and wait for a PUBACK.
+    The heartbeats sent meanwhile report them as outbox depth; after SIGCONT all arrive,
+    each once, and the outbox drains (heartbeat depth 0)."""
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    slam(sim, ctl, 1, 1, 1)
+    wait_until(lambda: len(cloud.events()) >= 2, 10, "the first events")
+    wait_until(lambda: ctl.status()["outbox_depth"] == 0, 10, "the outbox to drain")
+    broker.pause()
+    try:
+        for channel in (2, 3):
+            slam(sim, ctl, 1, channel, channel)
+        seqs = held_back(ctl, tmp_path, 4)
+        beats = ctl.status()["heartbeats_sent"]
+        wait_until(lambda: ctl.status()["heartbeats_sent"] > beats, 10, "a heartbeat")
+        assert ctl.status()["outbox_depth"] == len(seqs)  # still nothing dropped
+    finally:
+        broker.resume()
+    check_complete_and_ordered(cloud, ctl)
+    delivered = [e.seq for e in cloud.events()]
+    assert sorted(delivered) == sorted(set(delivered)), "a duplicate over a live link"
+    assert set(seqs) <= set(delivered)
+    depths = [Telemetry.from_bytes(p).outbox_depth for p in cloud.on("telemetry")]
+    assert max(depths) >= len(seqs), depths
+    wait_until(
+        lambda: Telemetry.from_bytes(cloud.on("telemetry")[-1]).outbox_depth == 0,
+        10,
+        "a heartbeat with the outbox empty",
+    )
+
+
+@pytest.mark.parametrize("broker_then", ["sigcont", "sigkill"])
+def test_controller_killed_while_the_broker_is_frozen(
+    sim, broker, cloud, make_controller, tmp_path, broker_then
+):
+    """Events published to a SIGSTOPped broker, then the controller SIGKILLed: nothing was
+    acknowledged, so the restarted controller publishes them all again. Every seq reaches
+    the cloud; a second delivery (the frozen broker may still read the dead connection's
+    bytes after SIGCONT) carries the same event_id, so dedupe on event_id leaves exactly
+    one per seq. After a SIGKILLed broker nothing was ever delivered twice."""
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    slam(sim, ctl, 1, 1, 1)
+    wait_until(lambda: len(cloud.events()) >= 2, 10, "the first events")
+    broker.pause()
+    for channel in (2, 3):
+        slam(sim, ctl, 1, channel, channel)
+    seqs = held_back(ctl, tmp_path, 4)
+    ctl.kill()
+    if broker_then == "sigcont":
+        broker.resume()
+    else:
+        broker.kill()
+        broker.start()
+    ctl.start()
+    check_complete_and_ordered(cloud, ctl)
+    events = cloud.events()
+    assert set(seqs) <= {e.seq for e in events}
+    ids_per_seq: dict[int, set] = {}
+    for e in events:
+        ids_per_seq.setdefault(e.seq, set()).add(e.event_id)
+    assert all(len(ids) == 1 for ids in ids_per_seq.values())
+    if broker_then == "sigkill":
+        assert len(events) == len(ids_per_seq), "delivered twice"
+    unlock_works(cloud, sim, 5, 2, 1)
+
+
+def test_controller_started_with_the_broker_down(sim, broker, make_controller, tmp_path):
+    broker.stop()
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    slam(sim, ctl, 1, 2, 2)
+    assert ctl.status()["online"] is False
+    assert ctl.status()["outbox_depth"] >= 2  # kept for later
+    broker.start()
+    cloud = Cloud(broker.port)
+    try:
+        wait_until(lambda: onlines(cloud) >= 1, 30, "the controller to come on line")
+        check_complete_and_ordered(cloud, ctl)
+        assert cloud.event_types()[:2] == ["door_forced", "door_closed"]
+        unlock_works(cloud, sim, 6, 2, 2)
+    finally:
+        cloud.close()
