@@ -6,6 +6,10 @@ while the door stays shut), so they are different events. A door that opens with
 unlock of ours is ``door_forced``. A board that stops answering takes only its own
 compartments out of service; it is then polled less often, because every poll of a silent
 board costs a full timeout on the shared bus and would slow unlocks of healthy boards.
+
+Each door's state is kept in the store with the event it causes, so the first readings after
+a restart are compared with it and what happened meanwhile is reported with ``while_down``
+(restart.py resolves purposes left over from before the start).
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
 
 from firmware_bridge.status import BoardStatus, UnlockOutcome, UnlockResult
 from locker_controller.cabinet import Cabinet, PollFailure
 from locker_controller.config import ControllerConfig
+from locker_controller.door_model import Door, DoorListener
 from locker_controller.errors import CompartmentUnavailable
 from locker_controller.operations import Purpose
 from locker_controller.outbox import EventLog
+from locker_controller.restart import StartupCheck
 from locker_controller.store import DoorRecord, Store
 from xinbao.contract import EventType
 
@@ -35,45 +40,6 @@ DEAD_BOARD_RETRY_S = 5.0
 # Garbled replies in a row before a board counts as unreachable (a timeout counts at once:
 # firmware_bridge has already retried it).
 PROTOCOL_FAILURES_UNREACHABLE = 3
-
-
-class DoorListener(Protocol):
-    """What a door movement means for the business (locker_controller.operations)."""
-
-    def door_opened(self, number: int) -> None: ...
-    def door_closed(self, number: int, occupied: bool | None) -> None: ...
-    def get(self, number: int) -> Purpose | None: ...
-    def begin(self, number: int, purpose: Purpose) -> None: ...
-    def cancel_if(self, number: int, purpose: Purpose) -> None: ...
-    def waiting(self, number: int) -> Purpose | None: ...
-    def unlock_recorded(self, number: int) -> None: ...
-    def abandon(self, number: int, why: str) -> None: ...
-    def unpulsed(self) -> list[int]: ...
-
-
-@dataclass
-class Door:
-    number: int
-    open: bool | None = None  # debounced; None until the first good reading since start
-    occupied: bool | None = None
-    # What the store says the door was when the controller last ran: the first readings
-    # after a start are compared with it, so what happened while it was down is reported.
-    known: DoorRecord | None = None
-    changed_at: float = 0.0  # time.time() the door was last seen to open or shut
-    readings: int = 0  # good readings since start
-    settled: bool = False  # start-up reconciliation done
-    item_moved_while_down: bool | None = None  # True appeared, False gone, None no change
-    open_candidate: bool | None = None
-    open_count: int = 0
-    occupied_candidate: bool | None = None
-    occupied_count: int = 0
-    opened_at: float | None = None
-    left_open_reported: bool = False
-    expect_open_until: float = 0.0
-    # monotonic time of this process's last unlock for a purpose not yet seen open
-    waiting_since: float | None = None
-    last_reading_at: float = 0.0
-    jammed_at: float | None = None
 
 
 @dataclass
@@ -100,7 +66,7 @@ class DoorWatcher:
         self.poll_interval_s = config.poll_interval_s
         self.left_open_after_s = config.door_left_open_after_s
         self.reopen_window_s = config.reopen_window_s
-        self._started_at = time.time()
+        self._startup = StartupCheck(store, events, listener)
         known = store.door_records()
         self.doors = {c.number: Door(c.number) for c in config.compartments}
         for door in self.doors.values():
@@ -184,66 +150,10 @@ class DoorWatcher:
         door = self.doors.get(number)
         return bool(door and door.jammed_at and time.monotonic() - door.jammed_at <= window_s)
 
-    # --- after a restart ----------------------------------------------------------------
-
-    def restore(self) -> None:
-        """Before the first poll: an unlock cut short by a crash still gets its unlock_sent.
-
-        The purpose was committed before the pulse, so the controller knows it began the
-        unlock but not whether the frame reached the board: ``outcome`` says "interrupted".
-        The door readings that follow tell whether it opened.
-        """
-        for number in self.listener.unpulsed():
-            with self._store.transaction():
-                self._events.record(
-                    EventType.UNLOCK_SENT, number, outcome="interrupted", while_down=True
-                )
-                self.listener.unlock_recorded(number)
-
-    def _settle(self, door: Door) -> None:
-        """First steady readings since start: resolve a purpose still waiting for its door.
-
-        Door movements while the controller was down are already reported by then
-        (door_opened, door_forced, door_closed, item_* with while_down); left is a purpose
-        whose door this process has not seen open."""
-        door.settled = True
-        purpose = self.listener.get(door.number)
-        if purpose is None or purpose.began_at >= self._started_at:
-            return  # nothing left from before the start (a new purpose runs its course)
-        if purpose.opened:
-            if door.open is False:
-                # Seen open before the restart but no door state was kept (a store from an
-                # older version): it has closed since, and the close completes the purpose.
-                with self._store.transaction():
-                    self._events.record(EventType.DOOR_CLOSED, door.number, while_down=True)
-                    self.listener.door_closed(door.number, door.occupied)
-            return
-        if door.open:
-            # Open all along: it was open when the unlock came, or it opened before the crash
-            # let us record it; either way it stands open for this purpose.
-            with self._store.transaction():
-                self.listener.door_opened(door.number)
-            return
-        expected = purpose.expected_item()
-        if expected is not None and door.item_moved_while_down is expected:
-            # Shut now, but the item went in (or out) while the controller was down: the door
-            # opened and closed for the purpose meanwhile.
-            with self._store.transaction():
-                self._events.record(
-                    EventType.DOOR_OPENED, door.number, while_down=True, inferred=True
-                )
-                self.listener.door_opened(door.number)
-                self._events.record(
-                    EventType.DOOR_CLOSED, door.number, while_down=True, inferred=True
-                )
-                self.listener.door_closed(door.number, door.occupied)
-            return
-        self.listener.abandon(door.number, "the controller restarted and the door is shut")
-
     # --- polling ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        self.restore()
+        self._startup.restore()
         async with asyncio.TaskGroup() as group:
             for bus in range(self._cabinet.bus_count):
                 group.create_task(self._poll_bus(bus))
@@ -309,7 +219,7 @@ class DoorWatcher:
                 and door.open_candidate is None
                 and door.occupied_candidate is None
             ):
-                self._settle(door)
+                self._startup.settle(door)
 
     def _save(self, door: Door) -> None:
         is_open = door.open if door.open is not None else (door.known and door.known.open)
