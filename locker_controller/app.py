@@ -82,6 +82,7 @@ class Controller:
             "heartbeats_sent": self.heartbeats_sent,
             "out_of_service": self.doors.out_of_service(),
             "busy": self.operations.busy(),
+            "locked_for_s": self.lockout.remaining(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
         }
 

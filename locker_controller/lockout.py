@@ -31,6 +31,10 @@ class Lockout:
     def _set(self, key: str, value: float) -> None:
         self._store.set_meta(f"lockout:{key}", repr(value))
 
+    def remaining(self) -> float:
+        """Seconds until codes are taken again (0 when not locked)."""
+        return max(0.0, round(self._get("until") - time.time(), 1))
+
     def check(self) -> None:
         """Raise CodeRefused('locked_out') while locked."""
         remaining = self._get("until") - time.time()

@@ -193,3 +193,45 @@ def test_staff_load_then_applicant_pickup(tmp_path, sim, make_controller):
     sim.close_door(1, 3)
     collected = wait_event(tmp_path, "collected", compartment=3)
     assert collected["data"]["by"] == "applicant" and collected["data"]["item_left"] is False
+
+
+def wrong_code(good: str) -> str:
+    return str((int(good) + 1) % 10**8).zfill(8)
+
+
+def test_lockout_doubles_at_the_next_level(tmp_path, sim, make_controller):
+    seed(tmp_path, handover(3, "pickup", 1, 55, "deposited"))
+    ctl = make_controller()  # lockout_base_s = 1.0
+    ctl.start()
+    wrong = wrong_code(code_for(LOCKER_KEY, 55))
+    first = [ctl.code(wrong) for _ in range(5)][-1]
+    assert first.status_code == 429 and first.json()["retry_after"] == 1.0
+    wait_until(lambda: ctl.status()["locked_for_s"] == 0, 10, "the first lockout to end")
+    # No success in between: five more wrong codes lock the cabinet for twice as long.
+    replies = [ctl.code(wrong) for _ in range(5)]
+    assert [r.status_code for r in replies] == [400, 400, 400, 400, 429]
+    assert replies[-1].json()["retry_after"] == 2.0
+    lockouts = [e["data"] for e in db_events(tmp_path / "data") if e["type"] == "lockout"]
+    assert lockouts == [{"seconds": 1.0, "level": 1}, {"seconds": 2.0, "level": 2}]
+    # After a good code the next lockout starts again at level 1.
+    wait_until(lambda: ctl.status()["locked_for_s"] == 0, 10, "the second lockout to end")
+    assert ctl.code(code_for(LOCKER_KEY, 55)).status_code == 200
+    assert [ctl.code(wrong).status_code for _ in range(5)][-1] == 429
+    lockouts = [e["data"] for e in db_events(tmp_path / "data") if e["type"] == "lockout"]
+    assert lockouts[-1] == {"seconds": 1.0, "level": 1}
+
+
+def test_lockout_survives_a_restart(tmp_path, sim, make_controller):
+    seed(tmp_path, handover(3, "pickup", 1, 55, "deposited"))
+    ctl = make_controller(lockout_base_s=600.0)
+    ctl.start()
+    good = code_for(LOCKER_KEY, 55)
+    assert [ctl.code(wrong_code(good)).status_code for _ in range(5)][-1] == 429
+    ctl.stop()
+    ctl.start()
+    assert ctl.status()["locked_for_s"] > 0
+    locked = ctl.code(good)
+    assert locked.status_code == 429 and locked.json()["reason"] == "locked_out"
+    assert 0 < locked.json()["retry_after"] <= 600.0
+    assert sim.compartment(1, 1).door_open is False
+    assert "code_accepted" not in types(tmp_path)
