@@ -5,7 +5,9 @@ Service errors (``cloud_api.errors``), FastAPI's validation errors and Starlette
 being away (down, restarting, locked past the busy timeout, pool exhausted) is a 503 with
 Retry-After: the request changed nothing and may be sent again. A constraint violation that a
 service did not foresee is a concurrent change that got there first: 409, logged, since a
-service should have turned it into a clearer Conflict. Anything else is a bug: it is logged
+service should have turned it into a clearer Conflict. A value the database cannot store (a
+number out of its range, a NUL byte in text) that validation let through is the request's
+fault: 422, logged so the validation can be tightened. Anything else is a bug: it is logged
 with its traceback and answered with a plain 500 problem that reveals nothing.
 """
 
@@ -15,7 +17,7 @@ from http import HTTPStatus
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DataError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -131,6 +133,22 @@ def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
     )
 
 
+def _data_error(request: Request, exc: DataError) -> JSONResponse:
+    log.warning(
+        "the database refused a value on %s %s (validation should have): %s",
+        request.method,
+        request.url.path,
+        exc.orig,
+    )
+    return problem(
+        request,
+        422,
+        "invalid-request",
+        "Invalid request",
+        "a value in the request is out of range or contains characters that cannot be stored",
+    )
+
+
 def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
@@ -149,4 +167,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_away)
     app.add_exception_handler(PoolTimeoutError, _database_away)
     app.add_exception_handler(IntegrityError, _integrity)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(Exception, _unexpected)

@@ -51,7 +51,7 @@ class UtcDateTime(TypeDecorator):
         return as_utc(value)
 
 
-def _no_control(value: str) -> str:
+def no_control(value: str) -> str:
     if _CONTROL.search(value):
         raise ValueError("must not contain control characters or line breaks")
     return value
@@ -68,12 +68,12 @@ def _locker_id(value: str) -> str:
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
-    AfterValidator(_no_control),
+    AfterValidator(no_control),
 ]
 LongText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
-    AfterValidator(_no_control),
+    AfterValidator(no_control),
 ]
 LockerId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_locker_id)]
 ApplicationNumber = Annotated[

@@ -2,12 +2,14 @@
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
+from pydantic import AfterValidator
 from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column
 from sqlmodel import Field, SQLModel
 
-from cloud_api.models.common import ShortText, UtcDateTime, utcnow
+from cloud_api.models.common import ShortText, UtcDateTime, no_control, utcnow
 
 
 class Role(StrEnum):
@@ -72,7 +74,10 @@ class StaffPublic(SQLModel):
 
 
 class LoginRequest(SQLModel):
-    username: str = PydanticField(min_length=1, max_length=64)
+    # No control characters: no account has them, and PostgreSQL refuses NUL in text.
+    username: Annotated[str, AfterValidator(no_control)] = PydanticField(
+        min_length=1, max_length=64
+    )
     password: str = PydanticField(min_length=1, max_length=200)
     totp: str | None = PydanticField(default=None, max_length=10)
 

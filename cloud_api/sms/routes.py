@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 PREFIX = "/api/v1/sms"
 _MAX_FORM_BYTES = 64 * 1024
 _SID = re.compile(r"^[A-Za-z0-9]{2,64}$")
+# Ids are 32-bit integers on PostgreSQL: a larger filter would be a database error, not "none".
+_MAX_ID = 2**31 - 1
 # Twilio message states and what each means for our row; None = nothing to record.
 _TWILIO_STATUS: dict[str, SmsStatus | None] = {
     "accepted": SmsStatus.sent,
@@ -226,10 +228,12 @@ def list_outbox(
     request: Request,
     context: ContextDep,
     status: Annotated[SmsStatus | None, Query()] = None,
-    handover_id: Annotated[int | None, Query(ge=0, le=2**62)] = None,
-    to_number: Annotated[str | None, Query(max_length=20)] = None,
+    handover_id: Annotated[int | None, Query(ge=0, le=_MAX_ID)] = None,
+    # Stored numbers are E.164; anything else (a NUL byte) matches nothing and PostgreSQL
+    # would refuse it outright.
+    to_number: Annotated[str | None, Query(max_length=20, pattern=r"^\+?[0-9]{1,19}$")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before_id: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=_MAX_ID)] = None,
 ) -> list[SmsMessagePublic]:
     """Newest first; page with ``before_id`` = the smallest id of the previous page."""
     query = select(SmsMessage).order_by(SmsMessage.id.desc()).limit(limit)

@@ -150,3 +150,29 @@ def test_random_bodies_never_500(world, body):
             method, url, content=raw, headers=headers | {"Content-Type": "application/json"}
         )
         assert r.status_code < 500, (url, body, r.text)
+
+
+def test_values_the_database_cannot_store_are_refused_first(world):
+    """Regressions found by the schemathesis run: on PostgreSQL a NUL byte in text, or an id
+    beyond its 32-bit integers, reached the database and came back as a 500."""
+    c = world.client
+    assert_problem(c.post("/api/v1/staff/login", json={"username": "a\x00b", "password": "x"}), 422)
+    staff = world.admin_headers
+    for params in ({"to_number": "+86\x00"}, {"handover_id": 2**40}, {"before_id": 2**40}):
+        assert_problem(c.get("/api/v1/sms/outbox", params=params, headers=staff), 422)
+    assert (
+        c.get("/api/v1/sms/outbox", params={"to_number": "+8613800138000"}, headers=staff).json()
+        == []
+    )
+
+
+def test_a_database_data_error_is_a_422_problem(world, app):
+    """The safety net for a value validation let through and the database refused."""
+    from sqlalchemy.exc import DataError
+
+    @app.get("/test-only/data-error")
+    def refuse():
+        raise DataError("SELECT 1", {}, ValueError("integer out of range"))
+
+    r = world.client.get("/test-only/data-error")
+    assert "out of range" in assert_problem(r, 422)["detail"]
