@@ -11,7 +11,7 @@ from __future__ import annotations
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import Body, FastAPI
+from fastapi import Body, FastAPI, Header
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
@@ -37,6 +37,7 @@ MESSAGES = {
     "no_session": ("请重新登录", "Please log in again."),
     "no_handover": ("没有对应的业务", "No such item for this action."),
     "no_compartment": ("没有该箱格", "No such compartment."),
+    "not_permitted": ("您无权进行此操作", "You are not allowed to do this."),
 }
 
 
@@ -121,13 +122,35 @@ def build_app(controller) -> FastAPI:
     async def status():
         return controller.status()
 
+    @app.get("/api/kiosk")
+    async def kiosk_settings():
+        """What the page needs to behave as configured."""
+        config = controller.config
+        return {
+            "locker_id": config.locker_id,
+            "code_digits": config.code_digits,
+            "reopen_window_s": config.reopen_window_s,
+            "staff_idle_s": config.staff_session_s,
+        }
+
     @app.post("/api/staff/login")
     async def staff_login(body: Annotated[StaffLoginIn, Body()]):
         try:
             token = controller.staff.login(body.staff_no, body.totp)
         except StaffRefused as err:
-            return _refusal(err.reason, 429 if err.reason == "locked_out" else 401)
-        return {"ok": True, "token": token}
+            status = {"locked_out": 429, "not_permitted": 403}.get(err.reason, 401)
+            return _refusal(err.reason, status)
+        return {"ok": True, "token": token, **controller.staff.tasks(token)}
+
+    @app.get("/api/staff/tasks")
+    async def staff_tasks(authorization: Annotated[str | None, Header(max_length=80)] = None):
+        scheme, _, token = (authorization or "").partition(" ")
+        try:
+            if scheme.lower() != "bearer" or not token:
+                raise StaffRefused("no_session", "send Authorization: Bearer <token>")
+            return {"ok": True, **controller.staff.tasks(token)}
+        except StaffRefused as err:
+            return _refusal(err.reason, 401)
 
     @app.post("/api/staff/logout")
     async def staff_logout(body: Annotated[StaffActionIn, Body()]):
@@ -147,7 +170,12 @@ def build_app(controller) -> FastAPI:
             outcome = await getattr(desk, action)(body.token, body.compartment)
             return _opened(body.compartment, outcome.value)
         except StaffRefused as err:
-            codes = {"no_session": 401, "out_of_service": 503, "no_free_compartment": 503}
+            codes = {
+                "no_session": 401,
+                "not_permitted": 403,
+                "out_of_service": 503,
+                "no_free_compartment": 503,
+            }
             return _refusal(err.reason, codes.get(err.reason, 409))
 
     def _route(action: str):

@@ -153,15 +153,20 @@ class Operations:
             store.set_occupied(number, False)
             record(EventType.STAFF_ACTION, number, action="recovered", handover_id=hid, by=who)
 
-    def free_compartment(self, size: str | None, in_service: Callable[[int], bool]) -> int | None:
-        """The smallest-numbered free compartment of ``size`` (any size if None)."""
+    def free_compartment(
+        self, size: str | None, in_service: Callable[[int], bool], prefer: int | None = None
+    ) -> int | None:
+        """``prefer`` if it is free (the compartment the cloud reserved), else the
+        smallest-numbered free compartment of ``size`` (any size if None)."""
         taken = {h.compartment for h in self._store.live_handovers() if h.compartment}
-        for c in self._store.compartments():
+        candidates = self._store.compartments()
+        candidates.sort(key=lambda c: (c.number != prefer, c.number))
+        for c in candidates:
             if size is not None and c.size != size:
                 continue
-            if c.occupied or c.number in taken or not in_service(c.number):
+            if c.occupied or (c.number in taken and c.number != prefer):
                 continue
-            if self.get(c.number) is not None:
+            if not in_service(c.number) or self.get(c.number) is not None:
                 continue
             return c.number
         return None

@@ -3,14 +3,20 @@
 TOTP is checked offline against the secrets synced for this site (staff_credentials
 command). A TOTP value is accepted once: the time step used is stored, so a code read over a
 shoulder cannot be replayed within its 30-second window. Wrong logins count towards the same
-cabinet lockout as wrong codes.
+cabinet lockout as wrong codes. A session ends after ``staff_session_s`` without use.
+
+What a member may do follows the roles synced with their secret (``ACTION_ROLES``); the cloud
+sends its own roles (admin, staff), a site may also give narrower ones. A refused action is
+audited as code_refused "staff_not_permitted".
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import pyotp
 
@@ -28,15 +34,33 @@ from locker_controller.operations import (
     Purpose,
 )
 from locker_controller.outbox import EventLog
-from locker_controller.store import Store
+from locker_controller.store import Handover, Store
 from xinbao.contract import EventType
+
+# Who may do what at the cabinet. Opening any door (maintenance) is not part of the daily
+# load/collect work, so the cloud's plain "staff" role does not include it.
+ACTION_ROLES: dict[str, frozenset[str]] = {
+    "load": frozenset({"admin", "staff", "loader"}),
+    "collect": frozenset({"admin", "staff", "collector"}),
+    "recover": frozenset({"admin", "staff", "collector"}),
+    "maintenance": frozenset({"admin", "technician"}),
+}
+
+
+def permitted_actions(roles: list[str]) -> list[str]:
+    return [action for action, allowed in ACTION_ROLES.items() if allowed.intersection(roles)]
 
 
 @dataclass
 class StaffSession:
     staff_no: str
     name: str
+    actions: list[str]
     expires: float
+    idle_s: float = field(repr=False, default=300.0)
+
+    def touch(self) -> None:
+        self.expires = time.monotonic() + self.idle_s
 
 
 class StaffDesk:
@@ -67,15 +91,31 @@ class StaffDesk:
         if member is None or step is None or step <= member.last_step:
             self._lockout.failed("staff_login_failed", staff_no=staff_no[:32])
             raise StaffRefused("bad_credentials", "staff number or one-time code is wrong")
+        actions = permitted_actions(member.roles)
+        if not actions:
+            # Who they are is proven (not a guess for the lockout), but they may do nothing.
+            with self._store.transaction():
+                self._store.set_staff_step(staff_no, step)
+                self._not_permitted(staff_no, "login")
+            raise StaffRefused("not_permitted", f"roles {member.roles} allow no action here")
         token = secrets.token_urlsafe(24)
         with self._store.transaction():
             self._store.set_staff_step(staff_no, step)
             self._lockout.succeeded()
             self._events.record(EventType.STAFF_LOGIN, None, staff_no=staff_no)
-        self._sessions[token] = StaffSession(
-            staff_no, member.name, time.monotonic() + self._session_s
-        )
+        session = StaffSession(staff_no, member.name, actions, 0.0, self._session_s)
+        session.touch()
+        self._sessions[token] = session
         return token
+
+    def _not_permitted(self, staff_no: str, action: str) -> None:
+        self._events.record(
+            EventType.CODE_REFUSED,
+            None,
+            reason="staff_not_permitted",
+            staff_no=staff_no,
+            action=action,
+        )
 
     @staticmethod
     def _matching_step(secret: str, otp: str) -> int | None:
@@ -93,11 +133,64 @@ class StaffDesk:
     def logout(self, token: str) -> None:
         self._sessions.pop(token, None)
 
-    def session(self, token: str) -> StaffSession:
-        found = self._sessions.get(token)
+    def session(
+        self, token: str, action: str | None = None, *, touch: bool = True
+    ) -> StaffSession:
+        """The live session of ``token``, allowed to ``action``; a door action restarts its
+        idle clock (looking at the task lists does not: the panel refreshes them itself)."""
+        found = self._sessions.get(token) if isinstance(token, str) else None
         if found is None or found.expires < time.monotonic():
             self._sessions.pop(token, None)
             raise StaffRefused("no_session", "log in again")
+        if touch:
+            found.touch()
+        if action is not None and action not in found.actions:
+            self._not_permitted(found.staff_no, action)
+            raise StaffRefused("not_permitted", f"{found.staff_no} may not {action}")
+        return found
+
+    def tasks(self, token: str) -> dict[str, Any]:
+        """What this member can do here now: licences to load, documents to collect,
+        items to recover, and (maintenance) the compartments."""
+        session = self.session(token, touch=False)
+        now = datetime.now(UTC)
+        live = self._store.live_handovers()
+        found: dict[str, Any] = {
+            "staff_no": session.staff_no,
+            "name": session.name,
+            "actions": session.actions,
+            "idle_logout_s": self._session_s,
+        }
+        if "load" in session.actions:
+            found["load"] = [
+                _task(h) for h in live if h.kind == PICKUP_KIND and h.state == "reserved"
+            ]
+        if "collect" in session.actions:
+            found["collect"] = [
+                _task(h)
+                for h in live
+                if h.kind == DROPOFF_KIND and h.state == "deposited" and h.compartment
+            ]
+        if "recover" in session.actions:
+            found["recover"] = [
+                _task(h)
+                for h in live
+                if h.kind == PICKUP_KIND
+                and h.compartment
+                and (h.state == "overdue" or (h.state == "deposited" and h.expired(now)))
+            ]
+        if "maintenance" in session.actions:
+            found["compartments"] = [
+                {
+                    "number": c.number,
+                    "size": c.size,
+                    "occupied": c.occupied,
+                    "open": self._doors.doors[c.number].open,
+                    "in_service": self._doors.in_service(c.number),
+                }
+                for c in self._store.compartments()
+                if c.number in self._doors.doors
+            ]
         return found
 
     async def _open(
@@ -122,11 +215,13 @@ class StaffDesk:
 
     async def load(self, token: str, handover_id: int) -> tuple[int, UnlockOutcome]:
         """Open a free compartment of the right size for a pickup handover's licence."""
-        session = self.session(token)
+        session = self.session(token, "load")
         handover = self._store.handover(handover_id)
         if handover is None or handover.kind != "pickup" or handover.state != "reserved":
             raise StaffRefused("no_handover", f"no pickup {handover_id} waiting to be loaded")
-        number = self._operations.free_compartment(handover.size, self._doors.in_service)
+        number = self._operations.free_compartment(
+            handover.size, self._doors.in_service, prefer=handover.compartment
+        )
         if number is None:
             raise StaffRefused("no_free_compartment", f"size {handover.size or 'any'}")
         purpose = Purpose(STAFF_LOAD, handover_id, session.staff_no)
@@ -134,20 +229,20 @@ class StaffDesk:
 
     async def collect(self, token: str, number: int) -> UnlockOutcome:
         """Take dropped-off documents out of a compartment."""
-        session = self.session(token)
+        session = self.session(token, "collect")
         handover = self._handover_in(number, "dropoff", ("deposited",))
         purpose = Purpose(STAFF_COLLECT, handover, session.staff_no)
         return await self._open(session, number, purpose, "collect")
 
     async def recover(self, token: str, number: int) -> UnlockOutcome:
         """Take back a licence that was never collected."""
-        session = self.session(token)
+        session = self.session(token, "recover")
         handover = self._handover_in(number, "pickup", ("deposited", "overdue"))
         purpose = Purpose(STAFF_RECOVER, handover, session.staff_no)
         return await self._open(session, number, purpose, "recover")
 
     async def maintenance(self, token: str, number: int) -> UnlockOutcome:
-        session = self.session(token)
+        session = self.session(token, "maintenance")
         if number not in self._doors.doors:
             raise StaffRefused("no_compartment", f"no compartment {number}")
         purpose = Purpose(MAINTENANCE, None, session.staff_no)
@@ -158,3 +253,17 @@ class StaffDesk:
             if h.compartment == number and h.kind == kind and h.state in states:
                 return h.handover_id
         raise StaffRefused("no_handover", f"compartment {number} holds no such item")
+
+
+PICKUP_KIND, DROPOFF_KIND = "pickup", "dropoff"
+
+
+def _task(h: Handover) -> dict[str, Any]:
+    return {
+        "handover_id": h.handover_id,
+        "record_ref": h.record_ref,
+        "compartment": h.compartment,
+        "size": h.size,
+        "state": h.state,
+        "expires_at": h.expires_at.isoformat() if h.expires_at else None,
+    }

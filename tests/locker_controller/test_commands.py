@@ -93,7 +93,9 @@ def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     secret = pyotp.random_base32()
     cmd = cloud.command(
         CommandType.STAFF_CREDENTIALS,
-        StaffCredentials(staff=[StaffSecret(staff_no="S001", name="Li", totp_secret=secret)]),
+        StaffCredentials(
+            staff=[StaffSecret(staff_no="S001", name="Li", totp_secret=secret, roles=["admin"])]
+        ),
     )
     assert cloud.reply_to(cmd.request_id).result == {"staff": 1}
     bad = ctl.post("/api/staff/login", {"staff_no": "S001", "totp": "000000"})
