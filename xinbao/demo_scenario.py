@@ -116,6 +116,12 @@ class FullJourney:
                 raise
             except DemoError as err:
                 raise StepFailed(name, str(err)) from None
+            except (ValueError, KeyError, TypeError, IndexError) as err:
+                # A reply that is not what the step expects (not JSON, a field missing): the
+                # demo names the step instead of ending in a traceback.
+                raise StepFailed(
+                    name, f"unexpected reply ({err.__class__.__name__}: {str(err)[:200]})"
+                ) from None
             self.say(f"{label} ... ok" + (f" ({detail})" if detail else ""))
         self.say("full journey completed")
 
@@ -202,6 +208,13 @@ class FullJourney:
             raise DemoError(
                 f"kiosk {path}: HTTP {response.status_code} "
                 f"{data.get('reason')} ({data.get('message_en')})"
+            )
+        # The code or the staff action was accepted, but the cabinet says whether the door
+        # opened: a jammed lock or a silent board is this step's failure, not the next one's.
+        if data.get("outcome", "opened") not in ("opened", "already_open"):
+            raise DemoError(
+                f"door {data.get('compartment')} did not open: {data['outcome']} "
+                f"({data.get('message_en')})"
             )
         return data
 

@@ -12,6 +12,7 @@ import asyncio
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -81,6 +82,7 @@ class DemoStack:
         self.controller: Child | None = None
         self.http = httpx.AsyncClient(timeout=10.0)
         self.staff_headers: dict[str, str] = {}
+        self._staff: tuple[int, str] | None = None  # the demo staff's id and role
         self.master_key = b""
 
     # --- addresses -------------------------------------------------------------------------
@@ -218,7 +220,7 @@ class DemoStack:
         except SQLAlchemyError as err:
             raise DemoError(f"cannot prepare {self.data.database_url}: {err}") from None
         try:
-            with Session(engine) as session:
+            with Session(engine, expire_on_commit=False) as session:
                 staff = session.scalar(select(Staff).where(Staff.username == STAFF_USERNAME))
             if staff is None:
                 staff = bootstrap.create_staff(
@@ -234,6 +236,7 @@ class DemoStack:
                     staff_service.confirm_totp(
                         session, staff, pyotp.TOTP(state.totp_secret).now(), utcnow()
                     )
+            self._staff = (staff.id, staff.role)
             if not state.api_key:
                 _, state.api_key = bootstrap.create_api_key(
                     engine,
@@ -277,18 +280,25 @@ class DemoStack:
         return env
 
     async def _log_in(self) -> None:
-        assert self.state is not None
-        response = await self.http.post(
-            f"{self.api_url}/api/v1/staff/login",
-            json={
-                "username": STAFF_USERNAME,
-                "password": self.state.staff_password,
-                "totp": pyotp.TOTP(self.state.totp_secret).now(),
-            },
+        """A session for the demo's own staff calls, signed with the demo's token secret.
+
+        Not a log-in with the staff's one-time code: the cloud takes each TOTP code once
+        (replay guard), and the person reading the banner is about to type the current one
+        into the dashboard."""
+        from cloud_api.core.config import Settings
+        from cloud_api.core.security import issue_token
+        from cloud_api.models.common import utcnow
+
+        assert self._staff is not None
+        token = issue_token(
+            Settings(demo=True).token_key, *self._staff, utcnow(), timedelta(hours=24)
+        )
+        self.staff_headers = {"Authorization": f"Bearer {token}"}
+        response = await self.http.get(
+            f"{self.api_url}/api/v1/staff/me", headers=self.staff_headers
         )
         if response.status_code != 200:
-            raise DemoError(f"the demo staff cannot log in: HTTP {response.status_code}")
-        self.staff_headers = {"Authorization": f"Bearer {response.json()['access_token']}"}
+            raise DemoError(f"the demo staff session is refused: HTTP {response.status_code}")
 
     async def _register_locker(self) -> None:
         assert self.state is not None

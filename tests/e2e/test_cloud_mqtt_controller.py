@@ -1,14 +1,20 @@
 """The cloud with the real edge controller (child process) and the simulator over a pty:
 reservations travel by command, codes open doors, deposits come back, a locker that was off
-line catches up on return, and a remote unlock goes round trip."""
+line catches up on return (a new reservation, and a cancelled one taken away), a remote
+unlock goes round trip, and staff enrolled later can log in at an on-line cabinet."""
 
 from collections.abc import Iterator
 
+import pyotp
 import pytest
 from sqlmodel import Session, select
 
+from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
-from tests.e2e.conftest import LOCKER_ID
+from cloud_api.models.staff import Role, Staff
+from cloud_api.services import bootstrap
+from cloud_api.services import staff as staff_service
+from tests.e2e.conftest import BACKENDS, LOCKER_ID
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
@@ -110,3 +116,77 @@ def _synced(cloud, handover_id: int) -> bool:
             .order_by(LockerCommand.id)
         ).all()
     return bool(rows) and rows[-1].status == "ok" and rows[-1].result["upserted"] >= 2
+
+
+def online(cloud) -> bool:
+    return cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"]
+
+
+@pytest.mark.parametrize("db_url", BACKENDS, indirect=True)
+def test_a_revocation_made_while_off_line_reaches_the_controller(cloud, sim, controller):
+    """A drop-off cancelled while the cabinet is off line: when it returns, the full sync
+    takes the reservation away, so the code is refused and no lock pulses."""
+    wait_until(lambda: online(cloud), 20, "online")
+    wait_until(lambda: commands_answered(cloud), 20, "the first full sync answered")
+    cloud.record("XA-CTL-0003")
+    h = cloud.dropoff("XA-CTL-0003")
+    wait_until(lambda: commands_answered(cloud), 20, "the reservation at the locker")
+    code = code_for(cloud.locker_key(), h["code_counter"], cloud.settings.code_digits)
+
+    controller.stop()
+    wait_until(lambda: not online(cloud), 20, "offline")
+    r = cloud.client.post(f"/api/v1/handovers/{h['id']}/cancel", headers=cloud.integrator)
+    assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+    since = sim.truth.last_seq
+    controller.start()
+    wait_until(lambda: online(cloud), 20, "back")
+    wait_until(lambda: _full_sync_after(cloud, h["id"]), 20, "the full sync without it")
+
+    refused = controller.code(code)
+    assert refused.status_code == 400 and refused.json()["ok"] is False, refused.text
+    assert sim.truth.events("lock_pulse", since) == []
+    assert not controller.status()["doors"][str(h["compartment_number"])]
+
+    def kinds() -> list[str]:
+        return [e["type"] for e in cloud.get(f"/api/v1/lockers/{LOCKER_ID}/events").json()]
+
+    wait_until(lambda: "code_refused" in kinds(), 20, "the refusal reported")
+    assert "code_accepted" not in kinds()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_staff_enrolled_while_the_locker_is_on_line_can_log_in_there(cloud, controller):
+    wait_until(lambda: online(cloud), 20, "online")
+    wait_until(lambda: commands_answered(cloud), 20, "the first full sync answered")
+    secret = enrolled(cloud.engine, "clerk9")
+
+    def logged_in() -> bool:
+        r = controller.post("/api/staff/login", {"staff_no": "clerk9", "totp": totp(secret)})
+        return r.status_code == 200 and r.json()["ok"]
+
+    wait_until(logged_in, 45, "the new staff member accepted at the cabinet")
+
+
+def _full_sync_after(cloud, handover_id: int) -> bool:
+    """The newest reservation sync is a full one that the locker answered, without it."""
+    with Session(cloud.engine) as s:
+        rows = s.exec(
+            select(LockerCommand)
+            .where(LockerCommand.type == "sync_reservations")
+            .order_by(LockerCommand.id.desc())
+        ).all()
+    return bool(rows) and rows[0].status == "ok" and rows[0].result["upserted"] == 0
+
+
+def enrolled(engine, username: str) -> str:
+    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
+    with Session(engine, expire_on_commit=False) as session:
+        staff = session.get(Staff, created.id)
+        staff_service.begin_totp(session, staff)
+        secret = staff.totp_secret
+        staff_service.confirm_totp(session, staff, totp(secret), utcnow())
+    return secret
+
+
+def totp(secret: str) -> str:
+    return pyotp.TOTP(secret).now()

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -23,89 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from tests.support.demo_run import FREE_PORTS, SCENARIO_TIMEOUT_S, START_TIMEOUT_S
 from xinbao.broker import EmbeddedBroker, plain_filter
 from xinbao.demo_scenario import FullJourney
-
-FREE_PORTS = ["--api-port", "0", "--kiosk-port", "0", "--sim-port", "0", "--mqtt-port", "0"]
-START_TIMEOUT_S = 90
-SCENARIO_TIMEOUT_S = 240
-
-
-class DemoRun:
-    """``xinbao demo ...`` as a child process; its output collected line by line."""
-
-    def __init__(self, *args: str, cwd: Path) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("XINBAO_")}
-        env.pop("MQTT_URL", None)
-        env["PYTHONUNBUFFERED"] = "1"
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "xinbao.cli", "demo", *args],
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-        )
-        self.lines: list[str] = []
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._reader = threading.Thread(target=self._read, name="demo-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self._queue.put(line.rstrip("\n"))
-        self._queue.put(None)
-
-    def wait_for_line(self, pattern: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        regex = re.compile(pattern)
-        while time.monotonic() < deadline:
-            try:
-                line = self._queue.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if line is None:
-                break
-            self.lines.append(line)
-            if regex.search(line):
-                return line
-        raise AssertionError(f"no line matching {pattern!r}; output:\n{self.output}")
-
-    def finish(self, timeout: float) -> int:
-        code = self.process.wait(timeout=timeout)
-        self._reader.join(timeout=10)
-        while True:
-            try:
-                line = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if line is not None:
-                self.lines.append(line)
-        return code
-
-    @property
-    def output(self) -> str:
-        return "\n".join(self.lines)
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-        self.finish(timeout=30)
-
-
-@pytest.fixture
-def run_demo(tmp_path):
-    runs: list[DemoRun] = []
-
-    def start(*args: str) -> DemoRun:
-        run = DemoRun(*args, cwd=tmp_path)
-        runs.append(run)
-        return run
-
-    yield start
-    for run in runs:
-        run.kill()
 
 
 def _children_of(pid: int) -> set[int]:

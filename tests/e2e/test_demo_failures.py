@@ -1,0 +1,140 @@
+"""``xinbao demo --scenario full`` when something goes wrong, and against a real broker.
+
+A failing step ends the run with exit status 1 and a line naming the step, never a
+traceback: first with the cabinet's lock boards unpowered (the simulator's ``absent`` fault,
+injected through its control API as a tester would), then for replies a step cannot use
+(not JSON, a field missing, no connection) in the journey itself. ``--mqtt-url`` and
+``MQTT_URL`` run the whole journey through a real Mosquitto instead of the embedded broker.
+"""
+
+import asyncio
+import re
+
+import httpx
+import pytest
+
+from tests.support.demo_run import SCENARIO_TIMEOUT_S
+from tests.support.waiting import free_port, wait_until
+from xinbao.demo_scenario import FullJourney, StepFailed
+
+PORTS = ["--api-port", "0", "--kiosk-port", "0", "--mqtt-port", "0"]
+
+
+def _steps_ok(lines) -> list[str]:
+    """The names of the steps printed as passed, in order."""
+    found = (re.search(r"\[\s*\d+/\d+\] (.*?) \.\.\. ok", line) for line in lines)
+    return [m.group(1) for m in found if m]
+
+
+def test_a_failing_step_is_named_and_the_exit_status_is_1(run_demo, tmp_path):
+    sim_port = free_port()
+    demo = run_demo(
+        "--scenario",
+        "full",
+        "--data-dir",
+        str(tmp_path / "data"),
+        "--sim-port",
+        str(sim_port),
+        *PORTS,
+    )
+    sim = f"http://127.0.0.1:{sim_port}"
+
+    def boards_unpowered() -> bool:
+        try:
+            for board, bus in ((1, "cu16"), (2, "bcc8a")):
+                r = httpx.post(
+                    f"{sim}/faults", json={"board": board, "bus": bus, "fault": "absent"}
+                )
+                assert r.status_code == 201, r.text
+        except httpx.HTTPError:
+            return False  # the simulator is not up yet
+        return True
+
+    wait_until(boards_unpowered, 90, "the demo's simulator panel")
+    code = demo.finish(timeout=SCENARIO_TIMEOUT_S)
+    assert code == 1, demo.output
+    failed = "error: step 'drop-off code typed at the kiosk' failed: door 3 did not open"
+    assert failed in demo.output, demo.output
+    assert "Traceback" not in demo.output
+    # Every step before it passed and was printed; none after it ran.
+    assert _steps_ok(demo.lines)[-1] == "drop-off code received by SMS"
+    assert "stopped" in demo.lines[-1]
+
+
+@pytest.mark.parametrize("how", ["--mqtt-url", "MQTT_URL"])
+def test_full_scenario_through_a_real_mosquitto(run_demo, tmp_path, broker, how):
+    args = ["--scenario", "full", "--data-dir", str(tmp_path / "data"), *PORTS, "--sim-port", "0"]
+    if how == "--mqtt-url":
+        demo = run_demo(*args, "--mqtt-url", broker.url())
+    else:
+        demo = run_demo(*args, env={"MQTT_URL": broker.url()})
+    code = demo.finish(timeout=SCENARIO_TIMEOUT_S)
+    assert code == 0, demo.output
+    assert "full journey completed" in demo.output
+    assert "MQTT broker        external" in demo.output
+    log = broker.log_text()
+    # Both the cabinet and the cloud went through this broker.
+    assert "as locker-XA-DEMO-1" in log and "as xinbao-cloud-" in log, log[-2000:]
+
+
+# --- the journey's own error handling, against scripted replies ----------------------------
+
+
+class _Stack:
+    """What FullJourney uses of DemoStack, its HTTP client answering from a script."""
+
+    api_url = "http://api.test"
+    kiosk_url = "http://kiosk.test"
+    sim_url = "http://sim.test"
+    integrator_headers = {"X-API-Key": "k"}
+    staff_headers = {"Authorization": "Bearer t"}
+    totp_secret = "JBSWY3DPEHPK3PXP"
+
+    def __init__(self, handler) -> None:
+        self.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+    def check_children(self) -> None:
+        pass
+
+
+def _run(handler) -> tuple[StepFailed, list[str]]:
+    said: list[str] = []
+
+    async def go() -> None:
+        stack = _Stack(handler)
+        try:
+            await FullJourney(stack, said.append, step_timeout=5).run()
+        finally:
+            await stack.http.aclose()
+
+    with pytest.raises(StepFailed) as failed:
+        asyncio.run(go())
+    return failed.value, said
+
+
+def test_a_reply_that_is_not_json_names_the_step():
+    failed, said = _run(lambda request: httpx.Response(201, text="<html>proxy error</html>"))
+    assert failed.step == "record created (integrator API)"
+    assert "unexpected reply (JSONDecodeError" in str(failed)
+    assert _steps_ok(said) == []
+
+
+def test_a_reply_missing_a_field_names_the_step():
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/v1/handovers/dropoff":
+            return httpx.Response(201, json={"state": "reserved"})  # no "id"
+        return httpx.Response(201, json={})
+
+    failed, said = _run(handler)
+    assert failed.step == "drop-off reserved"
+    assert "unexpected reply (KeyError: 'id')" in str(failed)
+    assert _steps_ok(said) == ["record created (integrator API)", "pre-review passed"]
+
+
+def test_no_connection_names_the_step():
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection refused", request=request)
+
+    failed, _ = _run(handler)
+    assert failed.step == "record created (integrator API)"
+    assert "ConnectError: connection refused" in str(failed)
