@@ -16,7 +16,7 @@ from typing import Any
 import uvicorn
 
 from locker_controller.cabinet import BusOpener, Cabinet, open_lock_bus
-from locker_controller.commands import RUNTIME_SETTINGS, CommandDesk
+from locker_controller.commands import CommandDesk
 from locker_controller.config import ControllerConfig
 from locker_controller.doors import DoorWatcher
 from locker_controller.keypad import Keypad
@@ -27,7 +27,7 @@ from locker_controller.operations import Operations
 from locker_controller.outbox import EventLog, OutboxPublisher
 from locker_controller.staff import StaffDesk
 from locker_controller.store import Store
-from xinbao.contract import BoardHealthReport, Telemetry
+from xinbao.contract import RUNTIME_SETTINGS, BoardHealthReport, Telemetry
 
 log = logging.getLogger(__name__)
 VERSION = "0.1.0"

@@ -33,6 +33,7 @@ from xinbao.contract import (
     ReservationSync,
     StaffCredentials,
     UnlockPayload,
+    check_runtime_settings,
     verify_command,
 )
 
@@ -42,12 +43,6 @@ SEEN_REQUESTS_KEPT = timedelta(days=7)
 # Local progress of a handover; a sync never moves a handover backwards (the cloud may not
 # have our latest event yet).
 _STATE_RANK = {"reserved": 0, "deposited": 1, "overdue": 2, "collected": 3, "recovered": 3}
-RUNTIME_SETTINGS = {
-    "door_left_open_after_s": (float, 1.0, 86_400.0),
-    "poll_interval_s": (float, 0.02, 60.0),
-    "lockout_threshold": (int, 1, 100),
-}
-
 # A flood of hostile messages must not grow the outbox without limit: the first few
 # rejections in a window are recorded one by one (and answered), the rest only counted and
 # reported as one command_rejected "flood" event when the window ends.
@@ -259,16 +254,8 @@ class CommandDesk:
         return {"staff": count}
 
     def _config(self, payload: ConfigPayload) -> dict[str, Any]:
-        checked = {}
-        for name, value in payload.settings.items():
-            if name not in RUNTIME_SETTINGS:
-                raise ValueError(f"unknown setting {name!r}")
-            kind, low, high = RUNTIME_SETTINGS[name]
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ValueError(f"{name} must be a number")
-            if not low <= value <= high or (kind is int and value != int(value)):
-                raise ValueError(f"{name} must be {kind.__name__} in {low}..{high}")
-            checked[name] = kind(value)
+        # The cloud checked them before sending; checked again, a locker trusts no one.
+        checked = check_runtime_settings(payload.settings)  # ContractError is a ValueError
         for name, value in checked.items():
             self._apply_setting(name, value)
         saved = json.loads(self._store.get_meta("runtime_settings", "{}") or "{}")
