@@ -105,6 +105,10 @@ class Keypad:
         return DoorOpened(number, result.outcome)
 
     def _compartment_for(self, handover: Handover) -> int:
+        held = self._operations.held_for(handover.handover_id)
+        if held is not None:
+            # Typed again before the door closed: the same door, never a second one.
+            return held
         if handover.compartment is not None:
             if not self._doors.in_service(handover.compartment):
                 self._events.record(

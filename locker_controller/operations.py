@@ -88,6 +88,14 @@ class Operations:
             purpose.pulsed = True
             self.begin(number, purpose)
 
+    def held_for(self, handover_id: int) -> int | None:
+        """The compartment already opened (or being opened) for this handover, if any."""
+        for c in self._store.compartments():
+            purpose = self.get(c.number)
+            if purpose is not None and purpose.handover_id == handover_id:
+                return c.number
+        return None
+
     def busy(self) -> list[int]:
         """Compartments opened (or being opened) for a purpose that is not complete yet."""
         return [c.number for c in self._store.compartments() if self.get(c.number) is not None]

@@ -99,3 +99,24 @@ def test_door_that_stayed_shut_frees_its_compartment(tmp_path, sim, make_control
         e["data"]["outcome"] for e in db_events(tmp_path / "data") if e["type"] == "unlock_sent"
     ]
     assert outcomes == ["no_response", "opened"]
+
+
+def test_a_code_typed_twice_opens_the_same_door_only(tmp_path, sim, make_controller):
+    seed(tmp_path, handover(11, "dropoff", None, 111, "reserved"))
+    ctl = make_controller()
+    ctl.start()
+    wait_until(lambda: door_seen(ctl, 3, False), 10, "door 3 seen shut")
+    code = code_for(LOCKER_KEY, 111)
+    first = ctl.code(code)
+    assert first.status_code == 200 and first.json()["compartment"] == 3, first.text
+    wait_until(lambda: door_seen(ctl, 3, True), 10, "door 3 seen open")
+    again = ctl.code(code)  # the applicant is unsure and types it again
+    assert again.status_code == 200, again.text
+    assert again.json()["compartment"] == 3 and again.json()["outcome"] == "already_open"
+    assert sim.compartment(1, 4).door_open is False  # the next free "M" stayed shut
+    sim.put_item(1, 3)
+    sim.close_door(1, 3)
+    wait_event(tmp_path, "deposited", compartment=3)
+    assert types(tmp_path).count("deposited") == 1
+    used = ctl.code(code)
+    assert used.status_code == 400 and used.json()["reason"] == "used"
