@@ -10,8 +10,6 @@ so a page that merely looks right cannot pass. Screenshots go to test-artifacts/
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,8 +18,7 @@ from pathlib import Path
 import httpx
 import pyotp
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from sqlalchemy import text
 from sqlmodel import Session
 
@@ -34,21 +31,10 @@ from cloud_api.services import alarms, bootstrap
 from cloud_api.sms.providers import ConsoleProvider
 from tests.cloud_api.conftest import Clock, locker_body
 from tests.cloud_api.helpers import drop_audit_guard
+from tests.support.browser import launch_chromium, screenshot, serve, stop_serving
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 ADMIN, ADMIN_PASSWORD = "admin", "correct horse battery"
 LOCKER = "xa-port-001"
 
@@ -70,21 +56,6 @@ class Dashboard:
     def wrong_totp(self) -> str:
         valid = {self.totp.at(self.clock.now + timedelta(seconds=30 * k)) for k in (-1, 0, 1)}
         return next(c for c in (f"{n:06d}" for n in range(123456, 999999, 7919)) if c not in valid)
-
-
-def _serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dash-api")
-    thread.start()
-    deadline = datetime.now(UTC).timestamp() + 15
-    while not server.started:
-        if not thread.is_alive() or datetime.now(UTC).timestamp() > deadline:
-            raise RuntimeError("the API server did not start")
-        threading.Event().wait(0.02)
-    return server, thread, f"http://127.0.0.1:{port}"
 
 
 def _ok(response: httpx.Response, status: int = 200) -> dict:
@@ -150,14 +121,8 @@ def _build_world(api: httpx.Client, integrator: dict, app, clock: Clock) -> dict
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -176,7 +141,7 @@ def dashboard(template_db, tmp_path) -> Iterator[Dashboard]:
     clock = Clock(now=datetime.now(UTC).replace(microsecond=0))
     settings = Settings(demo=True, database_url=url, run_background=False)
     app = create_app(settings, sms_provider=ConsoleProvider(), clock=clock)
-    server, thread, base = _serve(app)
+    server, thread, base = serve(app)
     try:
         with httpx.Client(base_url=base, timeout=10) as api:
             token = _ok(
@@ -204,8 +169,7 @@ def dashboard(template_db, tmp_path) -> Iterator[Dashboard]:
             api.headers["Authorization"] = f"Bearer {token}"
             yield Dashboard(base, api, integrator, locker_key, totp, clock, app, db_path)
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        stop_serving(server, thread)
 
 
 @pytest.fixture
@@ -217,11 +181,7 @@ def page(browser: Browser, dashboard: Dashboard, request) -> Iterator[Page]:
         page.on("pageerror", lambda err: errors.append(str(err)))
         page.goto(f"{dashboard.url}/dashboard/")
         yield page
-        # Bytes written here, not screenshot(path=...): Playwright would write the file on a
-        # thread pool of its own that outlives the test.
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = page.screenshot(full_page=True)
-        (ARTIFACTS / f"dashboard-{request.node.name}.png").write_bytes(shot)
+        screenshot(page, f"dashboard-{request.node.name}")
     finally:
         context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"
@@ -229,8 +189,7 @@ def page(browser: Browser, dashboard: Dashboard, request) -> Iterator[Page]:
 
 def shot(page: Page, name: str) -> None:
     """A screenshot of the page as it is now, kept for a human to look at."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / f"dashboard-{name}.png").write_bytes(page.screenshot(full_page=True))
+    screenshot(page, f"dashboard-{name}")
 
 
 def log_in(page: Page, dashboard: Dashboard, totp: str | None = None) -> None:

@@ -19,6 +19,8 @@
   interfaces (APIs, SMS inbox, kiosk, simulator), counting the door openings it authorised;
   ``assert_matches_ground_truth`` checks the cloud against the simulator's ground truth.
 - ``demo_run``: ``DemoRun``, ``xinbao demo`` as a child process, its output line by line.
+- ``browser``: Debian's chromium through Playwright, an app served by uvicorn in a thread,
+  screenshots kept in test-artifacts/.
 
 Each helper stops what it starts; wrap them in fixtures with teardown (the suite's health
 check fails a test that leaves threads or child processes behind). ``tests/e2e/conftest.py``
