@@ -19,6 +19,8 @@
   interfaces (APIs, SMS inbox, kiosk, simulator), counting the door openings it authorised;
   ``assert_matches_ground_truth`` checks the cloud against the simulator's ground truth.
 - ``demo_run``: ``DemoRun``, ``xinbao demo`` as a child process, its output line by line.
+- ``compose``: docker-compose.yml without Docker: compose's variable substitution, the
+  services' own commands as plain processes (``Stack``), ``MqttProbe`` for the broker's ACL.
 - ``browser``: Debian's chromium through Playwright, an app served by uvicorn in a thread,
   screenshots kept in test-artifacts/.
 
