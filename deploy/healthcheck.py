@@ -3,7 +3,7 @@
 Exit 0 when URL answers 2xx within the timeout and, for each ``--expect``, the JSON body has
 that top-level key with that value (compared as JSON, so ``online=true`` means the boolean).
 Exit 1 otherwise, with one line saying why. Standard library only, so every image can run it;
-tests/e2e/test_compose.py runs the same probes against the same processes.
+tests/e2e/test_compose_stack.py runs the same probes against the same processes.
 """
 
 from __future__ import annotations
