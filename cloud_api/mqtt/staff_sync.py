@@ -14,7 +14,7 @@ processes never push the same change twice.
 import hashlib
 from collections.abc import Callable
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, not_, or_, select
 from sqlmodel import Session
 
 from cloud_api.models.monitoring import LockerCommand, LockerLink
@@ -28,7 +28,11 @@ def digest(staff: StaffCredentials) -> str:
     return hashlib.sha256(staff.to_bytes()).hexdigest()
 
 
-_PUSHED = ("sent", "ok")  # a list that failed or went unanswered is sent again
+# A list counts as given unless it never left (failed, "not sent: ..."): one that went
+# unanswered is not sent again and again to a locker that does not answer (it gets the list
+# with the full sync when it next comes on line), and one the locker refused shows up on the
+# commands page instead of being repeated every round.
+_NOT_SENT = "not sent%"
 
 
 def last_pushed(session: Session, locker_id: str) -> str | None:
@@ -38,12 +42,17 @@ def last_pushed(session: Session, locker_id: str) -> str | None:
         .where(
             LockerCommand.locker_id == locker_id,
             LockerCommand.type == CommandType.STAFF_CREDENTIALS.value,
-            LockerCommand.status.in_(_PUSHED),
+            _pushed(),
         )
         .order_by(LockerCommand.id.desc())
         .limit(1)
     )
     return _digest_of(found)
+
+
+def _pushed():
+    error = func.coalesce(LockerCommand.error, "")
+    return or_(LockerCommand.status != "failed", not_(error.like(_NOT_SENT)))
 
 
 def _digest_of(command: LockerCommand | None) -> str | None:
@@ -57,7 +66,7 @@ def _last_pushed_everywhere(session: Session) -> dict[str, str | None]:
         select(func.max(LockerCommand.id))
         .where(
             LockerCommand.type == CommandType.STAFF_CREDENTIALS.value,
-            LockerCommand.status.in_(_PUSHED),
+            _pushed(),
         )
         .group_by(LockerCommand.locker_id)
     )

@@ -182,3 +182,20 @@ def _staff_now(session):
     from cloud_api.mqtt import commands as payloads
 
     return payloads.staff_payload(session)
+
+
+def test_an_unanswered_staff_list_is_not_repeated_every_round(cloud, fake_locker):
+    """A locker that is on line but does not answer gets each list once (and the current
+    one again with the full sync when it next comes on line), not every few seconds."""
+    fake_locker.online()
+    wait_until(lambda: staff_lists(fake_locker), 10, "the first staff list")
+    enrolled_staff(cloud.engine, "clerk6")
+    wait_until(lambda: ["clerk6"] in staff_lists(fake_locker), 20, "the changed list")
+    wait_until(
+        lambda: commands(cloud, type="staff_credentials", status="timeout")[:1]
+        and not commands(cloud, type="staff_credentials", status="sent"),
+        20,
+        "both lists timed out",
+    )
+    assert cloud.bridge.commands.push_changed_staff() == []
+    assert staff_lists(fake_locker).count(["clerk6"]) == 1
