@@ -78,6 +78,7 @@ class Controller:
             "online": bool(self.link and self.link.connected),
             "outbox_depth": self.publisher.depth,
             "in_flight": self.publisher.in_flight,
+            "outbox_held": self.publisher.held,
             "replies_pending": self.store.replies_depth(),
             "heartbeats_sent": self.heartbeats_sent,
             "out_of_service": self.doors.out_of_service(),
@@ -127,6 +128,7 @@ class Controller:
                     self.publisher.acknowledged,
                 )
                 self.publisher.attach(self.link)
+                self.commands.cloud_spoke = self.publisher.cloud_spoke
                 self.link.start()
             try:
                 await self._serve(stop)

@@ -114,6 +114,7 @@ class CommandDesk:
         self._apply_setting = apply_setting
         self._tasks: set[asyncio.Task[None]] = set()
         self.gate = RejectionGate()
+        self.cloud_spoke: Callable[[], None] = lambda: None
         self._summary_timer: asyncio.TimerHandle | None = None
 
     def received(self, raw: bytes, retained: bool) -> None:
@@ -128,6 +129,7 @@ class CommandDesk:
             if not self._store.remember_request(rid):
                 self._rejected(CommandRejected("replayed", "request_id seen before", rid))
                 return
+            self.cloud_spoke()
             task = asyncio.get_running_loop().create_task(self._unlock_and_answer(command))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -141,10 +143,13 @@ class CommandDesk:
                 self._answer(rid, result=self._apply(command))
         except CommandRejected as err:
             self._rejected(err)
+            return
         except ValueError as err:
             with self._store.transaction():
                 self._store.remember_request(rid)
                 self._answer(rid, error=f"invalid: {err}")
+        # Signed with our key, fresh and new: the cloud hears this connection.
+        self.cloud_spoke()
 
     def _rejected(self, err: CommandRejected) -> None:
         log.warning("command rejected: %s", err)

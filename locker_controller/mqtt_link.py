@@ -144,8 +144,8 @@ class MqttLink:
         # Subscribe before saying online: the broker handles one connection's packets in
         # order, so whoever sees "online" can send a command and it will be delivered.
         self._client.subscribe(self._topic(Channel.COMMANDS), qos=1)
-        self._client.publish(self._topic(Channel.PRESENCE), PRESENCE_ONLINE, qos=1, retain=True)
         self._on_up()
+        self.announce()
 
     def _connect_failed(self, reason: str) -> None:
         # Each retry fails the same way while the cause lasts: warn once per new reason.
@@ -165,6 +165,13 @@ class MqttLink:
         self._on_command(payload, retained)
 
     # --- publishing (loop thread) -------------------------------------------------------
+
+    def announce(self) -> None:
+        """Retained ``online``; the cloud answers it with a full sync."""
+        if self.connected:
+            self._client.publish(
+                self._topic(Channel.PRESENCE), PRESENCE_ONLINE, qos=1, retain=True
+            )
 
     def publish_event(self, event: LockerEvent) -> int | None:
         return self._publish_kept(Channel.EVENTS, event.to_bytes())

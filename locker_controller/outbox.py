@@ -6,6 +6,13 @@ either loses something never promised (the commit did not happen) or keeps it fo
 ``OutboxPublisher`` sends events in seq order (and replies in the order they were made)
 whenever the MQTT link is up, and removes each row only when paho reports the broker's PUBACK
 for its message id.
+
+A PUBACK only says the broker has the message, and a broker drops a message no subscription
+matches: Mosquitto 2.0 forgets the cloud's shared subscriptions ($share/...) when it restarts,
+so a locker back before the cloud would have its outbox acknowledged and lost. After every
+(re)connect the outbox is therefore held until the cloud has spoken to this connection (a
+verified command; the cloud sends a full sync whenever it sees ``online``), and ``online`` is
+announced again now and then while held, in case that sync was lost.
 """
 
 from __future__ import annotations
@@ -25,6 +32,9 @@ log = logging.getLogger(__name__)
 # its own in-flight messages after a reconnect; this covers a message paho dropped.
 RESEND_AFTER_S = 60.0
 WINDOW = 100  # events in flight at once
+# While the outbox is held, ``online`` is published again this often (the cloud answers each
+# with a full sync).
+REANNOUNCE_S = 15.0
 REPLY_WINDOW = 20  # replies in flight at once
 
 EVENT, REPLY = "event", "reply"
@@ -52,6 +62,7 @@ class OutboxSink(Protocol):
     def connected(self) -> bool: ...
     def publish_event(self, event: LockerEvent) -> int | None: ...
     def publish_reply(self, body: bytes) -> int | None: ...
+    def announce(self) -> None: ...
 
 
 class OutboxPublisher:
@@ -61,6 +72,8 @@ class OutboxPublisher:
         self._sink: OutboxSink | None = None
         # mid -> (EVENT, seq, sent at) or (REPLY, reply row id, sent at)
         self._inflight: dict[int, tuple[str, int, float]] = {}
+        self.held = True  # until the cloud has spoken on the current connection
+        self._held_since = time.monotonic()
 
     def attach(self, sink: OutboxSink) -> None:
         self._sink = sink
@@ -78,6 +91,15 @@ class OutboxPublisher:
         self._events.wake.set()
 
     def link_up(self) -> None:
+        self.held = True
+        self._held_since = time.monotonic()
+        self._events.wake.set()
+
+    def cloud_spoke(self) -> None:
+        """A verified command came in: the cloud is subscribed, the outbox may flow."""
+        if self.held:
+            log.info("the cloud answered: sending the outbox (%s events)", self.depth)
+        self.held = False
         self._events.wake.set()
 
     @property
@@ -94,6 +116,11 @@ class OutboxPublisher:
         if self._sink is None or not self._sink.connected:
             return 0
         now = time.monotonic()
+        if self.held:
+            if now - self._held_since >= REANNOUNCE_S:
+                self._held_since = now
+                self._sink.announce()
+            return 0
         self._inflight = {
             m: v for m, v in self._inflight.items() if now - v[2] <= RESEND_AFTER_S
         }
@@ -142,11 +169,12 @@ class OutboxPublisher:
 
     async def run(self) -> None:
         while True:
-            # The timeout looks for stale in-flight rows now and then. asyncio.timeout, not
+            # The timeout looks for stale in-flight rows (and re-announces) now and then.
+            # asyncio.timeout, not
             # wait_for: on Python 3.11 wait_for swallows a cancel that arrives as the event is
             # set, and the controller then never stops (this loop runs on, "cancelling").
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(RESEND_AFTER_S / 4):
+                async with asyncio.timeout(min(RESEND_AFTER_S / 4, REANNOUNCE_S)):
                     await self._events.wake.wait()
             self._events.wake.clear()
             self.flush()

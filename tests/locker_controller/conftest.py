@@ -30,6 +30,7 @@ from xinbao.contract import (
     CommandReply,
     CommandType,
     LockerEvent,
+    PingPayload,
     sign_command,
 )
 
@@ -186,10 +187,19 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.stop()
 
 
-class Cloud:
-    """A paho client standing in for the cloud: records events/replies, sends commands."""
+def greeting() -> bytes:
+    """What the cloud sends a locker it sees ``online`` (the real one sends a full sync): a
+    signed command, which tells the controller the cloud is listening, so it sends its
+    outbox (locker_controller/outbox.py)."""
+    return sign_command(LOCKER_KEY, CommandType.PING, PingPayload()).to_bytes()
 
-    def __init__(self, port: int, client_id: str = "test-cloud") -> None:
+
+class Cloud:
+    """A paho client standing in for the cloud: records events/replies, sends commands, and
+    greets the locker whenever it says ``online`` (``greets=False``: a cloud not there)."""
+
+    def __init__(self, port: int, client_id: str = "test-cloud", greets: bool = True) -> None:
+        self.greets = greets
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
         # A persistent session, so QoS 1 events published while this client is briefly
@@ -215,6 +225,9 @@ class Cloud:
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        if self.greets and msg.topic.endswith("/presence") and msg.payload == b"online":
+            # On paho's own thread: publish, never wait for the PUBACK here.
+            client.publish(f"xinbao/v1/lockers/{LOCKER_ID}/commands", greeting(), qos=1)
 
     def on(self, leaf: str) -> list[bytes]:
         with self._lock:

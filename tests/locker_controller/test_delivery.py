@@ -9,7 +9,13 @@ import pytest
 from tests.locker_controller.conftest import LOCKER_KEY, Cloud, db_events, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
 from xinbao.codes import code_for
-from xinbao.contract import CommandType, ReservationSync, Telemetry, UnlockPayload
+from xinbao.contract import (
+    CommandType,
+    PingPayload,
+    ReservationSync,
+    Telemetry,
+    UnlockPayload,
+)
 
 
 def slam(sim, ctl, board: int, channel: int, number: int) -> None:
@@ -196,3 +202,28 @@ def test_controller_started_with_the_broker_down(sim, broker, make_controller, t
         unlock_works(cloud, sim, 6, 2, 2)
     finally:
         cloud.close()
+
+
+def test_outbox_waits_until_the_cloud_speaks_after_a_connect(sim, broker, make_controller):
+    """A broker acknowledges (and drops) what no subscription matches, so a PUBACK alone
+    does not prove the cloud got an event. After connecting, the controller holds its
+    outbox until a verified command arrives (the cloud's sync on seeing ``online``)."""
+    silent = Cloud(broker.port, greets=False)
+    try:
+        ctl = make_controller(mqtt_port=broker.port)
+        ctl.start()
+        wait_until(lambda: onlines(silent) >= 1, 20, "the controller on line")
+        slam(sim, ctl, 1, 2, 2)
+        beats = ctl.status()["heartbeats_sent"]
+        wait_until(lambda: ctl.status()["heartbeats_sent"] > beats, 10, "a heartbeat")
+        status = ctl.status()
+        assert status["online"] and status["outbox_held"], status
+        assert status["outbox_depth"] >= 2 and status["in_flight"] == 0, status
+        assert silent.events() == []
+        cmd = silent.command(CommandType.PING, PingPayload())
+        assert silent.reply_to(cmd.request_id).result == {"pong": True}
+        check_complete_and_ordered(silent, ctl)
+        assert silent.event_types()[:2] == ["door_forced", "door_closed"]
+        assert ctl.status()["outbox_held"] is False
+    finally:
+        silent.close()

@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.locker_controller.conftest import LOCKER_ID, ControllerProcess
+from tests.locker_controller.conftest import LOCKER_ID, ControllerProcess, greeting
 from tests.support import mosquitto
 from tests.support.waiting import wait_until
 from xinbao.contract import PRESENCE_ONLINE, Channel, LockerEvent, topic
@@ -154,6 +154,8 @@ class TlsSubscriber:
     def _on_message(self, client, userdata, msg) -> None:
         with self._lock:
             self.messages.append((msg.topic, bytes(msg.payload)))
+        if msg.topic == topic(LOCKER_ID, Channel.PRESENCE) and msg.payload == PRESENCE_ONLINE:
+            client.publish(topic(LOCKER_ID, Channel.COMMANDS), greeting(), qos=1)
 
     def on(self, channel: Channel) -> list[bytes]:
         with self._lock:
