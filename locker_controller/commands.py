@@ -3,7 +3,9 @@
 A command is acted on only when it is signed with this locker's key, not expired, not
 retained and its request_id was never seen (xinbao.contract.verify_command does the first
 three; the seen ids live in SQLite so a replay after a restart is refused too). Anything
-malformed or hostile is logged, audited as ``command_rejected`` and dropped.
+malformed or hostile is logged, audited as ``command_rejected`` and dropped; past
+REJECTIONS_RECORDED a minute, rejections are only counted (RejectionGate). Replies go
+through the outbox (EventLog.reply), in the transaction of the command's effect.
 """
 
 from __future__ import annotations
