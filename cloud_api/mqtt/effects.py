@@ -19,7 +19,7 @@ from xinbao.contract import EventType, LockerEvent
 
 log = logging.getLogger(__name__)
 # A drop-off waiting for staff is announced here (the API's log, the demo's console) and on
-# the dashboard (cloud_api.web.notices reads the applied `deposited` rows).
+# the dashboard (cloud_api.web.notices lists the drop-offs that wait).
 notices = logging.getLogger("xinbao.notices")
 
 # Facts worth a line in the audit trail (电子监察) as they are.

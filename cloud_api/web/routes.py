@@ -5,8 +5,8 @@
 - ``GET /api/v1/dashboard/audit/latest``: the newest audit entries, newest first (admins).
   ``/api/v1/audit`` pages forward from a sequence number, so the newest page would otherwise
   need a count first.
-- ``GET /api/v1/dashboard/notices``: drop-offs deposited since a cursor, and how many wait
-  (staff), for the dashboard's badge and notice (cloud_api.web.notices).
+- ``GET /api/v1/dashboard/notices``: the drop-offs waiting for staff (staff), for the
+  dashboard's badge and notice bar (cloud_api.web.notices).
 """
 
 from typing import Annotated
@@ -59,9 +59,8 @@ def latest_audit_entries(
 def notices(
     staff: CurrentStaff,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    limit: Annotated[int, Query(ge=1, le=200)] = 100,
 ):
-    """Drop-offs deposited at a locker after notice ``after`` (oldest first), with their state
-    now, and the number of drop-offs waiting for staff."""
-    return dropoff_notices(session, after, limit)
+    """Drop-offs deposited at a locker and waiting for staff (the longest waiting first), and
+    how many wait in all."""
+    return dropoff_notices(session, limit)

@@ -1,47 +1,54 @@
 // Drop-offs waiting for staff, announced without a reload: a count on the Tasks link and a
-// bar above the page listing the new ones until dismissed. The server says which drop-offs
-// were deposited after a cursor (GET /api/v1/dashboard/notices); the cursor of the last one
-// dismissed is kept in this browser (localStorage), so a dismissed notice stays dismissed.
+// bar above the page listing the new ones until dismissed. The server lists the drop-offs
+// that wait (GET /api/v1/dashboard/notices); which of them this browser has dismissed is
+// kept here (localStorage, by handover id), so a dismissed notice stays dismissed.
 
-import { get, query } from "./api.js";
+import { get } from "./api.js";
 import { h, showToast, when } from "./dom.js";
 
-const SEEN_KEY = "xinbao.notices.seen";
+const DISMISSED_KEY = "xinbao.notices.dismissed";
 const POLL_MS = 5000;
 
 let timer = null;
-let shown = [];
+let known = null; // handover ids seen waiting at the last poll (null: not polled yet)
 
-function seen() {
-  return Number(localStorage.getItem(SEEN_KEY) || 0);
+function dismissed() {
+  try {
+    return new Set(JSON.parse(localStorage.getItem(DISMISSED_KEY) || "[]"));
+  } catch {
+    return new Set();
+  }
 }
 
-function render(bar, badge, answer) {
-  const waiting = shown.filter((n) => n.state === "deposited");
-  badge.textContent = String(waiting.length);
-  badge.hidden = waiting.length === 0;
-  badge.dataset.count = String(waiting.length);
-  if (!waiting.length) {
+function remember(ids) {
+  localStorage.setItem(DISMISSED_KEY, JSON.stringify([...ids]));
+}
+
+function render(bar, badge, fresh, waiting) {
+  badge.textContent = String(fresh.length);
+  badge.hidden = fresh.length === 0;
+  badge.dataset.count = String(fresh.length);
+  if (!fresh.length) {
     bar.hidden = true;
     bar.replaceChildren();
     return;
   }
   const dismiss = h("button", { type: "button", class: "small", id: "notices-dismiss" }, "知道了 Dismiss");
   dismiss.addEventListener("click", () => {
-    localStorage.setItem(SEEN_KEY, String(answer.latest));
-    shown = [];
-    render(bar, badge, answer);
+    // Only ids still waiting are kept: the list never grows past what waits now.
+    remember(waiting.map((d) => d.handover_id));
+    render(bar, badge, [], waiting);
   });
   bar.replaceChildren(
-    h("strong", {}, `新投递材料 ${waiting.length} 份待收取 · ${waiting.length} new drop-off(s) to collect`),
+    h("strong", {}, `新投递材料 ${fresh.length} 份待收取 · ${fresh.length} new drop-off(s) to collect`),
     h(
       "ul",
       {},
-      waiting.map((n) =>
+      fresh.map((d) =>
         h(
           "li",
-          { "data-notice-id": n.id, "data-handover-id": n.handover_id },
-          `${n.application_number} · ${n.applicant_name} · ${n.locker_id} #${n.compartment ?? "?"} · ${when(n.deposited_at)}`,
+          { "data-handover-id": d.handover_id },
+          `${d.application_number} · ${d.applicant_name} · ${d.locker_id} #${d.compartment} · ${when(d.deposited_at)}`,
         ),
       ),
     ),
@@ -55,18 +62,19 @@ function render(bar, badge, answer) {
 async function poll(bar, badge) {
   let answer;
   try {
-    answer = await get(`/api/v1/dashboard/notices${query({ after: seen(), limit: 200 })}`);
+    answer = await get("/api/v1/dashboard/notices?limit=200");
   } catch {
     return; // an API without notices, or a blip: try again at the next round
   }
-  const known = new Set(shown.map((n) => n.id));
-  const fresh = answer.notices.filter((n) => !known.has(n.id));
-  shown = answer.notices;
-  if (fresh.some((n) => n.state === "deposited") && bar.dataset.started === "true") {
-    showToast(`新投递材料 New drop-off: ${fresh[fresh.length - 1].application_number}`, "good");
+  const waiting = answer.dropoffs;
+  const gone = dismissed();
+  const fresh = waiting.filter((d) => !gone.has(d.handover_id));
+  const arrived = known ? fresh.filter((d) => !known.has(d.handover_id)) : [];
+  if (arrived.length) {
+    showToast(`新投递材料 New drop-off: ${arrived[arrived.length - 1].application_number}`, "good");
   }
-  bar.dataset.started = "true";
-  render(bar, badge, answer);
+  known = new Set(waiting.map((d) => d.handover_id));
+  render(bar, badge, fresh, waiting);
 }
 
 export function startNotices() {
@@ -80,10 +88,9 @@ export function startNotices() {
 export function stopNotices() {
   if (timer) clearInterval(timer);
   timer = null;
-  shown = [];
+  known = null;
   const bar = document.getElementById("notice-bar");
-  if (bar) {
-    bar.hidden = true;
-    bar.dataset.started = "false";
-  }
+  if (bar) bar.hidden = true;
+  const badge = document.getElementById("tasks-badge");
+  if (badge) badge.hidden = true;
 }
