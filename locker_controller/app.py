@@ -54,6 +54,8 @@ class Controller:
         self.commands = CommandDesk(
             config, self.store, self.events, self.doors, self.operations, self.apply_setting
         )
+        self.commands.synced = self.keypad.warm
+        self.keypad.warm()
         self.publisher = OutboxPublisher(self.store, self.events)
         self.link: MqttLink | None = None
         self.kiosk_url: str | None = None

@@ -117,6 +117,7 @@ class CommandDesk:
         self._tasks: set[asyncio.Task[None]] = set()
         self.gate = RejectionGate()
         self.cloud_spoke: Callable[[], None] = lambda: None
+        self.synced: Callable[[], None] = lambda: None  # new codes: the keypad digests them
         self._summary_timer: asyncio.TimerHandle | None = None
 
     def received(self, raw: bytes, retained: bool) -> None:
@@ -193,7 +194,9 @@ class CommandDesk:
     def _apply(self, command) -> dict[str, Any]:
         payload = command.parsed_payload()
         if command.type is CommandType.SYNC_RESERVATIONS:
-            return self._sync(payload)
+            result = self._sync(payload)
+            self.synced()
+            return result
         if command.type is CommandType.STAFF_CREDENTIALS:
             return self._staff(payload)
         if command.type is CommandType.CONFIG:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from firmware_bridge.status import UnlockOutcome
+from locker_controller.code_book import CodeBook
 from locker_controller.config import ControllerConfig
 from locker_controller.doors import DoorWatcher
 from locker_controller.errors import CodeRefused, CompartmentUnavailable
@@ -44,6 +45,7 @@ class Keypad:
         lockout: Lockout,
     ) -> None:
         self._key = config.locker_key
+        self.codes = CodeBook(config.locker_key)
         self._reopen_window_s = config.reopen_window_s
         self._store = store
         self._events = events
@@ -52,14 +54,19 @@ class Keypad:
         self._lockout = lockout
 
     def _find(self, code: str) -> Handover | None:
-        # Live handovers first: each candidate costs an HMAC on the keypad path, and a
+        # Live handovers, from the code book (digests kept in memory): the keypad path. A
         # cabinet holds ~100 live codes (DESIGN.md §6) but collects used ones until the next
-        # full sync. Used ones are checked only for a code that opens nothing, to say "used"
-        # rather than "wrong".
-        found = self._match(code, self._store.live_handovers())
+        # full sync; those are checked (HOTP by HOTP) only for a code that opens nothing, to
+        # say "used" rather than "wrong".
+        live = self._store.live_handovers()
+        found = self.codes.match(code, live)
         if found is None:
             found = self._match(code, self._store.finished_handovers())
         return found
+
+    def warm(self) -> None:
+        """Digest the live codes now (at start and after a sync), not on the keypad path."""
+        self.codes.warm(self._store.live_handovers())
 
     def _match(self, code: str, candidates: list[Handover]) -> Handover | None:
         handovers = {h.counter: h for h in candidates if h.digits == len(code)}
