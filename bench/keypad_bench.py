@@ -31,11 +31,12 @@ from pathlib import Path
 
 import httpx
 
+from locker_controller.code_book import CodeBook
 from locker_controller.operations import Operations, Purpose
 from locker_controller.outbox import EventLog
 from locker_controller.store import Handover, Store
 from simulator import BoardSpec, Simulator
-from xinbao.codes import code_for, derive_locker_key, match_counter
+from xinbao.codes import code_for, derive_locker_key
 from xinbao.contract import EventType
 
 LOCKER_ID = "BENCH-1"
@@ -112,13 +113,20 @@ def commit_cost(data_dir: Path, runs: int) -> list[float]:
 
 
 def match_cost(key: bytes, runs: int) -> list[float]:
-    """Seconds to match one code against LIVE_CODES counters (what every code typed costs)."""
-    counters = list(range(DROPOFF_BASE, DROPOFF_BASE + LIVE_CODES))
+    """Seconds to match one code against LIVE_CODES live codes, as the keypad does (the
+    controller's code book: digests of the live codes kept in memory)."""
+    expires = datetime.now(UTC) + timedelta(days=1)
+    live = [
+        Handover(j, "dropoff", None, "M", DROPOFF_BASE + j, 8, expires, "reserved", None)
+        for j in range(LIVE_CODES)
+    ]
+    book = CodeBook(key)
+    book.warm(live)
     costs = []
     for i in range(runs):
-        code = code_for(key, counters[i % len(counters)])
+        code = code_for(key, DROPOFF_BASE + i % LIVE_CODES)
         t0 = time.perf_counter()
-        match_counter(key, code, counters)
+        book.match(code, live)
         costs.append(time.perf_counter() - t0)
     return costs
 

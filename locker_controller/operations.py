@@ -88,26 +88,29 @@ class Operations:
             purpose.pulsed = True
             self.begin(number, purpose)
 
+    def _all(self) -> dict[int, Purpose]:
+        """Every door's purpose, in one query (the keypad path asks for them)."""
+        found = {}
+        for key, raw in self._store.metas("purpose:").items():
+            number = key.removeprefix("purpose:")
+            if number.isdigit():
+                found[int(number)] = Purpose(**json.loads(raw))
+        return found
+
     def held_for(self, handover_id: int) -> int | None:
         """The compartment already opened (or being opened) for this handover, if any."""
-        for c in self._store.compartments():
-            purpose = self.get(c.number)
-            if purpose is not None and purpose.handover_id == handover_id:
-                return c.number
+        for number, purpose in sorted(self._all().items()):
+            if purpose.handover_id == handover_id:
+                return number
         return None
 
     def busy(self) -> list[int]:
         """Compartments opened (or being opened) for a purpose that is not complete yet."""
-        return [c.number for c in self._store.compartments() if self.get(c.number) is not None]
+        return sorted(self._all())
 
     def unpulsed(self) -> list[int]:
         """Doors whose purpose was committed but whose unlock_sent never was (a crash)."""
-        found = []
-        for number in (c.number for c in self._store.compartments()):
-            purpose = self.get(number)
-            if purpose is not None and not purpose.pulsed:
-                found.append(number)
-        return found
+        return sorted(n for n, p in self._all().items() if not p.pulsed)
 
     def abandon(self, number: int, why: str) -> None:
         """The door never opened for its purpose: free the compartment; the code, never
@@ -167,6 +170,7 @@ class Operations:
         """``prefer`` if it is free (the compartment the cloud reserved), else the
         smallest-numbered free compartment of ``size`` (any size if None)."""
         taken = {h.compartment for h in self._store.live_handovers() if h.compartment}
+        held = self._all()
         candidates = self._store.compartments()
         candidates.sort(key=lambda c: (c.number != prefer, c.number))
         for c in candidates:
@@ -174,7 +178,7 @@ class Operations:
                 continue
             if c.occupied or (c.number in taken and c.number != prefer):
                 continue
-            if not in_service(c.number) or self.get(c.number) is not None:
+            if not in_service(c.number) or c.number in held:
                 continue
             return c.number
         return None

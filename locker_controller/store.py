@@ -154,6 +154,14 @@ class Store(OutboxTables):
         row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return row[0] if row else default
 
+    def metas(self, prefix: str) -> dict[str, str]:
+        """Every non-empty meta value whose key starts with ``prefix``, in one query."""
+        rows = self._db.execute(
+            "SELECT key, value FROM meta WHERE substr(key, 1, ?) = ? AND value != ''",
+            (len(prefix), prefix),
+        ).fetchall()
+        return dict(rows)
+
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction():
             self._db.execute(
