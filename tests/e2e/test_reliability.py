@@ -136,7 +136,7 @@ def test_the_lockers_network_down_during_drop_off_and_pickup(journey, uplink):
 
 def restart_broker(broker, cloud, uplink: CuttableLink) -> None:
     """Restart the broker; the locker (which reconnects within a second) gets its link back
-    only once the cloud has subscribed again. The other order: see the xfail test below."""
+    only once the cloud has subscribed again. The other order is the test after the next."""
     broker.stop()
     uplink.cut()
     broker.start()
@@ -166,17 +166,13 @@ def test_broker_restarted_with_events_in_flight(journey, broker, uplink):
     check(journey)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Mosquitto 2.0 does not keep shared subscriptions ($share/...) across its own "
-    "restart: a locker back before the cloud has subscribed again publishes its outbox, the "
-    "broker acknowledges and drops it, and the controller deletes it. Needs the controller to "
-    "hold its outbox after each reconnect until the cloud has spoken to it (the full sync it "
-    "sends on 'online'); asked of locker_controller's owner. Strict: passes once that lands.",
-)
 def test_broker_restarted_and_the_locker_back_before_the_cloud(
     make_cloud, db_url, broker, sim, start_controller
 ):
+    """Mosquitto 2.0 does not keep shared subscriptions ($share/...) across its own restart:
+    a locker back before the cloud would have its outbox acknowledged and dropped by the
+    broker. The controller holds its outbox after each reconnect until the cloud has spoken
+    to it (the full sync it sends on 'online'), so nothing is lost in this order either."""
     cloud_link = CuttableLink(broker.port)
     try:
         cloud = make_cloud(db_url, f"mqtt://127.0.0.1:{cloud_link.port}")
