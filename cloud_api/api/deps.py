@@ -1,4 +1,9 @@
-"""Dependencies shared by the routes, as ``Annotated`` aliases (SessionDep, CurrentStaff ...)."""
+"""Dependencies shared by the routes, as ``Annotated`` aliases (SessionDep, CurrentStaff ...).
+
+Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
+thread pool, and each such hop costs more than the work itself (bench/api_bench.py). Those
+that touch the database stay plain functions, so they never block the event loop.
+"""
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,7 +24,7 @@ from cloud_api.services import staff as staff_service
 from cloud_api.services.handovers import HandoverPolicy
 
 
-def get_settings(request: Request) -> Settings:
+async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
@@ -28,7 +33,7 @@ def get_session(request: Request) -> Iterator[Session]:
         yield session
 
 
-def get_now(request: Request) -> datetime:
+async def get_now(request: Request) -> datetime:
     return request.app.state.clock()
 
 
@@ -94,20 +99,20 @@ PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
 def require(scope: Scope) -> Callable[[Principal], Principal]:
-    def check(principal: PrincipalDep) -> Principal:
+    async def check(principal: PrincipalDep) -> Principal:
         staff_service.require_scope(principal.scopes, scope)
         return principal
 
     return check
 
 
-def get_current_staff(principal: PrincipalDep) -> Staff:
+async def get_current_staff(principal: PrincipalDep) -> Staff:
     if principal.staff is None:
         raise Forbidden("this needs a staff log-in, not an API key")
     return principal.staff
 
 
-def get_current_admin(staff: Annotated[Staff, Depends(get_current_staff)]) -> Staff:
+async def get_current_admin(staff: Annotated[Staff, Depends(get_current_staff)]) -> Staff:
     if staff.role != Role.admin:
         raise Forbidden("this needs an administrator")
     return staff
@@ -137,7 +142,7 @@ IdempotencyKey = Annotated[
 ]
 
 
-def get_policy(request: Request) -> HandoverPolicy:
+async def get_policy(request: Request) -> HandoverPolicy:
     return request.app.state.policy
 
 
