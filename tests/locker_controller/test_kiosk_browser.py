@@ -11,45 +11,27 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import pyotp
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from tests.locker_controller.conftest import LOCKER_KEY, wait_until
 from tests.locker_controller.test_doors import handover, seed, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
 from tests.locker_controller.test_staff import SECRETS, seed_world
+from tests.support.browser import launch_chromium, screenshot
 from xinbao.codes import code_for
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 WAIT_MS = 15_000  # Playwright waits for the condition up to this long
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -70,11 +52,7 @@ def open_kiosk(browser: Browser, request):
     try:
         for i, context in enumerate(contexts):
             for page in context.pages:
-                ARTIFACTS.mkdir(exist_ok=True)
-                # Bytes written here, not screenshot(path=...): Playwright would write the
-                # file on a thread pool of its own that outlives the test.
-                shot = page.screenshot(full_page=True)
-                (ARTIFACTS / f"kiosk-{request.node.name}-{i}.png").write_bytes(shot)
+                screenshot(page, f"kiosk-{request.node.name}-{i}")
     finally:
         for context in contexts:
             context.close()
@@ -91,8 +69,7 @@ def tap_code(page: Page, code: str) -> None:
 
 def shot(page: Page, name: str) -> None:
     """A screenshot of the page as it is now, kept for a human to look at."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    (ARTIFACTS / f"kiosk-{name}.png").write_bytes(page.screenshot(full_page=True))
+    screenshot(page, f"kiosk-{name}")
 
 
 def test_keys_pressed_show_the_door_that_opened(tmp_path, sim, make_controller, open_kiosk):

@@ -10,43 +10,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 import serial
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from simulator import BoardSpec, Cabinet, Fault
+from tests.support.browser import launch_chromium, screenshot
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 # cu16 golden vector (DESIGN.md §4): unlock board 1, lock 3.
 CU16_UNLOCK_B1_L3 = bytes.fromhex("02 12 31 03 48")
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
-    if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run does)")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture
@@ -79,11 +61,7 @@ def page(browser: Browser, cabinet: Cabinet, request) -> Iterator[Page]:
         page.goto(cabinet.start_control())
         expect(page.locator("#link-status")).to_have_attribute("data-state", "online")
         yield page
-        # Bytes written here, not screenshot(path=...): Playwright would write the file on a
-        # thread pool of its own loop that outlives the test.
-        ARTIFACTS.mkdir(exist_ok=True)
-        shot = page.screenshot(full_page=True)
-        (ARTIFACTS / f"panel-{request.node.name}.png").write_bytes(shot)
+        screenshot(page, f"panel-{request.node.name}")
     finally:
         context.close()
     assert errors == [], f"JavaScript errors on the page: {errors}"

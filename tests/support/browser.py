@@ -35,7 +35,7 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 @contextmanager
 def launch_chromium() -> Iterator[Browser]:
     if not CHROMIUM.exists():
-        pytest.fail("Debian's chromium is missing: apt-get install -y chromium")
+        pytest.fail("Debian's chromium is missing: apt-get install -y chromium (.ci/run does)")
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
