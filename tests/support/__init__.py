@@ -13,6 +13,8 @@
   telemetry, replies; records the commands it receives).
 - ``proxy``: ``CuttableLink``, a TCP proxy for one network path (a locker's uplink to the
   broker) with ``cut()`` and ``restore()``; the broker and its other clients carry on.
+- ``child_process``: ``stop_child`` (SIGTERM, then SIGKILL), ``kill_child`` and
+  ``ServiceProcess``, the start/ready/stop/kill of a service child whose output goes to a log.
 - ``api_process``: ``ApiProcess``, ``xinbao api`` as a real child that a test can SIGKILL
   and start again with the same MQTT client id.
 - ``journey``: ``Journey``, one applicant's whole journey step by step through the real

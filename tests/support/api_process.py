@@ -9,17 +9,21 @@ service does).
 """
 
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
-import httpx
+from tests.support.child_process import ServiceProcess
+from tests.support.waiting import free_port
 
-from tests.support.waiting import free_port, wait_until
 
+class ApiProcess(ServiceProcess):
+    """``start()``, ``stop()`` and ``kill()`` (SIGKILL: no lifespan, no PUBACK for what the
+    bridge held, no clean disconnect)."""
 
-class ApiProcess:
+    what = "xinbao api"
+    start_timeout_s = 60.0
+    stop_timeout_s = 20.0
+
     def __init__(
         self,
         workdir: Path,
@@ -33,7 +37,7 @@ class ApiProcess:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.log = self.dir / f"api-{client_id}.log"
+        super().__init__(self.dir / f"api-{client_id}.log", self.url + "/openapi.json")
         env = {k: v for k, v in os.environ.items() if not k.startswith("XINBAO_")}
         env.update(
             PYTHONUNBUFFERED="1",
@@ -45,49 +49,18 @@ class ApiProcess:
             XINBAO_SMS_INTERVAL_SECONDS="0.5",
         )
         self._env = env
-        self.proc: subprocess.Popen | None = None
 
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "xinbao.cli",
-                    "api",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(self.port),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self._env,
-            )
-        wait_until(self._ready, 60, f"the API process (log: {self.log})")
+    def argv(self) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "xinbao.cli",
+            "api",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
 
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"xinbao api exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(self.url + "/openapi.json", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL: no lifespan, no PUBACK for what the bridge held, no clean disconnect."""
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
+    def env(self) -> dict[str, str]:
+        return self._env

@@ -4,16 +4,14 @@
 (``locker_body``) and the controller's TOML lists it, so compartment numbers agree.
 """
 
-import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import httpx
 
 from simulator import BoardSpec, Simulator
-from tests.support.waiting import free_port, wait_until
+from tests.support.child_process import ServiceProcess
+from tests.support.waiting import free_port
 
 # (number, size, board, channel): two kerong-cu16 boards, mixed sizes.
 COMPARTMENTS = [
@@ -98,8 +96,10 @@ timeout_s = 0.15
 {compartments}"""
 
 
-class ControllerProcess:
+class ControllerProcess(ServiceProcess):
     """``xinbao controller --config ...`` as a child; ``start()``, ``stop()``, ``kill()``."""
+
+    what = "the controller kiosk"
 
     def __init__(self, workdir: Path, **toml_args) -> None:
         self.dir = Path(workdir)
@@ -110,27 +110,10 @@ class ControllerProcess:
             controller_toml(data_dir=self.dir / "data", kiosk_port=kiosk_port, **toml_args)
         )
         self.kiosk = f"http://127.0.0.1:{kiosk_port}"
-        self.log = self.dir / "controller.log"
-        self.proc: subprocess.Popen | None = None
+        super().__init__(self.dir / "controller.log", self.kiosk + "/api/status")
 
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        wait_until(self._ready, 30, f"the controller kiosk (log: {self.log})")
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"controller exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(self.kiosk + "/api/status", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)]
 
     def status(self) -> dict:
         return httpx.get(self.kiosk + "/api/status", timeout=5).json()
@@ -140,20 +123,3 @@ class ControllerProcess:
 
     def code(self, code: str) -> httpx.Response:
         return self.post("/api/code", {"code": code})
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None

@@ -28,6 +28,7 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from tests.support.child_process import stop_child
 from tests.support.waiting import free_port
 
 VENV_BIN = Path(sys.executable).parent
@@ -344,13 +345,7 @@ class Stack:
         # Edge first, broker last: the controller's last will and the APIs' MQTT sessions
         # end cleanly while the broker still runs.
         for _, proc, _ in reversed(self._procs):
-            if proc.poll() is None:
-                proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=5)
+            stop_child(proc, 15)
         for _, _, log in self._procs:
             log.close()
         if self._database_created:

@@ -4,6 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
+from tests.support.child_process import stop_child
 from tests.support.waiting import free_port, listening, wait_until
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -77,12 +78,7 @@ class Mosquitto:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            stop_child(self.proc, 10)
             self.proc = None
 
     def restart(self) -> None:
