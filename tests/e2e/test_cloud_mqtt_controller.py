@@ -28,7 +28,7 @@ def sim():
 
 @pytest.fixture
 def controller(tmp_path, sim, broker, cloud) -> Iterator[ControllerProcess]:
-    ctl = ControllerProcess(
+    ctl = ControllerProcess.for_cabinet(
         tmp_path / "controller",
         locker_id=LOCKER_ID,
         locker_key=cloud.locker_key(),

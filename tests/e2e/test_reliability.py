@@ -65,7 +65,7 @@ def start_controller(tmp_path, sim, uplink):
     started: list[ControllerProcess] = []
 
     def start(cloud) -> ControllerProcess:
-        ctl = ControllerProcess(
+        ctl = ControllerProcess.for_cabinet(
             tmp_path / "controller",
             locker_id=LOCKER_ID,
             locker_key=cloud.locker_key(),

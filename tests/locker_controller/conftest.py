@@ -12,19 +12,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import BoardSpec, Simulator
+from tests.support.cabinet import ControllerProcess
 from xinbao.codes import derive_locker_key
 from xinbao.contract import (
     CommandReply,
@@ -273,67 +272,6 @@ def cloud(broker: Broker) -> Iterator[Cloud]:
 
 
 # --- the controller as a child process ------------------------------------------------------
-
-
-class ControllerProcess:
-    def __init__(self, config: Path, kiosk_port: int, log: Path) -> None:
-        self.config = config
-        self.kiosk = f"http://127.0.0.1:{kiosk_port}"
-        self.log = log
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=env,
-            )
-        wait_until(self._ready, 20, f"the controller kiosk (log: {self.log.read_text()[-2000:]})")
-
-    def _ready(self) -> bool:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"controller exited: {self.log.read_text()[-3000:]}")
-        try:
-            return httpx.get(self.kiosk + "/api/status", timeout=0.5).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def code(self, code: str) -> httpx.Response:
-        return httpx.post(self.kiosk + "/api/code", json={"code": code}, timeout=10)
-
-    def post(self, path: str, body: dict) -> httpx.Response:
-        return httpx.post(self.kiosk + path, json=body, timeout=10)
-
-    def status(self) -> dict:
-        return httpx.get(self.kiosk + "/api/status", timeout=5).json()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-    def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        self.proc.terminate()
-        try:
-            code = self.proc.wait(15)
-        except subprocess.TimeoutExpired:
-            self.proc.send_signal(signal.SIGUSR2)  # its asyncio tasks go to the log
-            self.proc.send_signal(signal.SIGUSR1)  # and its threads' stacks
-            time.sleep(1)
-            self.proc.kill()
-            self.proc.wait(5)
-            self.proc = None
-            raise AssertionError(
-                f"the controller did not stop on SIGTERM: {self.log.read_text()[-6000:]}"
-            ) from None
-        self.proc = None
-        return code
 
 
 @pytest.fixture

@@ -19,8 +19,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.locker_controller.conftest import LOCKER_ID, ControllerProcess, greeting
+from tests.locker_controller.conftest import LOCKER_ID, greeting
 from tests.support import mosquitto
+from tests.support.cabinet import ControllerProcess
 from tests.support.waiting import wait_until
 from xinbao.contract import PRESENCE_ONLINE, Channel, LockerEvent, topic
 

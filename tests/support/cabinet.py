@@ -4,7 +4,10 @@
 (``locker_body``) and the controller's TOML lists it, so compartment numbers agree.
 """
 
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -97,23 +100,44 @@ timeout_s = 0.15
 
 
 class ControllerProcess(ServiceProcess):
-    """``xinbao controller --config ...`` as a child; ``start()``, ``stop()``, ``kill()``."""
+    """``xinbao controller --config ...`` as a child; ``start()``, ``stop()``, ``kill()``.
+
+    ``ControllerProcess.for_cabinet(workdir, ...)`` writes the TOML for the cabinet above;
+    the controller's own tests write theirs and pass its path. A controller that does not
+    end on SIGTERM fails the test, its asyncio tasks and threads' stacks in the log.
+    """
 
     what = "the controller kiosk"
 
-    def __init__(self, workdir: Path, **toml_args) -> None:
-        self.dir = Path(workdir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        kiosk_port = free_port()
-        self.config = self.dir / "controller.toml"
-        self.config.write_text(
-            controller_toml(data_dir=self.dir / "data", kiosk_port=kiosk_port, **toml_args)
-        )
+    def __init__(self, config: Path, kiosk_port: int, log: Path) -> None:
+        self.config = config
         self.kiosk = f"http://127.0.0.1:{kiosk_port}"
-        super().__init__(self.dir / "controller.log", self.kiosk + "/api/status")
+        super().__init__(log, self.kiosk + "/api/status")
+
+    @classmethod
+    def for_cabinet(cls, workdir: Path, **toml_args) -> "ControllerProcess":
+        """``toml_args`` as for ``controller_toml``; config, data and log in ``workdir``."""
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        kiosk_port = free_port()
+        config = workdir / "controller.toml"
+        config.write_text(
+            controller_toml(data_dir=workdir / "data", kiosk_port=kiosk_port, **toml_args)
+        )
+        return cls(config, kiosk_port, workdir / "controller.log")
 
     def argv(self) -> list[str]:
         return [sys.executable, "-m", "xinbao.cli", "controller", "--config", str(self.config)]
+
+    def _ignored_sigterm(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGUSR2)  # its asyncio tasks go to the log
+        proc.send_signal(signal.SIGUSR1)  # and its threads' stacks
+        time.sleep(1)
+        proc.kill()
+        proc.wait(5)
+        raise AssertionError(
+            f"the controller did not stop on SIGTERM: {self.log.read_text()[-6000:]}"
+        )
 
     def status(self) -> dict:
         return httpx.get(self.kiosk + "/api/status", timeout=5).json()
