@@ -8,15 +8,9 @@ child processes).
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -24,6 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from simulator import BoardSpec, Simulator
 from tests.support.cabinet import ControllerProcess
+from tests.support.mosquitto import Mosquitto, available
+from tests.support.waiting import free_port, wait_until
 from xinbao.codes import derive_locker_key
 from xinbao.contract import (
     CommandReply,
@@ -33,26 +29,9 @@ from xinbao.contract import (
     sign_command,
 )
 
-MOSQUITTO = "/usr/sbin/mosquitto"
 MASTER_HEX = "11" * 32
 LOCKER_ID = "XA-TEST-1"
 LOCKER_KEY = derive_locker_key(bytes.fromhex(MASTER_HEX), LOCKER_ID)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or predicate}")
 
 
 # --- simulator ------------------------------------------------------------------------------
@@ -121,66 +100,11 @@ timeout_s = 0.15
 # --- mosquitto ------------------------------------------------------------------------------
 
 
-class Broker:
-    def __init__(self, tmp: Path) -> None:
-        self.port = free_port()
-        self.dir = tmp / "mosquitto"
-        self.dir.mkdir()
-        self.conf = self.dir / "mosquitto.conf"
-        # Persistence on: a restart keeps retained messages and queued QoS 1 messages for the
-        # cloud's persistent session, as a production broker does.
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            f"persistence true\npersistence_location {self.dir}/\n"
-            f"log_dest file {self.dir}/mosquitto.log\n"
-            # Saved on every change, so even a SIGKILLed broker keeps the cloud's session.
-            "autosave_on_changes true\nautosave_interval 1\n"
-            # Started as root, mosquitto would drop to its own user, which cannot enter
-            # pytest's private tmp directories; as another user it simply keeps its own.
-            + ("user root\n" if os.geteuid() == 0 else "")
-        )
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)])
-        wait_until(self._listening, 10, "mosquitto to listen")
-
-    def _listening(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.resume()  # a stopped process cannot act on SIGTERM
-            self.proc.terminate()
-            self.proc.wait(10)
-            self.proc = None
-
-    # The broker is this test's own child, so the test may freeze and kill it: a frozen
-    # broker keeps its TCP connections open but acknowledges nothing.
-    def pause(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGCONT)
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-            self.proc = None
-
-
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    if not Path(MOSQUITTO).exists():
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    if not available():
         pytest.fail("mosquitto is not installed: apt-get install -y mosquitto (.ci/run does)")
-    b = Broker(tmp_path)
+    b = Mosquitto(tmp_path / "mosquitto")
     b.start()
     yield b
     b.stop()
@@ -265,7 +189,7 @@ class Cloud:
 
 
 @pytest.fixture
-def cloud(broker: Broker) -> Iterator[Cloud]:
+def cloud(broker: Mosquitto) -> Iterator[Cloud]:
     c = Cloud(broker.port)
     yield c
     c.close()

@@ -1,10 +1,11 @@
 """A real Mosquitto on a free port, which a test can stop, restart and configure."""
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
-from tests.support.child_process import stop_child
+from tests.support.child_process import kill_child, stop_child
 from tests.support.waiting import free_port, listening, wait_until
 
 MOSQUITTO = Path("/usr/sbin/mosquitto")
@@ -16,7 +17,8 @@ def available() -> bool:
 
 
 class Mosquitto:
-    """``Mosquitto(dir).start()``; ``url`` for clients; ``stop()`` / ``restart()`` keep the port.
+    """``Mosquitto(dir).start()``; ``url`` for clients; ``stop()`` / ``restart()`` keep the port;
+    ``pause()`` / ``resume()`` freeze and thaw it (SIGSTOP / SIGCONT), ``kill()`` is SIGKILL.
 
     Persistence is on, so a restart keeps retained messages and the queued QoS 1 messages of
     persistent sessions, as a production broker does. ``users`` (name -> password) turns
@@ -40,6 +42,9 @@ class Mosquitto:
             f"listener {self.port} 127.0.0.1",
             "persistence true",
             f"persistence_location {self.dir}/",
+            # Saved on every change, so even a SIGKILLed broker keeps persistent sessions.
+            "autosave_on_changes true",
+            "autosave_interval 1",
             f"log_dest file {self.log}",
         ]
         if users:
@@ -78,7 +83,23 @@ class Mosquitto:
 
     def stop(self) -> None:
         if self.proc is not None:
+            self.resume()  # a stopped process cannot act on SIGTERM
             stop_child(self.proc, 10)
+            self.proc = None
+
+    # The broker is this test's own child, so the test may freeze and kill it: a frozen
+    # broker keeps its TCP connections open but acknowledges nothing.
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            kill_child(self.proc)
             self.proc = None
 
     def restart(self) -> None:
