@@ -21,6 +21,7 @@ from cloud_api.main import create_app
 from cloud_api.models.staff import Role, Scope
 from cloud_api.services import bootstrap
 from cloud_api.sms.providers import ConsoleProvider
+from tests.cloud_api.sms.fake_twilio import start_fake_twilio
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RUN_ID = uuid.uuid4().hex[:8]
@@ -195,3 +196,24 @@ def make_record(
     )
     assert r.status_code == 201, r.text
     return r.json()
+
+
+def reserve_dropoff(world: World, number: str = "XA-2025-0001") -> dict:
+    """A record ``number`` (prereview passed) and a drop-off reserved for it at the world's
+    locker; the new handover."""
+    make_record(world.client, world.integrator_headers, number=number)
+    r = world.client.post(
+        "/api/v1/handovers/dropoff",
+        headers=world.integrator_headers,
+        json={"application_number": number, "locker_id": world.locker_id},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.fixture
+def fake_twilio():
+    """Twilio's REST API on a local port, for the real twilio library (sms/fake_twilio.py)."""
+    fake = start_fake_twilio()
+    yield fake
+    fake.stop()

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from cloud_api.cli import audit_app
 from cloud_api.core.db import make_engine
-from tests.cloud_api.conftest import make_record
+from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.helpers import drop_audit_guard
 
 # The same mounting as xinbao/cli.py, without importing the other packages' commands.
@@ -19,13 +19,7 @@ xinbao_app.add_typer(audit_app, name="audit")
 
 
 def _some_history(world):
-    make_record(world.client, world.integrator_headers)
-    r = world.client.post(
-        "/api/v1/handovers/dropoff",
-        headers=world.integrator_headers,
-        json={"application_number": "XA-2025-0001", "locker_id": world.locker_id},
-    )
-    assert r.status_code == 201
+    reserve_dropoff(world)
 
 
 def _cli(db_url, *args):

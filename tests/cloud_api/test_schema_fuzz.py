@@ -17,7 +17,7 @@ from schemathesis.generation.modes import GenerationMode
 
 from cloud_api.models.staff import Scope
 from cloud_api.services import bootstrap
-from tests.cloud_api.conftest import make_record
+from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.test_pickup import _approved, _deposit, _load
 
 # Per generation mode and credential; raise it for a deeper run (XINBAO_FUZZ_EXAMPLES=50).
@@ -26,13 +26,7 @@ AUTH_HEADERS = {"authorization", "x-api-key", "x-locker-key"}
 
 
 def _seed(world):
-    make_record(world.client, world.integrator_headers)
-    r = world.client.post(
-        "/api/v1/handovers/dropoff",
-        headers=world.integrator_headers,
-        json={"application_number": "XA-2025-0001", "locker_id": world.locker_id},
-    )
-    assert r.status_code == 201, r.text
+    reserve_dropoff(world)
     _approved(world, number="XA-P-1")
     _deposit(world, _load(world, number="XA-P-1"))
 

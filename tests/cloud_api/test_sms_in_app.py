@@ -11,19 +11,12 @@ from twilio.request_validator import RequestValidator
 from cloud_api.main import create_app
 from cloud_api.models.audit import AuditEntry
 from cloud_api.sms.config import SmsSettings
-from tests.cloud_api.conftest import make_record
+from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.helpers import assert_problem
 from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
-from tests.cloud_api.sms.fake_twilio import Answer, start_fake_twilio
+from tests.cloud_api.sms.fake_twilio import Answer
 
 PUBLIC = "https://xinbao.example.cn/api/v1/sms/twilio/status"
-
-
-@pytest.fixture
-def fake_twilio():
-    fake = start_fake_twilio()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
@@ -39,17 +32,6 @@ def app(settings, clock, fake_twilio):
         status_callback_url=PUBLIC,
     )
     return create_app(settings, sms_settings=sms, clock=clock)
-
-
-def _dropoff(world) -> dict:
-    make_record(world.client, world.integrator_headers)
-    r = world.client.post(
-        "/api/v1/handovers/dropoff",
-        headers=world.integrator_headers,
-        json={"application_number": "XA-2025-0001", "locker_id": world.locker_id},
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def _message(world, handover_id) -> dict:
@@ -88,7 +70,7 @@ def _requeue(world, message_id, headers=None):
 
 
 def test_signed_delivery_report_through_the_app(world, app, fake_twilio):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     assert app.state.dispatcher.run_once() == 1
     [sent] = fake_twilio.creates()
     sent_message = _message(world, h["id"])
@@ -104,7 +86,7 @@ def test_signed_delivery_report_through_the_app(world, app, fake_twilio):
 
 
 def test_refused_number_is_failed_then_staff_requeue_it(world, app, engine, fake_twilio):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     fake_twilio.script.append(Answer(400, 21614, "'To' number is not a valid mobile number"))
     app.state.dispatcher.run_once()
     failed = _message(world, h["id"])
@@ -125,7 +107,7 @@ def test_refused_number_is_failed_then_staff_requeue_it(world, app, engine, fake
 
 
 def test_late_report_on_a_requeued_send_is_ignored(world, app, fake_twilio):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     app.state.dispatcher.run_once()
     first = _message(world, h["id"])
     assert _report(world, first, "undelivered", ErrorCode="30005").status_code == 204
@@ -140,7 +122,7 @@ def test_late_report_on_a_requeued_send_is_ignored(world, app, fake_twilio):
 
 
 def test_requeue_refusals(world, app, fake_twilio):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     message = _message(world, h["id"])
     assert "still queued" in assert_problem(_requeue(world, message["id"]), 409)["detail"]
     app.state.dispatcher.run_once()
@@ -152,7 +134,7 @@ def test_requeue_refusals(world, app, fake_twilio):
 
 
 def test_a_superseded_message_cannot_be_requeued(world, app, fake_twilio):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     r = world.client.post(f"/api/v1/handovers/{h['id']}/cancel", headers=world.integrator_headers)
     assert r.status_code == 200, r.text
     app.state.dispatcher.run_once()

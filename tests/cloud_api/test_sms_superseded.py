@@ -2,22 +2,11 @@
 through create_app on the migrated schema, with the app's own dispatcher, on both databases."""
 
 
-from tests.cloud_api.conftest import ADMIN_PASSWORD, login, make_record
+from tests.cloud_api.conftest import ADMIN_PASSWORD, login, reserve_dropoff
 from tests.cloud_api.helpers import code_of
 from tests.cloud_api.test_pickup import _approved, _check, _deposit, _load
 
 MOBILE = "+8613800138000"
-
-
-def _dropoff(world):
-    make_record(world.client, world.integrator_headers)
-    r = world.client.post(
-        "/api/v1/handovers/dropoff",
-        headers=world.integrator_headers,
-        json={"application_number": "XA-2025-0001", "locker_id": world.locker_id},
-    )
-    assert r.status_code == 201, r.text
-    return r.json()
 
 
 def _outbox(world, handover_id):
@@ -31,7 +20,7 @@ def _outbox(world, handover_id):
 
 
 def test_resend_before_dispatch_sends_only_the_new_code(world, app, settings, clock, console):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     old = code_of(settings, world.locker_id, h["code_counter"])
     clock.advance(seconds=61)  # past the resend interval
     r = world.client.post(
@@ -51,7 +40,7 @@ def test_resend_before_dispatch_sends_only_the_new_code(world, app, settings, cl
 
 
 def test_cancelled_reservation_gets_no_code_sms(world, app, console):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     r = world.client.post(f"/api/v1/handovers/{h['id']}/cancel", headers=world.integrator_headers)
     assert r.status_code == 200, r.text
     assert app.state.dispatcher.run_once() == 1
@@ -61,7 +50,7 @@ def test_cancelled_reservation_gets_no_code_sms(world, app, console):
 
 
 def test_expired_reservation_gets_no_code_sms(world, app, settings, clock, console):
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     clock.advance(hours=settings.dropoff_reservation_hours + 1)
     assert app.state.scheduler.run_once().expired == 1
     app.state.dispatcher.run_once()
@@ -111,7 +100,7 @@ def test_overdue_notice_after_recovery_is_not_sent(world, app, settings, clock, 
 
 def test_a_live_code_sms_is_sent(world, app, settings, console):
     # The check must not hold back what is still true.
-    h = _dropoff(world)
+    h = reserve_dropoff(world)
     assert app.state.dispatcher.run_once() == 1
     code = code_of(settings, world.locker_id, h["code_counter"])
     assert code in console.inbox()[0].body

@@ -11,15 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.main import create_app
-from cloud_api.models.staff import Role, Scope
+from cloud_api.models.common import utcnow
+from cloud_api.models.staff import Role, Scope, Staff
 from cloud_api.services import bootstrap
+from cloud_api.services import staff as staff_service
 from cloud_api.sms.providers import ConsoleProvider
 from tests.support import mosquitto
 from tests.support.api_process import ApiProcess
@@ -66,6 +70,18 @@ def broker(tmp_path: Path) -> Iterator[mosquitto.Mosquitto]:
     b.start()
     yield b
     b.stop()
+
+
+def enrolled_staff(engine: Engine, username: str) -> str:
+    """A staff member with a confirmed TOTP (the cloud syncs only those to lockers); the
+    TOTP secret."""
+    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
+    with Session(engine, expire_on_commit=False) as session:
+        staff = session.get(Staff, created.id)
+        staff_service.begin_totp(session, staff)
+        secret = staff.totp_secret
+        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
+    return secret
 
 
 @dataclass

@@ -2,17 +2,13 @@
 commands list shows it, a config change is audited and answered, and staff credentials reach
 lockers that are already on line when the staff list changes (against a real Mosquitto)."""
 
-import pyotp
 import pytest
 from sqlmodel import Session, select
 
-from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
-from cloud_api.models.staff import Role, Staff
+from cloud_api.models.staff import Staff
 from cloud_api.mqtt import staff_sync
-from cloud_api.services import bootstrap
-from cloud_api.services import staff as staff_service
-from tests.e2e.conftest import LOCKER_ID
+from tests.e2e.conftest import LOCKER_ID, enrolled_staff
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import wait_until
 from xinbao.contract import CommandReply
@@ -29,17 +25,6 @@ def answer_everything(command) -> CommandReply:
         applied = command.parsed_payload().settings
         return CommandReply(request_id=command.request_id, ok=True, result={"applied": applied})
     return CommandReply(request_id=command.request_id, ok=True, result={"done": True})
-
-
-def enrolled_staff(engine, username: str) -> str:
-    """A staff member with a confirmed TOTP (what the lockers get); their secret."""
-    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
-    with Session(engine, expire_on_commit=False) as session:
-        staff = session.get(Staff, created.id)
-        staff_service.begin_totp(session, staff)
-        secret = staff.totp_secret
-        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
-    return secret
 
 
 def staff_lists(locker: FakeLocker) -> list[list[str]]:

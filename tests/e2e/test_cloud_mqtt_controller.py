@@ -9,12 +9,8 @@ import pyotp
 import pytest
 from sqlmodel import Session, select
 
-from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
-from cloud_api.models.staff import Role, Staff
-from cloud_api.services import bootstrap
-from cloud_api.services import staff as staff_service
-from tests.e2e.conftest import BACKENDS, LOCKER_ID
+from tests.e2e.conftest import BACKENDS, LOCKER_ID, enrolled_staff
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
@@ -158,7 +154,7 @@ def test_a_revocation_made_while_off_line_reaches_the_controller(cloud, sim, con
 def test_staff_enrolled_while_the_locker_is_on_line_can_log_in_there(cloud, controller):
     wait_until(lambda: online(cloud), 20, "online")
     wait_until(lambda: commands_answered(cloud), 20, "the first full sync answered")
-    secret = enrolled(cloud.engine, "clerk9")
+    secret = enrolled_staff(cloud.engine, "clerk9")
 
     def logged_in() -> bool:
         r = controller.post("/api/staff/login", {"staff_no": "clerk9", "totp": totp(secret)})
@@ -176,16 +172,6 @@ def _full_sync_after(cloud, handover_id: int) -> bool:
             .order_by(LockerCommand.id.desc())
         ).all()
     return bool(rows) and rows[0].status == "ok" and rows[0].result["upserted"] == 0
-
-
-def enrolled(engine, username: str) -> str:
-    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
-    with Session(engine, expire_on_commit=False) as session:
-        staff = session.get(Staff, created.id)
-        staff_service.begin_totp(session, staff)
-        secret = staff.totp_secret
-        staff_service.confirm_totp(session, staff, totp(secret), utcnow())
-    return secret
 
 
 def totp(secret: str) -> str:

@@ -14,15 +14,9 @@ import threading
 from collections.abc import Iterator
 
 import httpx
-import pyotp
 import pytest
-from sqlmodel import Session
 
-from cloud_api.models.common import utcnow
-from cloud_api.models.staff import Role, Staff
-from cloud_api.services import bootstrap
-from cloud_api.services import staff as staff_service
-from tests.e2e.conftest import LOCKER_ID
+from tests.e2e.conftest import LOCKER_ID, enrolled_staff
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.journey import (
     STAFF_NO,
@@ -49,17 +43,6 @@ def uplink(broker) -> Iterator[CuttableLink]:
     link.close()
 
 
-def enrol_staff(engine) -> str:
-    """The staff member who works the cabinet, TOTP confirmed (so the cloud syncs them)."""
-    created = bootstrap.create_staff(engine, STAFF_NO, "a long enough password", Role.staff)
-    with Session(engine, expire_on_commit=False) as session:
-        staff = session.get(Staff, created.id)
-        staff_service.begin_totp(session, staff)
-        secret = staff.totp_secret
-        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
-    return secret
-
-
 @pytest.fixture
 def start_controller(tmp_path, sim, uplink):
     started: list[ControllerProcess] = []
@@ -83,7 +66,7 @@ def start_controller(tmp_path, sim, uplink):
 
 @pytest.fixture
 def journey(cloud, sim, start_controller) -> Journey:
-    secret = enrol_staff(cloud.engine)
+    secret = enrolled_staff(cloud.engine, STAFF_NO)
     return Journey(cloud, start_controller(cloud), sim, secret, "XA-REL-0001")
 
 
@@ -176,7 +159,8 @@ def test_broker_restarted_and_the_locker_back_before_the_cloud(
     cloud_link = CuttableLink(broker.port)
     try:
         cloud = make_cloud(db_url, f"mqtt://127.0.0.1:{cloud_link.port}")
-        journey = Journey(cloud, start_controller(cloud), sim, enrol_staff(cloud.engine), "XA-3")
+        controller = start_controller(cloud)
+        journey = Journey(cloud, controller, sim, enrolled_staff(cloud.engine, STAFF_NO), "XA-3")
         journey.ready()
         journey.reserve_dropoff()
         journey.type_code(journey.read_code())
@@ -201,7 +185,8 @@ def test_api_process_killed_mid_journey(api_processes, db_url, sim, start_contro
     """A real ``xinbao api`` (the only API process) is SIGKILLed as the applicant closes the
     door; the process started after it, with the same MQTT client id, takes over."""
     cloud, api = api_processes(db_url)
-    journey = Journey(cloud, start_controller(cloud), sim, enrol_staff(cloud.engine), "XA-REL-2")
+    controller = start_controller(cloud)
+    journey = Journey(cloud, controller, sim, enrolled_staff(cloud.engine, STAFF_NO), "XA-REL-2")
     journey.ready()
     journey.drop_off()
     journey.staff_collect()

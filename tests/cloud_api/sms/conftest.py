@@ -16,7 +16,6 @@ from sqlmodel import SQLModel
 
 from cloud_api.sms.models import SmsMessage
 from cloud_api.sms.providers import TwilioProvider
-from tests.cloud_api.sms.fake_twilio import start_fake_twilio
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
@@ -81,13 +80,6 @@ class Clock:
 @pytest.fixture
 def clock():
     return Clock()
-
-
-@pytest.fixture
-def fake_twilio():
-    fake = start_fake_twilio()
-    yield fake
-    fake.stop()
 
 
 @pytest.fixture
