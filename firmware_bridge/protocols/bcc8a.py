@@ -127,13 +127,11 @@ class QueryOne(BccChannelRequest):
 
 
 @dataclass(frozen=True)
-class UnlockAll(BccFrame, Request):
-    HEAD = UNLOCK_HEAD
-    CMD = UNLOCK_CMD
+class BccBoardRequest(BccFrame, Request):
+    """A request to the whole board: CH is 00."""
+
     ALL_CHANNELS = True
     RANGES = {"board": BYTE}
-    REPLIES = ()  # undocumented: nothing is awaited (see the module docstring)
-    WHAT = "an open-all"
     board: int
 
     def pack(self) -> bytes:
@@ -142,6 +140,13 @@ class UnlockAll(BccFrame, Request):
     @classmethod
     def unpack(cls, frame: bytes) -> Self:
         return cls(board=frame[1])
+
+
+class UnlockAll(BccBoardRequest):
+    HEAD = UNLOCK_HEAD
+    CMD = UNLOCK_CMD
+    REPLIES = ()  # undocumented: nothing is awaited (see the module docstring)
+    WHAT = "an open-all"
 
 
 @dataclass(frozen=True)
@@ -180,22 +185,11 @@ class BoardStateReply(Frame):
         return cls(board=frame[1], data=frame[2:-2])
 
 
-@dataclass(frozen=True)
-class QueryAll(BccFrame, Request):
+class QueryAll(BccBoardRequest):
     HEAD = QUERY_HEAD
     CMD = QUERY_CMD
-    ALL_CHANNELS = True
-    RANGES = {"board": BYTE}
     REPLIES = (BoardStateReply,)
     WHAT = "a status query"
-    board: int
-
-    def pack(self) -> bytes:
-        return self.seal(bytes([self.HEAD, self.board, 0x00, self.CMD]))
-
-    @classmethod
-    def unpack(cls, frame: bytes) -> Self:
-        return cls(board=frame[1])
 
 
 class Bcc8a(LockProtocol):
