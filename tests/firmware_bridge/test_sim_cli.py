@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,21 +23,9 @@ from firmware_bridge.cli import (
     EXIT_SILENT,
 )
 from simulator import BoardSpec, Simulator
+from tests.support.cli import XINBAO, one_line_error, xinbao
 
-_SCRIPT = Path(sys.executable).parent / "xinbao"
-XINBAO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "xinbao.cli"]
 CU16 = ["--protocol", "kerong-cu16"]
-
-
-def xinbao(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*XINBAO, *args], capture_output=True, text=True, timeout=60, check=False)
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
 
 
 @pytest.fixture

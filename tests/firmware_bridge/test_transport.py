@@ -11,6 +11,7 @@ from firmware_bridge import LockBus
 from firmware_bridge.errors import LinkError
 from firmware_bridge.protocols.kerong import Cu16StatusReply
 from firmware_bridge.transport import SerialTransport
+from tests.support.waiting import free_port
 
 
 def test_loop_moves_bytes_and_flushes_input():
@@ -23,12 +24,6 @@ def test_loop_moves_bytes_and_flushes_input():
         assert transport.read(0.02) == b""
     finally:
         transport.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_refused_socket_is_a_link_error_naming_the_url():

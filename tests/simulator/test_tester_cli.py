@@ -5,32 +5,19 @@ faults and ground truth), and every failure is one ``error:`` line with its exit
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from simulator import BoardSpec, Simulator
 from simulator.tester_cli import EXIT_BAD_REQUEST, EXIT_REFUSED, EXIT_UNREACHABLE
-
-_SCRIPT = Path(sys.executable).parent / "xinbao"
-XINBAO = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "xinbao.cli"]
+from tests.support.cli import one_line_error, xinbao
+from tests.support.waiting import free_port
 
 
 def sim_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*XINBAO, "sim", *args], capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    return xinbao("sim", *args)
 
 
 @pytest.fixture
@@ -153,12 +140,6 @@ def test_bad_requests_change_nothing(running, args, text):
     assert text in one_line_error(result)
     assert sim.truth.last_seq == before
     assert sim.faults() == []
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_control_api_unreachable():

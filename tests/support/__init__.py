@@ -20,6 +20,7 @@
 - ``journey``: ``Journey``, one applicant's whole journey step by step through the real
   interfaces (APIs, SMS inbox, kiosk, simulator), counting the door openings it authorised;
   ``assert_matches_ground_truth`` checks the cloud against the simulator's ground truth.
+- ``cli``: ``xinbao(*args)``, the command as a real subprocess, and ``one_line_error``.
 - ``demo_run``: ``DemoRun``, ``xinbao demo`` as a child process, its output line by line.
 - ``compose``: docker-compose.yml without Docker: compose's variable substitution, the
   services' own commands as plain processes (``Stack``), ``MqttProbe`` for the broker's ACL.
