@@ -21,7 +21,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
 
 from locker_controller.store import Store
 from xinbao.contract import CommandReply, EventType, LockerEvent
@@ -38,6 +39,7 @@ REANNOUNCE_S = 15.0
 REPLY_WINDOW = 20  # replies in flight at once
 
 EVENT, REPLY = "event", "reply"
+T = TypeVar("T")  # an outbox row as its publisher takes it
 
 
 class EventLog:
@@ -124,44 +126,40 @@ class OutboxPublisher:
         self._inflight = {
             m: v for m, v in self._inflight.items() if now - v[2] <= RESEND_AFTER_S
         }
-        return self._flush_events(now) + self._flush_replies(now)
+        sink = self._sink
+        sent = self._send(now, EVENT, WINDOW, self._events_due, sink.publish_event)
+        return sent + self._send(
+            now, REPLY, REPLY_WINDOW, self._store.pending_replies, sink.publish_reply
+        )
 
     def _busy(self, kind: str) -> set[int]:
         return {key for k, key, _ in self._inflight.values() if k == kind}
 
-    def _flush_events(self, now: float) -> int:
-        assert self._sink is not None
-        busy = self._busy(EVENT)
-        room = WINDOW - len(busy)
+    def _events_due(self, limit: int) -> list[tuple[int, LockerEvent]]:
+        return [(event.seq, event) for event in self._store.pending_events(limit=limit)]
+
+    def _send(
+        self,
+        now: float,
+        kind: str,
+        window: int,
+        pending: Callable[[int], list[tuple[int, T]]],
+        publish: Callable[[T], int | None],
+    ) -> int:
+        """Publish the oldest rows of one kind not yet in flight, until ``window`` of that kind
+        are; ``pending(limit)`` gives (key, row) pairs, ``publish(row)`` the mid or None."""
+        busy = self._busy(kind)
+        room = window - len(busy)
         sent = 0
         if room <= 0:
             return 0
-        for event in self._store.pending_events(limit=WINDOW + len(busy)):
-            if event.seq in busy:
+        for key, row in pending(window + len(busy)):
+            if key in busy:
                 continue
-            mid = self._sink.publish_event(event)
+            mid = publish(row)
             if mid is None:
                 break  # the link went down under us; the next link_up resumes
-            self._inflight[mid] = (EVENT, event.seq, now)
-            sent += 1
-            if sent >= room:
-                break
-        return sent
-
-    def _flush_replies(self, now: float) -> int:
-        assert self._sink is not None
-        busy = self._busy(REPLY)
-        room = REPLY_WINDOW - len(busy)
-        sent = 0
-        if room <= 0:
-            return 0
-        for row_id, body in self._store.pending_replies(limit=REPLY_WINDOW + len(busy)):
-            if row_id in busy:
-                continue
-            mid = self._sink.publish_reply(body)
-            if mid is None:
-                break
-            self._inflight[mid] = (REPLY, row_id, now)
+            self._inflight[mid] = (kind, key, now)
             sent += 1
             if sent >= room:
                 break
