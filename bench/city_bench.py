@@ -173,11 +173,15 @@ def main() -> None:
     parser.add_argument(
         "--heartbeat", type=float, default=30.0, help="fleet telemetry interval (s)"
     )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the logs (API, broker, controller)"
+    )
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     work = Path(tempfile.mkdtemp(prefix="xinbao-city-"))
+    print(f"logs in {work} (kept with --keep)", file=sys.stderr, flush=True)
     work.chmod(0o755)  # mosquitto started as root drops to its own user
     name = f"xinbao_city_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
@@ -218,7 +222,7 @@ def main() -> None:
         if not ready.startswith("ready"):
             raise RuntimeError(f"the fleet did not start: {ready!r}")
         with simulator() as sim:
-            controller = ControllerProcess(
+            controller = ControllerProcess.for_cabinet(
                 work / "controller",
                 locker_id=CABINET,
                 locker_key=derive_locker_key(DEMO_MASTER_SECRET.encode(), CABINET),
@@ -280,7 +284,8 @@ def main() -> None:
         broker.stop()
         with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,7 @@ _DB_RETRY_MAX_S = 5.0
 _ORDER_SWEEP_S = 0.5
 _COMMAND_SWEEP_S = 1.0
 _STAFF_SWEEP_S = 5.0
+_SLOW_CHORE_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -277,12 +278,17 @@ class CloudBridge:
             if now < due:
                 continue
             self._due[chore] = (now + every, every)
+            started = time.monotonic()
             try:
                 chore()
             except OperationalError as err:
                 log.warning("database unavailable (%s): %s", chore.__name__, str(err)[:200])
             except SQLAlchemyError as err:
                 log.error("%s failed: %s", chore.__name__, err)
+            took = time.monotonic() - started
+            if took > _SLOW_CHORE_S:
+                # Every locker's messages wait behind a chore: say so when one is slow.
+                log.warning("%s took %.2f s (messages waited)", chore.__name__, took)
 
     def _push_staff(self) -> None:
         if self.subscribed.is_set():
