@@ -32,14 +32,27 @@ def amqtt_port():
     broker = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
     wait_until(lambda: listening(port), 10, "amqtt to listen")
     yield port
-    asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(10)
-    loop.close()
+    try:
+        asyncio.run_coroutine_threadsafe(broker.shutdown(), loop).result(10)
+    finally:
+        # Whatever shutdown left behind (a client handler it waited on) is cancelled, so the
+        # loop thread always ends.
+        async def cancel_rest() -> None:
+            rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in rest:
+                task.cancel()
+            await asyncio.gather(*rest, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(cancel_rest(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_probe_falls_back_on_amqtt(make_cloud, db_url, amqtt_port):
+def test_probe_falls_back_on_amqtt(amqtt_port, make_cloud, db_url):
+    # amqtt_port first: set up first, torn down last, after the cloud has disconnected (amqtt's
+    # shutdown can hang on a client still connected).
     cloud = make_cloud(db_url, f"mqtt://127.0.0.1:{amqtt_port}")
     assert cloud.bridge.shared is False
     locker = FakeLocker(amqtt_port, LOCKER_ID, cloud.locker_key())
