@@ -3,9 +3,11 @@
 A staff member created, enrolled (TOTP confirmed) or deactivated after a locker came on line
 must be able (or no longer able) to log in at it. The staff routes know nothing of MQTT, so
 the bridge looks instead: every few seconds it computes a digest of the credentials list and
-compares it with the digest last sent to each on-line locker. The digest sent is noted on the
-``staff_credentials`` command row itself (``result.digest``; the locker's reply is merged in
-beside it), so the database says what each locker was given, whichever process sent it.
+asks the database, in one query, which on-line lockers were last given another one (so a
+round where nothing changed loads no rows, however large the city). The digest sent is noted
+on the ``staff_credentials`` command row itself (``result.digest``; the locker's reply is
+merged in beside it), so the database says what each locker was given, whichever process
+sent it.
 
 Deciding and recording happen under the locker's ``locker_link`` row lock, so two API
 processes never push the same change twice.
@@ -61,17 +63,28 @@ def _digest_of(command: LockerCommand | None) -> str | None:
     return command.result.get(DIGEST_KEY)
 
 
-def _last_pushed_everywhere(session: Session) -> dict[str, str | None]:
+def out_of_date(session: Session, current: str) -> list[str]:
+    """The on-line lockers whose newest staff list (not failed) is not ``current``: one query
+    that compares the digests in the database, so the usual answer (none) costs no rows."""
     newest = (
-        select(func.max(LockerCommand.id))
-        .where(
-            LockerCommand.type == CommandType.STAFF_CREDENTIALS.value,
-            _pushed(),
-        )
+        select(LockerCommand.locker_id, func.max(LockerCommand.id).label("id"))
+        .where(LockerCommand.type == CommandType.STAFF_CREDENTIALS.value, _pushed())
         .group_by(LockerCommand.locker_id)
+        .subquery()
     )
-    rows = session.scalars(select(LockerCommand).where(LockerCommand.id.in_(newest)))
-    return {row.locker_id: _digest_of(row) for row in rows}
+    given = LockerCommand.result[DIGEST_KEY].as_string()
+    return list(
+        session.scalars(
+            select(LockerLink.locker_id)
+            .outerjoin(newest, newest.c.locker_id == LockerLink.locker_id)
+            .outerjoin(LockerCommand, LockerCommand.id == newest.c.id)
+            .where(
+                LockerLink.online.is_(True),
+                or_(given.is_(None), given != current),
+            )
+            .order_by(LockerLink.locker_id)
+        )
+    )
 
 
 def push_changed(
@@ -82,15 +95,12 @@ def push_changed(
     """Send the current list to every on-line locker that has an older one; their ids."""
     with Session(engine, expire_on_commit=False) as session:
         staff = commands.staff_payload(session)
-        online = list(
-            session.scalars(select(LockerLink.locker_id).where(LockerLink.online.is_(True)))
-        )
-        known = _last_pushed_everywhere(session)
+        current = digest(staff)
+        stale = out_of_date(session, current)
         session.commit()
-    current = digest(staff)
     pushed = []
     # One cheap read for all; the row lock only for the few that look out of date.
-    for locker_id in (x for x in online if known.get(x) != current):
+    for locker_id in stale:
         command = None
         with Session(engine, expire_on_commit=False) as session:
             link = session.get(LockerLink, locker_id, with_for_update=True)
