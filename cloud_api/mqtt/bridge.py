@@ -4,10 +4,13 @@ Threads: paho's network thread (``loop_start``) only receives and queues; one wo
 takes the messages in arrival order and acknowledges each (manual PUBACK) only after its
 transaction committed. So a crash between commit and PUBACK causes a redelivery, which the
 event_id constraint turns into a no-op, and a slow or failing database never stalls the
-keepalive. The ingest applies each locker's events in seq order (cloud_api.mqtt.ingest).
-Between messages the worker does the timed chores: events held back for a predecessor,
-commands nobody answered, staff lists that changed. Commands are cloud_api.mqtt.sender's,
-published from whichever thread asks (paho's publish is thread safe).
+keepalive. The ingest applies each locker's events in seq order (cloud_api.mqtt.ingest);
+between messages the worker also releases events held back for a predecessor (the ingest's
+own bookkeeping, so the same thread). The sweeps that only read and write the database
+(commands nobody answered, staff lists that changed) run on a chores thread of their own:
+with a city on line they take long enough that every locker's messages would wait behind
+them. Commands are cloud_api.mqtt.sender's, published from whichever thread asks (paho's
+publish is thread safe).
 
 Sessions are persistent (clean_session=False, a stable client id) so QoS 1 messages queued
 while this process was away are delivered when it comes back; the subscriptions are made again
@@ -60,12 +63,15 @@ log = logging.getLogger(__name__)
 _CHANNELS = {Channel.EVENTS: 1, Channel.PRESENCE: 1, Channel.TELEMETRY: 0, Channel.REPLIES: 1}
 _PROBE_WAIT_S = 3.0
 _DB_RETRY_MAX_S = 5.0
-# Housekeeping of the worker thread, seconds between rounds: events held back for their
-# predecessor (ingest), commands nobody answered (sender), staff lists gone stale.
+# Timed chores, seconds between rounds: events held back for their predecessor (ingest, on the
+# worker thread), commands nobody answered (sender) and staff lists gone stale (chores thread).
 _ORDER_SWEEP_S = 0.5
 _COMMAND_SWEEP_S = 1.0
 _STAFF_SWEEP_S = 5.0
 _SLOW_CHORE_S = 0.2
+# A message that sat this long in the worker's queue is reported (at most every _LAG_LOG_S).
+_LAG_WARN_S = 1.0
+_LAG_LOG_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +80,7 @@ class _Message:
     payload: bytes
     mid: int
     qos: int
+    received: float  # monotonic, when paho handed it over
 
 
 def default_client_id() -> str:
@@ -113,8 +120,9 @@ class CloudBridge:
         self.shared: bool | None = {"on": True, "off": False}.get(settings.mqtt_shared)
         self._probe_deadline: float | None = None
         self._probe_topic = f"xinbao/v1/probe/{self.client_id}"
-        self._due: dict[Callable[[], object], tuple[float, float]] = {}
         self._worker: threading.Thread | None = None
+        self._chores: threading.Thread | None = None
+        self._lag_logged = float("-inf")
         self._client = self._make_client()
 
     def _make_client(self) -> mqtt.Client:
@@ -142,6 +150,8 @@ class CloudBridge:
         self._stopping.clear()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._worker.start()
+        self._chores = threading.Thread(target=self._do_chores, name="mqtt-chores", daemon=True)
+        self._chores.start()
         self._client.connect_async(self._endpoint.host, self._endpoint.port, keepalive=30)
         self._client.loop_start()
         log.info(
@@ -154,9 +164,10 @@ class CloudBridge:
     def stop(self) -> None:
         self._stopping.set()
         self._queue.put(None)
-        if self._worker is not None:
-            self._worker.join(30)
-            self._worker = None
+        for thread in (self._worker, self._chores):
+            if thread is not None:
+                thread.join(30)
+        self._worker = self._chores = None
         self._client.disconnect()
         self._client.loop_stop()
         self.connected.clear()
@@ -221,7 +232,11 @@ class CloudBridge:
             self._probe_answered(client)
             client.ack(message.mid, message.qos)
             return
-        self._queue.put(_Message(message.topic, bytes(message.payload), message.mid, message.qos))
+        self._queue.put(
+            _Message(
+                message.topic, bytes(message.payload), message.mid, message.qos, time.monotonic()
+            )
+        )
 
     def _probe_answered(self, client: mqtt.Client) -> None:
         with self._lock:
@@ -250,12 +265,7 @@ class CloudBridge:
     # --- the worker thread --------------------------------------------------------------
 
     def _work(self) -> None:
-        start = time.monotonic()
-        self._due = {
-            self._ingest.apply_held_back: (start, _ORDER_SWEEP_S),
-            self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
-            self._push_staff: (start + _STAFF_SWEEP_S, _STAFF_SWEEP_S),
-        }
+        due = {self._ingest.apply_held_back: (time.monotonic(), _ORDER_SWEEP_S)}
         while True:
             try:
                 message = self._queue.get(timeout=0.25)
@@ -264,31 +274,36 @@ class CloudBridge:
             if message is None:
                 return
             if message is not False:
+                self._note_lag(message)
                 if self._process(message):
                     self._client.ack(message.mid, message.qos)
                 elif self._stopping.is_set():
                     return  # not acknowledged: the broker hands it out again
-            self._housekeeping()
+            # Checked after every message too: a busy queue must not starve the held events.
+            self._probe_expired()
+            _run_due(due, self._queue)
 
-    def _housekeeping(self) -> None:
-        """Timed chores, checked after every message too: a busy queue must not starve them."""
-        self._probe_expired()
+    def _note_lag(self, message: _Message) -> None:
         now = time.monotonic()
-        for chore, (due, every) in list(self._due.items()):
-            if now < due:
-                continue
-            self._due[chore] = (now + every, every)
-            started = time.monotonic()
-            try:
-                chore()
-            except OperationalError as err:
-                log.warning("database unavailable (%s): %s", chore.__name__, str(err)[:200])
-            except SQLAlchemyError as err:
-                log.error("%s failed: %s", chore.__name__, err)
-            took = time.monotonic() - started
-            if took > _SLOW_CHORE_S:
-                # Every locker's messages wait behind a chore: say so when one is slow.
-                log.warning("%s took %.2f s (messages waited)", chore.__name__, took)
+        lag = now - message.received
+        if lag > _LAG_WARN_S and now >= self._lag_logged + _LAG_LOG_S:
+            self._lag_logged = now
+            log.warning(
+                "messages wait %.1f s in the queue before they are applied (%d queued)",
+                lag,
+                self._queue.qsize(),
+            )
+
+    # --- the chores thread --------------------------------------------------------------
+
+    def _do_chores(self) -> None:
+        start = time.monotonic()
+        due = {
+            self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
+            self._push_staff: (start + _STAFF_SWEEP_S, _STAFF_SWEEP_S),
+        }
+        while not self._stopping.wait(0.25):
+            _run_due(due)
 
     def _push_staff(self) -> None:
         if self.subscribed.is_set():
@@ -359,3 +374,30 @@ class CloudBridge:
 
     def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
         return self.commands.wait_reply(request_id, timeout)
+
+
+def _run_due(
+    due: dict[Callable[[], object], tuple[float, float]], waiting: queue.Queue | None = None
+) -> None:
+    """Run the chores whose time has come (chore -> (next run, interval), monotonic) and
+    plan their next round. ``waiting``: the messages a slow chore holds up, if it does."""
+    now = time.monotonic()
+    for chore, (at, every) in list(due.items()):
+        if now < at:
+            continue
+        due[chore] = (now + every, every)
+        started = time.monotonic()
+        try:
+            chore()
+        except OperationalError as err:
+            log.warning("database unavailable (%s): %s", chore.__name__, str(err)[:200])
+        except SQLAlchemyError as err:
+            log.error("%s failed: %s", chore.__name__, err)
+        took = time.monotonic() - started
+        if took > _SLOW_CHORE_S and waiting is not None:
+            # Every locker's messages wait behind it: say so.
+            log.warning(
+                "%s took %.2f s (%d messages waited)", chore.__name__, took, waiting.qsize()
+            )
+        elif took > _SLOW_CHORE_S:
+            log.warning("%s took %.2f s", chore.__name__, took)
