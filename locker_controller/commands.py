@@ -230,7 +230,18 @@ class CommandDesk:
         return {"compartment": number, "outcome": result.outcome.value}
 
     def _sync(self, payload: ReservationSync) -> dict[str, Any]:
+        result: dict[str, Any] = {}
         with self._store.transaction():
+            if payload.full and payload.events_upto is not None:
+                dropped, again = self._store.confirm_events(payload.events_upto)
+                result["events"] = {"confirmed": dropped, "sent_again": again}
+                if again:
+                    log.warning(
+                        "the cloud holds our events up to seq %d: sending %d acknowledged "
+                        "events again (a broker lost them)",
+                        payload.events_upto.seq,
+                        again,
+                    )
             if payload.full:
                 self._store.delete_handovers_except(u.handover_id for u in payload.upserts)
             for r in payload.revocations:
@@ -255,7 +266,7 @@ class CommandDesk:
                         u.record_ref,
                     )
                 )
-        return {"upserted": len(payload.upserts), "revoked": len(payload.revocations)}
+        return {"upserted": len(payload.upserts), "revoked": len(payload.revocations), **result}
 
     def _staff(self, payload: StaffCredentials) -> dict[str, Any]:
         count = self._store.replace_staff(
@@ -275,6 +286,8 @@ class CommandDesk:
 
     def prune(self) -> None:
         self._store.forget_requests_before(datetime.now(UTC) - SEEN_REQUESTS_KEPT)
+        if gone := self._store.prune_acked():
+            log.info("forgot %d acknowledged events the cloud never confirmed", gone)
 
     async def drain(self) -> None:
         if self._summary_timer is not None:

@@ -1,18 +1,20 @@
-"""Events and replies: committed to the SQLite outbox first, published later, deleted on PUBACK.
+"""Events and replies: committed to the SQLite outbox first, published later, marked on PUBACK.
 
 ``EventLog.record`` is the one way the controller states a fact, ``EventLog.reply`` the one
 way it answers a command. Both commit before anyone can publish, so a crash at any instant
 either loses something never promised (the commit did not happen) or keeps it for replay.
 ``OutboxPublisher`` sends events in seq order (and replies in the order they were made)
-whenever the MQTT link is up, and removes each row only when paho reports the broker's PUBACK
-for its message id.
+whenever the MQTT link is up, and marks each event sent (a reply: removes it) only when paho
+reports the broker's PUBACK for its message id.
 
 A PUBACK only says the broker has the message, and a broker drops a message no subscription
 matches: Mosquitto 2.0 forgets the cloud's shared subscriptions ($share/...) when it restarts,
 so a locker back before the cloud would have its outbox acknowledged and lost. After every
 (re)connect the outbox is therefore held until the cloud has spoken to this connection (a
 verified command; the cloud sends a full sync whenever it sees ``online``), and ``online`` is
-announced again now and then while held, in case that sync was lost.
+announced again now and then while held, in case that sync was lost. That full sync also
+carries the cloud's ``events_upto`` mark: events acknowledged by a broker that then lost them
+are sent again, and the ones the cloud holds leave the outbox (outbox_store).
 """
 
 from __future__ import annotations
@@ -87,7 +89,7 @@ class OutboxPublisher:
             return  # a presence or telemetry publish, or a duplicate ack
         kind, key, _ = entry
         if kind == EVENT:
-            self._store.delete_event(key)
+            self._store.event_acked(key)
         else:
             self._store.delete_reply(key)
         self._events.wake.set()
@@ -123,9 +125,7 @@ class OutboxPublisher:
                 self._held_since = now
                 self._sink.announce()
             return 0
-        self._inflight = {
-            m: v for m, v in self._inflight.items() if now - v[2] <= RESEND_AFTER_S
-        }
+        self._inflight = {m: v for m, v in self._inflight.items() if now - v[2] <= RESEND_AFTER_S}
         sink = self._sink
         sent = self._send(now, EVENT, WINDOW, self._events_due, sink.publish_event)
         return sent + self._send(

@@ -119,6 +119,7 @@ class Store(OutboxTables):
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA + OUTBOX_SCHEMA)
+            self._upgrade_outbox()
         except sqlite3.Error as err:
             raise StoreError(f"cannot open the state database {path}: {err}") from None
         self._depth = 0

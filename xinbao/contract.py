@@ -221,10 +221,28 @@ class Revocation(_Message):
     reason: str = "revoked"
 
 
+class EventMark(_Message):
+    """The cloud holds every event of the locker up to ``seq`` (0: none yet); ``event_id`` is
+    the id of event ``seq``, so a locker whose numbering restarted (a wiped controller) can
+    tell that the mark is not about its events."""
+
+    seq: int = Field(ge=0, le=2**63 - 1)
+    event_id: uuid.UUID | None = None
+
+    @model_validator(mode="after")
+    def _id_with_seq(self) -> "EventMark":
+        if (self.seq == 0) != (self.event_id is None):
+            raise ValueError("event_id names event seq: give both, or seq 0 alone")
+        return self
+
+
 class ReservationSync(_Message):
     upserts: list[Reservation] = Field(default_factory=list)
     revocations: list[Revocation] = Field(default_factory=list)
     full: bool = False  # True: the upserts are the whole set; forget every other handover
+    # With a full sync: what the cloud has stored of this locker's events. A broker's PUBACK
+    # only says the broker has an event; this says the cloud has it (docs/mqtt.md).
+    events_upto: EventMark | None = None
 
 
 class StaffSecret(_Message):

@@ -30,6 +30,17 @@ class LockerLink(SQLModel, table=True):
     uptime_s: float | None = Field(default=None)
     boards: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON()))
     last_seq: int = Field(default=0, sa_column=Column(BigInteger(), nullable=False, default=0))
+    # What the cloud holds of the locker's events, told to the locker in each full sync so it
+    # can send again what a broker acknowledged and lost: every seq from 1 to stored_upto
+    # (event stored_upto_event) is stored, counting rows from id stored_from_id on (where the
+    # locker's current numbering starts: a wiped controller counts from 1 again).
+    stored_upto: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, default=0, server_default="0")
+    )
+    stored_upto_event: str | None = Field(default=None, max_length=36)
+    stored_from_id: int = Field(
+        default=0, sa_column=Column(BigInteger(), nullable=False, default=0, server_default="0")
+    )
 
 
 class LockerEventRecord(SQLModel, table=True):

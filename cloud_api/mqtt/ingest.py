@@ -39,6 +39,7 @@ from xinbao.contract import (
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
     ContractError,
+    EventMark,
     LockerEvent,
     Telemetry,
 )
@@ -70,6 +71,53 @@ def _event_of(row: LockerEventRecord) -> LockerEvent:
         compartment=row.compartment,
         data=row.data or {},
     )
+
+
+def _numbering_restart(locker_id: str, link: LockerLink, row: LockerEventRecord) -> None:
+    """A new event (its event_id never seen) at a seq the locker's stored run already covers
+    can only come from a numbering that started again (a wiped controller): the run starts
+    again from this row."""
+    if row.seq <= link.stored_upto:
+        log.warning(
+            "locker %s numbers its events from the start again (seq %d after %d stored)",
+            locker_id,
+            row.seq,
+            link.stored_upto,
+        )
+        link.stored_upto, link.stored_upto_event, link.stored_from_id = 0, None, row.id
+
+
+_MARK_BATCH = 1000
+
+
+def events_mark(session: Session, locker_id: str) -> EventMark:
+    """What the cloud holds of this locker's events (the run from seq 1 with no gap), moved
+    on as far as the stored rows go; the caller commits. Locks the locker's link row."""
+    link = session.get(LockerLink, locker_id, with_for_update=True)
+    if link is None:
+        return EventMark(seq=0)
+    while True:
+        rows = session.execute(
+            select(LockerEventRecord.seq, LockerEventRecord.event_id)
+            .where(
+                LockerEventRecord.locker_id == locker_id,
+                LockerEventRecord.seq > link.stored_upto,
+                LockerEventRecord.id >= link.stored_from_id,
+            )
+            .order_by(LockerEventRecord.seq)
+            .limit(_MARK_BATCH)
+        ).all()
+        for seq, event_id in rows:
+            if seq != link.stored_upto + 1:
+                break
+            link.stored_upto, link.stored_upto_event = seq, event_id
+        else:
+            if len(rows) == _MARK_BATCH:
+                continue
+        break
+    if link.stored_upto == 0:
+        return EventMark(seq=0)
+    return EventMark(seq=link.stored_upto, event_id=uuid.UUID(link.stored_upto_event))
 
 
 class Ingest:
@@ -124,6 +172,7 @@ class Ingest:
                 session.rollback()
                 return Ingested.duplicate
             link.last_seen_at = now
+            _numbering_restart(locker_id, link, row)
             if event.seq > link.last_seq + 1:
                 session.commit()
                 log.info(
@@ -277,6 +326,8 @@ class Ingest:
             if row is None:
                 row = self._row(locker_id, event, now)
                 session.add(row)
+                session.flush()
+                _numbering_restart(locker_id, link, row)
             elif row.outcome != "pending":
                 session.commit()
                 return Ingested.duplicate  # another process settled it meanwhile

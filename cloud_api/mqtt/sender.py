@@ -28,6 +28,7 @@ from cloud_api.models.remote_open import RemoteOpenRequest
 from cloud_api.models.staff import Staff
 from cloud_api.mqtt import commands, staff_sync
 from cloud_api.mqtt.errors import LinkDown
+from cloud_api.mqtt.ingest import events_mark
 from cloud_api.services import audit
 from xinbao.contract import (
     Command,
@@ -133,18 +134,23 @@ class CommandSender:
         return self.send(locker_id, CommandType.SYNC_RESERVATIONS, payload)
 
     def sync_locker(self, locker_id: str) -> None:
-        """Everything a locker coming back on line must know: all live reservations (full) and
+        """Everything a locker coming back on line must know: all live reservations (full),
+        what the cloud holds of its events (the locker sends again what a broker lost) and
         the staff credentials."""
         with Session(self._engine) as session:
             reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
             staff = commands.staff_payload(session)
+            mark = events_mark(session, locker_id)
+            session.commit()
+        reservations = reservations.model_copy(update={"events_upto": mark})
         self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations)
         self.push_staff(locker_id, staff)
         log.info(
-            "full sync to %s: %d reservations, %d staff",
+            "full sync to %s: %d reservations, %d staff, events held up to seq %d",
             locker_id,
             len(reservations.upserts),
             len(staff.staff),
+            mark.seq,
         )
 
     def push_staff(self, locker_id: str, staff: StaffCredentials | None = None) -> str:

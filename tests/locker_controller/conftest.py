@@ -229,14 +229,22 @@ def make_controller(tmp_path: Path, sim: Simulator):
 
 
 def db_events(data_dir: Path) -> list[dict]:
-    """Rows still in the controller's outbox (read-only, straight from SQLite)."""
+    """Rows still in the controller's outbox (read-only, straight from SQLite); ``acked``: the
+    broker has it, kept until the cloud confirms."""
     import sqlite3
 
     db = sqlite3.connect(f"file:{data_dir / 'controller.sqlite3'}?mode=ro", uri=True)
     try:
-        rows = db.execute("SELECT seq, type, compartment, data FROM outbox ORDER BY seq")
+        rows = db.execute("SELECT seq, type, compartment, data, acked_at FROM outbox ORDER BY seq")
         return [
-            {"seq": r[0], "type": r[1], "compartment": r[2], "data": json.loads(r[3])} for r in rows
+            {
+                "seq": r[0],
+                "type": r[1],
+                "compartment": r[2],
+                "data": json.loads(r[3]),
+                "acked": r[4] is not None,
+            }
+            for r in rows
         ]
     finally:
         db.close()

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.locker_controller.conftest import LOCKER_KEY, Cloud, db_events, wait_until
+from tests.locker_controller.conftest import LOCKER_ID, LOCKER_KEY, Cloud, db_events, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
 from xinbao.codes import code_for
 from xinbao.contract import (
     CommandType,
+    EventMark,
     PingPayload,
     ReservationSync,
     Telemetry,
@@ -107,11 +108,11 @@ def onlines(cloud) -> int:
 
 def held_back(ctl, tmp_path, count: int) -> list[int]:
     """``count`` events published to the frozen broker, none acknowledged: all still in
-    the outbox in SQLite (an event leaves it only on PUBACK)."""
+    the outbox in SQLite (only a PUBACK marks an event sent)."""
     wait_until(lambda: ctl.status()["in_flight"] >= count, 10, f"{count} events published")
     status = ctl.status()
     assert status["outbox_depth"] >= count, status
-    seqs = [e["seq"] for e in db_events(tmp_path / "data")]
+    seqs = [e["seq"] for e in db_events(tmp_path / "data") if not e["acked"]]
     assert len(seqs) == status["outbox_depth"]
     return seqs
 
@@ -227,3 +228,46 @@ def test_outbox_waits_until_the_cloud_speaks_after_a_connect(sim, broker, make_c
         assert ctl.status()["outbox_held"] is False
     finally:
         silent.close()
+
+
+def test_events_a_broker_acknowledged_but_never_delivered_go_again(
+    sim, broker, cloud, make_controller, tmp_path
+):
+    """A PUBACK says the broker has an event, not the cloud: here the cloud is not subscribed
+    (as after a Mosquitto restart that forgot its shared subscription), the broker acks and
+    drops. The controller keeps acked events; the next full sync says what the cloud holds,
+    and the rest go again. A mark naming the last event lets them all leave the outbox."""
+    ctl = make_controller(mqtt_port=broker.port)
+    ctl.start()
+    wait_until(lambda: not ctl.status()["outbox_held"], 10, "the cloud's greeting")
+    slam(sim, ctl, 1, 1, 1)
+    wait_until(lambda: len(cloud.events()) >= 2, 10, "the first events")
+    topic = f"xinbao/v1/lockers/{LOCKER_ID}/#"
+    cloud.client.unsubscribe(topic)
+    wait_until(lambda: ctl.status()["outbox_depth"] == 0, 10, "the first events acked")
+    seen = {e.event_id for e in cloud.events()}
+    slam(sim, ctl, 1, 2, 2)
+    wait_until(lambda: sum(e["acked"] for e in db_events(tmp_path / "data")) >= 4, 10, "all acked")
+    assert ctl.status()["outbox_depth"] == 0
+    assert {e.event_id for e in cloud.events()} == seen  # the broker dropped the new ones
+    cloud.client.subscribe(topic, qos=1)
+    first = cloud.events()[0]
+    ours = EventMark(seq=first.seq, event_id=first.event_id)
+    cmd = cloud.command(CommandType.SYNC_RESERVATIONS, ReservationSync(full=True, events_upto=ours))
+    reply = cloud.reply_to(cmd.request_id)
+    assert reply.ok and reply.result["events"]["sent_again"] >= 3, reply
+    wait_until(
+        lambda: (
+            {"door_forced", "door_closed"}
+            <= {e.type.value for e in cloud.events() if e.event_id not in seen}
+        ),
+        10,
+        "the lost events sent again",
+    )
+    wait_until(lambda: ctl.status()["outbox_depth"] == 0, 10, "the repeats acked")
+    assert first.seq not in {e["seq"] for e in db_events(tmp_path / "data")}
+    last = max(cloud.events(), key=lambda e: e.seq)
+    mark = EventMark(seq=last.seq, event_id=last.event_id)
+    cmd = cloud.command(CommandType.SYNC_RESERVATIONS, ReservationSync(full=True, events_upto=mark))
+    assert cloud.reply_to(cmd.request_id).ok
+    assert [e for e in db_events(tmp_path / "data") if e["seq"] <= last.seq] == []
