@@ -1,4 +1,5 @@
-"""Timed work: expire unused reservations, send reminders, mark overdue pickups.
+"""Timed work: expire unused reservations, send reminders, mark overdue pickups, forget
+stale log-in throttle rows.
 
 Safe with several API processes: every step claims its handover with a conditional UPDATE
 (``WHERE state = ... AND reminders_sent = n``), so only one process acts on it, and the SMS
@@ -19,7 +20,7 @@ from sqlmodel import Session
 from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.locker import Locker
 from cloud_api.models.record import ApprovalRecord
-from cloud_api.services import audit, lockers
+from cloud_api.services import audit, lockers, staff_login
 from cloud_api.services.handovers import HandoverPolicy
 from cloud_api.sms.outbox import enqueue_sms
 
@@ -32,6 +33,7 @@ class SchedulerReport:
     expired: int = 0
     reminders: int = 0
     overdue: int = 0
+    throttles_forgotten: int = 0
 
 
 class Scheduler:
@@ -53,6 +55,9 @@ class Scheduler:
         report.expired = self._expire(now)
         report.reminders = self._remind(now)
         report.overdue = self._mark_overdue(now)
+        with Session(self.engine) as session:
+            report.throttles_forgotten = staff_login.forget_stale_throttles(session, now)
+            session.commit()
         return report
 
     def _ids(self, query) -> list[int]:

@@ -38,6 +38,20 @@ class LoginPolicy:
     max_seconds: float = 900
 
 
+THROTTLE_KEPT = timedelta(days=1)
+
+
+def forget_stale_throttles(session: Session, now: datetime) -> int:
+    """Drop throttle rows with no lockout running and no failure for THROTTLE_KEPT; the
+    caller commits. Returns how many."""
+    return session.execute(
+        delete(LoginThrottle).where(
+            LoginThrottle.updated_at < now - THROTTLE_KEPT,
+            or_(LoginThrottle.locked_until.is_(None), LoginThrottle.locked_until < now),
+        )
+    ).rowcount
+
+
 def _throttle(session: Session, username: str, now: datetime) -> LoginThrottle:
     """This name's throttle row, created if need be, locked until the transaction ends."""
     insert = pg_insert if session.bind.dialect.name == "postgresql" else sqlite_insert

@@ -138,3 +138,19 @@ def test_concurrent_guesses_cannot_outrun_the_throttle(world, engine):
     assert sorted(statuses) == [401] * 5 + [429] * 3
     failed = [d for a, d in _actions(engine) if a == "staff.login_failed"]
     assert sorted(d["failures"] for d in failed) == [1, 2, 3, 4, 5]
+
+
+def test_stale_throttle_rows_are_forgotten(world, clock, engine, app):
+    """Guesses at made-up names leave rows; a day after the last failure, with no lockout
+    running, the scheduler forgets them (and the back-off with them)."""
+    for name in ("nobody-1", "nobody-2"):
+        assert_problem(_try(world, password="wrong", username=name), 401)
+    for _ in range(5):
+        assert_problem(_try(world, password="wrong", username="nobody-3"), 401)
+    assert app.state.scheduler.run_once().throttles_forgotten == 0  # too recent
+    clock.advance(hours=23)
+    assert_problem(_try(world, password="wrong", username="nobody-2"), 401)  # fresh again
+    clock.advance(hours=2)
+    assert app.state.scheduler.run_once().throttles_forgotten == 2  # nobody-1 and nobody-3
+    with Session(engine) as s:
+        assert [t.username for t in s.exec(select(LoginThrottle))] == ["nobody-2"]
