@@ -46,6 +46,9 @@ class Mosquitto:
             "autosave_on_changes true",
             "autosave_interval 1",
             f"log_dest file {self.log}",
+            # As deploy/mosquitto/mosquitto.conf: the default 1000 drops messages to an API
+            # process when a whole city of lockers reconnects at once (bench/city_bench.py).
+            "max_queued_messages 10000",
         ]
         if users:
             passwd = self.dir / "passwd"
