@@ -393,6 +393,9 @@ def _run_due(
             log.warning("database unavailable (%s): %s", chore.__name__, str(err)[:200])
         except SQLAlchemyError as err:
             log.error("%s failed: %s", chore.__name__, err)
+        except Exception:
+            # A bug in one round must not end the thread: the next round tries again.
+            log.exception("%s failed", chore.__name__)
         took = time.monotonic() - started
         if took > _SLOW_CHORE_S and waiting is not None:
             # Every locker's messages wait behind it: say so.
