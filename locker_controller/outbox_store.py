@@ -105,12 +105,11 @@ class OutboxTables:
             for r in rows
         ]
 
-    def event_acked(self, seq: int, now: float | None = None) -> None:
+    def event_acked(self, seq: int) -> None:
         """The broker has this event: stop sending it, keep it until the cloud confirms."""
         with self.transaction():
             self._db.execute(
-                "UPDATE outbox SET acked_at=? WHERE seq=? AND acked_at IS NULL",
-                (time.time() if now is None else now, seq),
+                "UPDATE outbox SET acked_at=? WHERE seq=? AND acked_at IS NULL", (time.time(), seq)
             )
 
     def confirm_events(self, mark: EventMark) -> tuple[int, int]:
@@ -158,12 +157,6 @@ class OutboxTables:
     def outbox_depth(self) -> int:
         """Events not yet acknowledged by the broker."""
         return self._db.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]
-
-    def acked_kept(self) -> int:
-        """Events the broker acknowledged that the cloud has not confirmed yet."""
-        return self._db.execute(
-            "SELECT COUNT(*) FROM outbox WHERE acked_at IS NOT NULL"
-        ).fetchone()[0]
 
     # --- command replies ----------------------------------------------------------------
 

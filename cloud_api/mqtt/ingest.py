@@ -107,14 +107,14 @@ def events_mark(session: Session, locker_id: str) -> EventMark:
             .order_by(LockerEventRecord.seq)
             .limit(_MARK_BATCH)
         ).all()
+        moved = 0
         for seq, event_id in rows:
             if seq != link.stored_upto + 1:
-                break
+                break  # a gap: the run ends here
             link.stored_upto, link.stored_upto_event = seq, event_id
-        else:
-            if len(rows) == _MARK_BATCH:
-                continue
-        break
+            moved += 1
+        if moved < _MARK_BATCH:  # a gap, or no more rows
+            break
     if link.stored_upto == 0:
         return EventMark(seq=0)
     return EventMark(seq=link.stored_upto, event_id=uuid.UUID(link.stored_upto_event))
