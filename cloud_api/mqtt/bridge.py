@@ -397,10 +397,7 @@ def _run_due(
             # A bug in one round must not end the thread: the next round tries again.
             log.exception("%s failed", chore.__name__)
         took = time.monotonic() - started
-        if took > _SLOW_CHORE_S and waiting is not None:
-            # Every locker's messages wait behind it: say so.
-            log.warning(
-                "%s took %.2f s (%d messages waited)", chore.__name__, took, waiting.qsize()
-            )
-        elif took > _SLOW_CHORE_S:
-            log.warning("%s took %.2f s", chore.__name__, took)
+        if took > _SLOW_CHORE_S:
+            # On the message thread every locker's messages wait behind it: say how many.
+            held = f" ({waiting.qsize()} messages waited)" if waiting is not None else ""
+            log.warning("%s took %.2f s%s", chore.__name__, took, held)
