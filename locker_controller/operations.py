@@ -49,17 +49,24 @@ class Purpose:
         return None
 
 
+_PURPOSE = "purpose:"  # meta key prefix: the purpose of each door, by compartment number
+
+
+def _purpose(raw: str) -> Purpose:
+    return Purpose(**json.loads(raw))
+
+
 class Operations:
     def __init__(self, store: Store, events: EventLog) -> None:
         self._store = store
         self._events = events
 
     def _key(self, number: int) -> str:
-        return f"purpose:{number}"
+        return f"{_PURPOSE}{number}"
 
     def get(self, number: int) -> Purpose | None:
         raw = self._store.get_meta(self._key(number))
-        return Purpose(**json.loads(raw)) if raw else None
+        return _purpose(raw) if raw else None
 
     def waiting(self, number: int) -> Purpose | None:
         """The purpose whose door has not been seen open yet, if any."""
@@ -91,10 +98,10 @@ class Operations:
     def _all(self) -> dict[int, Purpose]:
         """Every door's purpose, in one query (the keypad path asks for them)."""
         found = {}
-        for key, raw in self._store.metas("purpose:").items():
-            number = key.removeprefix("purpose:")
+        for key, raw in self._store.metas(_PURPOSE).items():
+            number = key.removeprefix(_PURPOSE)
             if number.isdigit():
-                found[int(number)] = Purpose(**json.loads(raw))
+                found[int(number)] = _purpose(raw)
         return found
 
     def held_for(self, handover_id: int) -> int | None:
