@@ -15,12 +15,13 @@ import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.main import create_app
 from cloud_api.models.common import utcnow
+from cloud_api.models.monitoring import LockerEventRecord
 from cloud_api.models.staff import Role, Scope, Staff
 from cloud_api.services import bootstrap
 from cloud_api.services import staff as staff_service
@@ -113,6 +114,13 @@ class Cloud:
 
     def locker_key(self, locker_id: str = LOCKER_ID) -> bytes:
         return derive_locker_key(self.settings.master_key, locker_id)
+
+    def stored_event(self, event_id) -> LockerEventRecord | None:
+        """The cloud's row for this event, if it has one (for wait_until)."""
+        # A fresh session per look: on SQLite an open transaction holds the write lock.
+        with Session(self.engine) as s:
+            query = select(LockerEventRecord).where(LockerEventRecord.event_id == str(event_id))
+            return s.exec(query).first()
 
     def get(self, path: str, **kw):
         return self.client.get(path, headers=self.admin, **kw)

@@ -6,9 +6,7 @@ import threading
 
 import pytest
 from amqtt.broker import Broker
-from sqlmodel import Session, select
 
-from cloud_api.models.monitoring import LockerEventRecord
 from tests.e2e.conftest import LOCKER_ID
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import free_port, listening, wait_until
@@ -58,15 +56,8 @@ def test_probe_falls_back_on_amqtt(amqtt_port, make_cloud, db_url):
     locker = FakeLocker(amqtt_port, LOCKER_ID, cloud.locker_key())
     try:
         ev = locker.event("door_closed", 2)
-
-        def stored():
-            # A fresh session per look: on SQLite an open transaction holds the write lock.
-            with Session(cloud.engine) as s:
-                query = select(LockerEventRecord).where(
-                    LockerEventRecord.event_id == str(ev.event_id)
-                )
-                return s.exec(query).first()
-
-        wait_until(stored, 10, "the event through the plain subscription")
+        wait_until(
+            lambda: cloud.stored_event(ev.event_id), 10, "the event through the plain subscription"
+        )
     finally:
         locker.close()
