@@ -8,6 +8,7 @@ clock is wall time so the lockout survives the restart too.
 
 from __future__ import annotations
 
+import math
 import time
 
 from locker_controller.config import ControllerConfig
@@ -15,6 +16,10 @@ from locker_controller.errors import CodeRefused
 from locker_controller.outbox import EventLog
 from locker_controller.store import Store
 from xinbao.contract import EventType
+
+
+def _tenths_up(seconds: float) -> float:
+    return math.ceil(seconds * 10) / 10
 
 
 class Lockout:
@@ -32,15 +37,16 @@ class Lockout:
         self._store.set_meta(f"lockout:{key}", repr(value))
 
     def remaining(self) -> float:
-        """Seconds until codes are taken again (0 when not locked)."""
-        return max(0.0, round(self._get("until") - time.time(), 1))
+        """Seconds until codes are taken again (0 when not locked), in tenths rounded up:
+        never 0 while check() still refuses."""
+        return max(0.0, _tenths_up(self._get("until") - time.time()))
 
     def check(self) -> None:
         """Raise CodeRefused('locked_out') while locked."""
         remaining = self._get("until") - time.time()
         if remaining > 0:
             self._events.record(EventType.CODE_REFUSED, None, reason="locked_out")
-            raise CodeRefused("locked_out", retry_after=round(remaining, 1))
+            raise CodeRefused("locked_out", retry_after=_tenths_up(remaining))
 
     def failed(self, reason: str, **data: object) -> CodeRefused:
         """Count a wrong attempt; returns the error to raise (locked_out on the Nth)."""
