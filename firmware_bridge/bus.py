@@ -3,18 +3,19 @@
 The asyncio controller calls it from a worker thread; the CLI calls it directly. Every
 method that talks to a board goes through one BusTransaction, so calls from several threads
 queue up instead of garbling each other, with unlocks ahead of status polls; the wait for a
-lock pulse happens outside it, so other boards are served meanwhile.
+lock pulse happens outside it, so other boards are served meanwhile. What the bus learns
+about each board (health, latest status, reply width, pushed door reports) is kept in a
+BoardBook.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 
-from firmware_bridge.config import BoardConfig, check_address
+from firmware_bridge.board_book import BoardBook
+from firmware_bridge.config import BoardConfig, board_table, check_address
 from firmware_bridge.errors import (
     BoardRefusal,
     BoardTimeout,
@@ -25,10 +26,12 @@ from firmware_bridge.errors import (
     restated,
 )
 from firmware_bridge.protocols import Frame, LockProtocol, Request, get_protocol
+from firmware_bridge.reading import board_status, unlock_outcomes
 from firmware_bridge.status import (
     BoardHealth,
     BoardStatus,
     ChannelStatus,
+    DoorReport,
     ScanResult,
     UnlockOutcome,
     UnlockResult,
@@ -46,12 +49,7 @@ log = logging.getLogger(__name__)
 FRESH_S = 1.0
 # Time after the pulse for the latch to settle and a sprung door to swing clear of its sensor.
 PULSE_MARGIN_S = 0.15
-
-
-@dataclass
-class _Health:
-    consecutive_timeouts: int = 0
-    last_seen: float | None = None  # time.time() of the last valid frame
+LISTEN_SLICE_S = 0.05  # door_reports() lets queued requests in this often while it listens
 
 
 class LockBus:
@@ -65,22 +63,9 @@ class LockBus:
         self._transaction = transaction
         self.protocol: LockProtocol = transaction.protocol
         self.unreachable_after = unreachable_after
-        self._boards: dict[int, BoardConfig] = {}
-        for config in boards:
-            if config.protocol != self.protocol.name:
-                raise ConfigError(
-                    f"board {config.address} is configured as {config.protocol} on a "
-                    f"{self.protocol.name} bus",
-                    board=config.address,
-                )
-            if config.address in self._boards:
-                raise ConfigError(
-                    f"board {config.address} is configured twice", board=config.address
-                )
-            self._boards[config.address] = config
-        self._state = threading.Lock()  # guards the two dicts below
-        self._latest: dict[int, tuple[float, BoardStatus]] = {}  # board -> (monotonic, status)
-        self._health: dict[int, _Health] = {address: _Health() for address in self._boards}
+        self._boards = board_table(self.protocol, boards)
+        self._book = BoardBook(self._boards, unreachable_after)
+        transaction.on_notice = self._on_notice
 
     @classmethod
     def open(
@@ -116,8 +101,6 @@ class LockBus:
             transport.close()
             raise
 
-    # -- lifecycle -----------------------------------------------------------------------
-
     def close(self) -> None:
         self._transaction.transport.close()
 
@@ -127,7 +110,7 @@ class LockBus:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    # -- boards --------------------------------------------------------------------------
+    # -- reading boards ------------------------------------------------------------------
 
     def config(self, board: int) -> BoardConfig:
         """The configuration of ``board``; protocol defaults for boards nobody configured."""
@@ -163,25 +146,6 @@ class LockBus:
         occupied = None if sensor is None or not config.sensors else sensor == config.occupied_level
         return ChannelStatus(channel, locked=level == config.locked_level, occupied=occupied)
 
-    def unlock(self, board: int, channel: int) -> UnlockResult:
-        """Pulse one lock and report what physically happened (see UnlockOutcome).
-
-        Silence is the outcome NO_RESPONSE, not an exception. Raises ConfigError for a bad
-        board or channel, BoardRefusal when the board refuses, ProtocolError when the status
-        read after the pulse is garbled, LinkError when the port fails; each names the board
-        and channel and says whether the unlock frame was sent.
-        """
-        config = self.config(board)
-        request = self.protocol.unlock(board, config.wire_channel(channel), config.pulse_ms)
-        return self._unlock(config, request, [channel])[0]
-
-    def unlock_all(self, board: int) -> list[UnlockResult]:
-        """Pulse every lock of ``board`` at once, where the protocol has the request; one
-        result per channel (the configured ones, or as many as the board reports)."""
-        config = self.config(board)
-        request = self.protocol.unlock_all(board)  # ConfigError where there is none
-        return self._unlock(config, request, None)
-
     def scan(self, addresses: Iterable[int] | None = None) -> list[int]:
         """Addresses that answer a status query, tried once each (default: common DIP
         settings of the protocol, ``protocol.scan_addresses``)."""
@@ -206,31 +170,103 @@ class LockBus:
             result.answered.append(address)
         return result
 
+    def door_reports(self, wait: float = 0.0) -> list[DoorReport]:
+        """Door changes boards pushed of their own accord (8A firmware that reports them),
+        oldest first, each returned once. With none waiting, watches the idle line up to
+        ``wait`` seconds for one (requests from other threads still go first)."""
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
+            raise ConfigError(f"wait must be 0 or more seconds, not {wait!r}")
+        deadline = time.monotonic() + wait
+        reports = self._book.take_reports()
+        while not reports and (left := deadline - time.monotonic()) > 0:
+            self._transaction.listen(min(left, LISTEN_SLICE_S))
+            reports = self._book.take_reports()
+        return reports
+
     def health(self, board: int) -> BoardHealth:
         check_address(self.protocol, board)
-        with self._state:
-            record = self._health.get(board, _Health())
-            return self._health_of(board, record)
+        return self._book.health(board)
 
     def healths(self) -> list[BoardHealth]:
         """Health of every configured board and every board that ever answered."""
-        with self._state:
-            return [self._health_of(b, r) for b, r in sorted(self._health.items())]
+        return self._book.healths()
 
     def latest_status(self, board: int) -> tuple[float, BoardStatus] | None:
         """The last status read from ``board`` and when (time.monotonic()), if any."""
-        with self._state:
-            return self._latest.get(board)
+        return self._book.latest(board)
+
+    # -- driving locks -------------------------------------------------------------------
+
+    def unlock(self, board: int, channel: int) -> UnlockResult:
+        """Pulse one lock and report what physically happened (see UnlockOutcome).
+
+        Silence is the outcome NO_RESPONSE, not an exception. Raises ConfigError for a bad
+        board or channel, BoardRefusal when the board refuses, ProtocolError when the status
+        read after the pulse is garbled, LinkError when the port fails; each names the board
+        and channel and says whether the unlock frame was sent.
+        """
+        config = self.config(board)
+        request = self.protocol.unlock(board, config.wire_channel(channel), config.pulse_ms)
+        return self._unlock(config, request, [channel], "unlock")[0]
+
+    def unlock_all(self, board: int) -> list[UnlockResult]:
+        """Pulse every lock of ``board`` at once, where the protocol has the request; one
+        result per channel (the configured ones, or as many as the board reports)."""
+        config = self.config(board)
+        request = self.protocol.unlock_all(board)  # ConfigError where there is none
+        return self._unlock(config, request, None, "unlock-all")
+
+    def unlock_many(self, board: int, channels: Sequence[int]) -> list[UnlockResult]:
+        """Pulse the given locks of ``board`` in one frame (8A batch unlock)."""
+        config = self.config(board)
+        chosen = sorted({config.check_channel(channel) for channel in channels})
+        request = self.protocol.unlock_many(board, [config.wire_channel(c) for c in chosen])
+        return self._unlock(config, request, chosen, "batch unlock")
+
+    def hold_open(self, board: int, channel: int) -> UnlockResult:
+        """Keep an electromagnetic lock powered (released) until ``release_hold``: staff
+        loading a run of compartments. The outcome is read as for an unlock."""
+        config = self.config(board)
+        request = self.protocol.keep_power(board, config.wire_channel(channel), True)
+        return self._unlock(config, request, [channel], "keep-power")[0]
+
+    def release_hold(self, board: int, channel: int) -> ChannelStatus:
+        """Cut the power ``hold_open`` kept on; the channel as read afterwards."""
+        config = self.config(board)
+        request = self.protocol.keep_power(board, config.wire_channel(channel), False)
+        self._send_unanswered(config, request, channel, "keep-power-off")
+        time.sleep(PULSE_MARGIN_S)
+        status = self._status(config, retries=None, urgent=True).channel(channel)
+        assert status is not None  # check_channel kept it within the board
+        return status
+
+    def set_pulse_time(self, board: int, pulse_ms: int) -> int:
+        """Store ``pulse_ms`` as the board's own lock pulse (cu16 CMD 37); the pulse the
+        board keeps (rounded up to its steps). It confirms nothing: an unlock shows it."""
+        request = self.protocol.pulse_time(board, pulse_ms)
+        self._send_unanswered(self.config(board), request, None, "pulse time")
+        return request.pulse_ms
 
     # -- internals -----------------------------------------------------------------------
 
-    def _health_of(self, board: int, record: _Health) -> BoardHealth:
-        return BoardHealth(
-            address=board,
-            reachable=record.consecutive_timeouts < self.unreachable_after,
-            consecutive_timeouts=record.consecutive_timeouts,
-            last_seen=record.last_seen,
-        )
+    def _on_notice(self, frame: Frame) -> None:
+        """A frame a board sent unasked; door reports update what we know of the door."""
+        found = self.protocol.reported_input(frame)
+        if found is None:
+            return
+        wire_channel, level = found
+        try:
+            config = self.config(frame.board)
+        except ConfigError:
+            log.debug("door report from board %s, which this bus cannot have", frame.board)
+            return
+        channel = wire_channel - config.channel_base + 1
+        if not 1 <= channel <= (config.channels or self.protocol.max_channels):
+            log.debug("board %s reported channel %s, which it does not have", frame.board, channel)
+            return
+        self._book.heard(frame.board)
+        locked = level == config.locked_level
+        self._book.report(frame.board, ChannelStatus(channel, locked=locked, occupied=None))
 
     def _exchange(
         self,
@@ -240,72 +276,61 @@ class LockBus:
         expect_reply: bool = True,
         retries: int | None,
         urgent: bool = False,
+        counts: bool = True,
     ) -> Exchange:
+        """One request through the transaction. ``counts``: whether silence counts against
+        the board's health (an unlock's missing acknowledgement does not: the status read
+        after it says whether the board is there)."""
         try:
             exchange = self._transaction.execute(
                 request, expect_reply=expect_reply, retries=retries, urgent=urgent
             )
         except BoardTimeout:
-            with self._state:
-                record = self._health.setdefault(board, _Health())
-                record.consecutive_timeouts += 1
-                if record.consecutive_timeouts == self.unreachable_after:
-                    log.warning("board %s is unreachable", board)
+            if counts:
+                self._book.timed_out(board)
             raise
         if exchange.frame is not None:
-            with self._state:
-                record = self._health.setdefault(board, _Health())
-                if record.consecutive_timeouts >= self.unreachable_after:
-                    log.info("board %s answers again", board)
-                record.consecutive_timeouts = 0
-                record.last_seen = time.time()
+            self._book.heard(board)
         return exchange
+
+    def _send_unanswered(
+        self, config: BoardConfig, request: Request, channel: int | None, label: str
+    ) -> float:
+        """Send a request no board answers; when it went out."""
+        try:
+            return self._exchange(
+                config.address, request, expect_reply=False, retries=0, urgent=True
+            ).sent_at
+        except LinkError as err:
+            where = f"board {config.address}" + (f" channel {channel}" if channel else "")
+            what = "not sent" if err.unsent else "may not have been sent"
+            raise restated(err, f"{where}: {label} {what}: {err.reason}", channel=channel) from err
 
     def _status(
         self, config: BoardConfig, *, retries: int | None, urgent: bool = False
     ) -> BoardStatus:
+        learnt = None if config.status_width else self._book.width(config.address)
         request = self.protocol.query_all(
-            config.address, config.channels or self.protocol.max_channels
+            config.address,
+            config.channels or self.protocol.max_channels,
+            config.status_width or learnt,
         )
-        exchange = self._exchange(config.address, request, retries=retries, urgent=urgent)
+        try:
+            exchange = self._exchange(config.address, request, retries=retries, urgent=urgent)
+        except (BoardTimeout, ProtocolError):
+            if learnt is not None:
+                self._book.forget_width(config.address)
+            raise
         assert exchange.frame is not None
-        status = self._to_status(config, exchange.frame)
-        with self._state:
-            self._latest[config.address] = (time.monotonic(), status)
+        status = board_status(self.protocol, config, exchange.frame)
+        self._book.saw_status(status, self.protocol.reply_width(exchange.frame))
         return status
-
-    def _to_status(self, config: BoardConfig, frame: Frame) -> BoardStatus:
-        levels, sensors = self.protocol.inputs(frame, config)
-        count = config.channels if config.channels is not None else len(levels)
-        if len(levels) < count:
-            reason = f"reports {len(levels)} inputs but is configured with {count} channels"
-            raise ProtocolError(
-                f"board {config.address} {reason}", board=config.address, reason=reason
-            )
-        if not config.sensors:
-            sensors = None
-        channels = [
-            ChannelStatus(
-                channel=i + 1,
-                locked=levels[i] == config.locked_level,
-                occupied=None if sensors is None else sensors[i] == config.occupied_level,
-            )
-            for i in range(count)
-        ]
-        return BoardStatus(board=config.address, protocol=self.protocol.name, channels=channels)
-
-    def _fresh(self, board: int) -> BoardStatus | None:
-        with self._state:
-            seen = self._latest.get(board)
-        if seen is None or time.monotonic() - seen[0] > FRESH_S:
-            return None
-        return seen[1]
 
     def _look_before(self, config: BoardConfig, label: str) -> BoardStatus | None:
         """The board's status before an unlock: the latest poll if fresh, else one read now.
         A board that does not answer it still gets the unlock (it may have missed one
         query only); the outcome then cannot say "already open"."""
-        fresh = self._fresh(config.address)
+        fresh = self._book.fresh(config.address, FRESH_S)
         if fresh is not None:
             return fresh
         try:
@@ -315,12 +340,11 @@ class LockBus:
             return None
 
     def _unlock(
-        self, config: BoardConfig, request: Request, channels: list[int] | None
+        self, config: BoardConfig, request: Request, channels: list[int] | None, label: str
     ) -> list[UnlockResult]:
-        """Pulse ``channels`` (one) or, for None, every channel of the board."""
+        """Pulse ``channels`` or, for None, every channel of the board."""
         board = config.address
-        channel = channels[0] if channels is not None else None
-        label = "unlock" if channel is not None else "unlock-all"
+        channel = channels[0] if channels is not None and len(channels) == 1 else None
         where = f"board {board}" + (f" channel {channel}" if channel is not None else "")
         try:
             before = self._look_before(config, label)
@@ -328,15 +352,16 @@ class LockBus:
             message = f"{where}: {label} not sent: {err.reason}"
             raise restated(err, message, channel=channel) from err
         # One attempt only: a lost reply does not mean a lost command, and a second pulse on
-        # a door that already opened would count as a double open.
+        # a door that already opened would count as a double open. A board that does not
+        # answer unlocks (cu48), or a request nobody documented a reply to, is not waited on.
         try:
             sent_at = self._exchange(
                 board,
                 request,
-                # Requests whose reply nobody documented (8A open-all) are not waited on.
-                expect_reply=config.answers_unlock and bool(request.REPLIES),
+                expect_reply=config.answers_unlock and bool(request.expected()),
                 retries=0,
                 urgent=True,
+                counts=False,
             ).sent_at
         except BoardTimeout as err:
             sent_at = err.sent_at if err.sent_at is not None else time.monotonic()
@@ -369,22 +394,4 @@ class LockBus:
             raise restated(err, message, channel=channel) from err
         if channels is None:
             channels = [c.channel for c in after.channels]
-        results = []
-        for ch in channels:
-            now = after.channels[ch - 1] if ch <= len(after.channels) else None
-            was = before.channels[ch - 1] if before and ch <= len(before.channels) else None
-            if now is None:
-                raise ProtocolError(
-                    f"board {board} channel {ch}: {label} sent, but the board reported no "
-                    f"channel {ch}",
-                    board=board,
-                    channel=ch,
-                )
-            if was is not None and not was.locked:
-                outcome = UnlockOutcome.ALREADY_OPEN
-            elif now.locked:
-                outcome = UnlockOutcome.JAMMED
-            else:
-                outcome = UnlockOutcome.OPENED
-            results.append(UnlockResult(board, ch, outcome, now, sent_at))
-        return results
+        return unlock_outcomes(label, channels, before, after, sent_at)

@@ -23,7 +23,7 @@ from firmware_bridge.errors import (
     LinkError,
     ProtocolError,
 )
-from firmware_bridge.protocols import PROTOCOLS
+from firmware_bridge.protocols import PROTOCOLS, get_protocol
 from firmware_bridge.status import UnlockOutcome
 
 EXIT_BAD_ARGUMENT = 2  # also what typer uses for a malformed command line
@@ -201,3 +201,25 @@ def unlock(
     if code:
         raise _fail(message, code)
     typer.echo(message)
+
+
+@board_app.command("pulse-time", epilog=EXIT_HELP)
+def pulse_time(
+    port: str = PORT,
+    protocol: str = PROTOCOL,
+    board: int = typer.Option(..., "--board", help="board address (DIP switches)"),
+    ms: int = typer.Option(
+        ..., "--ms", help="lock pulse in ms (kerong-cu16 keeps 10 ms steps: rounded up)"
+    ),
+    baud: int | None = BAUD,
+    rs485: bool = RS485,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Store a board's own lock pulse length (kerong-cu16 CMD 37). The board confirms
+    nothing: open a lock with `unlock` afterwards, and set the controller's pulse_ms to match."""
+    with _one_line_errors(verbose):
+        config = BoardConfig(protocol, board)
+        get_protocol(protocol).pulse_time(board, ms)  # a bad value is refused before the port
+        with _open(port, protocol, baud, None, 0, rs485, [config]) as bus:
+            stored = bus.set_pulse_time(board, ms)
+    typer.echo(f"board {board}: pulse time {stored} ms sent (boards do not confirm it)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from firmware_bridge.errors import ConfigError
@@ -20,13 +21,18 @@ class BoardConfig:
                     bcc-8a as many inputs as the board reports.
     locked_level:   input level that means locked/closed (most drivers: 1).
     occupied_level: sensor level that means an item is inside.
-    answers_unlock: whether the board replies to an unlock (some cu16 stay silent).
+    answers_unlock: whether the board replies to an unlock. None: the protocol's word (cu48:
+                    no, per Kerong's document; some cu16 stay silent too).
     pulse_ms:       lock pulse; sent in the frame on Modbus relays, waited out on every board.
     channel_base:   the number the board gives its first lock in request frames (the API
                     numbers channels from 1 whatever this is).
     has_sensors:    whether to report the infrared occupancy inputs the frames carry.
+    status_width:   bcc-8a: inputs the board's status reply carries (8 per data byte; 24 on a
+                    24-channel board, 56 on a 50-channel one), which its replies are framed
+                    on. None: learnt from the board's replies.
     status_byte_order: bcc-8a query-all replies: "last" data byte holds channels 1-8
-                    (DESIGN.md §4 vector) or "first" (some big 8A boards).
+                    (24-channel boards, DESIGN.md §4 vector) or "first" (50-channel boards).
+                    None: by the reply's width, "last" up to 24 inputs, "first" above.
     """
 
     protocol: str
@@ -34,11 +40,12 @@ class BoardConfig:
     channels: int | None = None
     locked_level: int = 1
     occupied_level: int = 1
-    answers_unlock: bool = True
+    answers_unlock: bool | None = None
     pulse_ms: int | None = None
     channel_base: int | None = None
     has_sensors: bool | None = None
-    status_byte_order: str = "last"
+    status_width: int | None = None
+    status_byte_order: str | None = None
 
     def __post_init__(self) -> None:
         proto = get_protocol(self.protocol)
@@ -56,6 +63,8 @@ class BoardConfig:
         for name in ("locked_level", "occupied_level"):
             if getattr(self, name) not in (0, 1) or isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{where}: {name} must be 0 or 1", board=self.address)
+        if self.answers_unlock is None:
+            object.__setattr__(self, "answers_unlock", proto.answers_unlock)
         if not isinstance(self.answers_unlock, bool):
             raise ConfigError(f"{where}: answers_unlock must be true or false", board=self.address)
         if self.pulse_ms is None:
@@ -72,7 +81,18 @@ class BoardConfig:
             raise ConfigError(
                 f"{where}: {self.protocol} frames carry no occupancy sensors", board=self.address
             )
-        if self.status_byte_order not in ("last", "first"):
+        if self.status_width is not None and (
+            self.protocol != "bcc-8a"
+            or not _is_int(self.status_width)
+            or self.status_width % 8
+            or not (self.channels or 1) <= self.status_width <= proto.max_channels
+        ):
+            raise ConfigError(
+                f"{where}: status_width is for bcc-8a boards: a multiple of 8 from the channel "
+                f"count to {proto.max_channels}, not {self.status_width!r}",
+                board=self.address,
+            )
+        if self.status_byte_order not in (None, "last", "first"):
             raise ConfigError(
                 f"{where}: status_byte_order must be 'last' or 'first'", board=self.address
             )
@@ -110,3 +130,19 @@ def check_address(proto: LockProtocol, address: object) -> int:
             board=address if _is_int(address) else None,
         )
     return address
+
+
+def board_table(proto: LockProtocol, boards: Iterable[BoardConfig]) -> dict[int, BoardConfig]:
+    """The boards of one bus by address; ConfigError for a board of another protocol or an
+    address configured twice."""
+    table: dict[int, BoardConfig] = {}
+    for config in boards:
+        if config.protocol != proto.name:
+            raise ConfigError(
+                f"board {config.address} is configured as {config.protocol} on a {proto.name} bus",
+                board=config.address,
+            )
+        if config.address in table:
+            raise ConfigError(f"board {config.address} is configured twice", board=config.address)
+        table[config.address] = config
+    return table

@@ -49,6 +49,18 @@ class UnlockResult:
 
 
 @dataclass(frozen=True)
+class DoorReport:
+    """A door change a board reported of its own accord (8A firmware that pushes them)."""
+
+    board: int
+    status: ChannelStatus
+    at: float  # time.monotonic() when the report was decoded
+
+    def to_dict(self) -> dict[str, object]:
+        return {"board": self.board, **self.status.to_dict()}
+
+
+@dataclass(frozen=True)
 class BoardHealth:
     address: int
     reachable: bool

@@ -5,13 +5,20 @@ Why each rule exists:
   duplex with one master; two threads interleaving frames would garble both. It is let go
   between retries, and urgent requests (unlocks) take it before routine ones (status
   polls): a keypad user must not wait for the retries of a poll of a dead board.
-- A reply ends on its length (the codec knows it), never on silence, so a USB adapter that
-  delivers a frame in bursts does not split it, and a reply is used the moment it is whole.
+- A reply ends on its length (the codec knows it), so a USB adapter that delivers a frame
+  in bursts does not split it, and a reply is used the moment it is whole. Only an 8A status
+  reply whose board's width nobody knows yet ends on silence (GARBLED_QUIET_S after its
+  last byte); the bus then knows the width for the next one.
 - Frames that do not answer the request in flight (another board, another kind) are dropped:
-  a duplicate DIP address or a late reply must not pass for the answer.
+  a duplicate DIP address or a late reply must not pass for the answer. Notices (frames a
+  board sends of its own accord, LockProtocol.NOTICES) are no such trouble: door reports go
+  to ``on_notice`` wherever they turn up (waiting for a reply, draining, in the bytes that
+  arrived between two requests, or while ``listen`` watches the idle line), and a valid
+  frame nobody documented is logged once per board and kind, then ignored.
 - After a failed attempt the line is read until it has been quiet for a while (default half
   the response timeout): a board that answers late must not have its reply taken as the
-  answer to the next request. Stale bytes are also flushed right before every send.
+  answer to the next request. Stale bytes are also dropped right before every send (after
+  the notices among them are picked out).
 - Modbus needs 3.5 character times of silence between frames; every protocol declares its
   gap, measured from the last byte on the line in either direction (our own frame's end is
   estimated from its length and the baud rate, as a USB adapter gives no transmit-done).
@@ -22,7 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -88,6 +95,8 @@ class BusTransaction:
         self._char_time = BITS_PER_CHAR / transport.baud
         self._turn = LineTurn()
         self._line_busy_until = 0.0  # time.monotonic() of the last byte on the line
+        self.on_notice: Callable[[Frame], None] | None = None  # door reports and the like
+        self._unknown_seen: set[tuple[str, int]] = set()  # (frame kind, board) logged once
 
     def execute(
         self,
@@ -146,12 +155,59 @@ class BusTransaction:
             sent_at=first_sent,
         )
 
+    def listen(self, duration: float) -> None:
+        """Watch the idle line for ``duration`` seconds (routine priority: any request
+        queued first goes first) and hand every notice heard to ``on_notice``."""
+        with self._turn.hold(urgent=False):
+            deadline = time.monotonic() + duration
+            heard = bytearray()
+            while (left := deadline - time.monotonic()) > 0:
+                chunk = self.transport.read(min(left, GARBLED_QUIET_S))
+                if chunk:
+                    self._line_busy_until = time.monotonic()
+                    heard += chunk
+                    heard = self._take_notices(heard, final=False)
+            self._take_notices(heard, final=True)
+
+    def _notice(self, frame: Frame) -> None:
+        if frame.UNKNOWN:
+            key = (type(frame).__name__, frame.board)
+            if key not in self._unknown_seen:
+                self._unknown_seen.add(key)
+                log.info(
+                    "board %s sent a valid %s frame with no documented meaning (%s); ignored",
+                    frame.board,
+                    self.protocol.name,
+                    frame.pack().hex(" "),
+                )
+            return
+        if self.on_notice is not None:
+            self.on_notice(frame)
+        else:
+            log.debug("board %s: notice %r with nobody listening", frame.board, frame)
+
+    def _take_notices(self, data: bytes | bytearray, *, final: bool) -> bytearray:
+        """Hand on the notices in ``data``; what is left (a notice still arriving, unless
+        ``final``). Everything else in it was not asked for and is dropped."""
+        rest = bytes(data)
+        while rest:
+            used, frame = self.protocol.decode(rest, self.protocol.NOTICES, final=final)
+            if used == 0:
+                break
+            if frame is not None:
+                self._notice(frame)
+            rest = rest[used:]
+        return bytearray(rest)
+
     def _send(self, request: Request) -> float:
         quiet_until = self._line_busy_until + self.gap
         now = time.monotonic()
         if now < quiet_until:
             time.sleep(quiet_until - now)
-        self.transport.flush_input()  # anything already waiting was not asked for
+        # Anything already waiting was not asked for; door reports among it still count.
+        stale = self.transport.take_waiting()
+        if stale and self.protocol.NOTICES:
+            self._take_notices(stale, final=True)
         frame = request.pack()
         sent_at = self.transport.write(frame)
         self._line_busy_until = max(time.monotonic(), sent_at + len(frame) * self._char_time)
@@ -165,6 +221,7 @@ class BusTransaction:
         heard: dict[str, str] = {}  # kind of trouble -> latest example
         last_byte_at = looked_at = 0.0
         echo = request.pack()
+        kinds = (*request.expected(), *self.protocol.NOTICES)
 
         def reject(raw: bytes, reason: str) -> None:
             heard[reason] = f"{reason} ({raw.hex(' ')})"
@@ -176,7 +233,7 @@ class BusTransaction:
                 # that looks like the start of a long frame (a stray 80 before an 8A reply,
                 # 01 02 05 before a Modbus one) must not hide a whole reply behind it.
                 looked_at = last_byte_at
-                found = self._flush(request, buffer)
+                found = self._flush(request, kinds, buffer)
                 if found is not None:
                     return found, None
             # A frame with a bad checksum followed by silence: the board has had its say.
@@ -200,7 +257,7 @@ class BusTransaction:
             last_byte_at = self._line_busy_until = time.monotonic()
             buffer += chunk
             while buffer:
-                used, frame = self.protocol.decode(bytes(buffer), request.REPLIES, reject)
+                used, frame = self.protocol.decode(bytes(buffer), kinds, reject)
                 if used == 0:
                     break
                 if frame is None:
@@ -208,33 +265,50 @@ class BusTransaction:
                 del buffer[:used]
                 if frame is None:
                     continue
+                if isinstance(frame, self.protocol.NOTICES):
+                    self._notice(frame)
+                    continue
                 if request.answered_by(frame):
+                    if buffer and self.protocol.NOTICES:
+                        buffer = self._take_notices(buffer, final=True)  # a report behind it
                     if buffer:
                         log.debug("dropped %s after a reply", bytes(buffer).hex(" "))
                     return frame, None
                 heard["unexpected"] = f"unexpected frame {frame!r}"
 
-    def _flush(self, request: Request, buffer: bytearray) -> Frame | None:
+    def _flush(
+        self, request: Request, kinds: tuple[type[Frame], ...], buffer: bytearray
+    ) -> Frame | None:
         """The reply to ``request`` in ``buffer`` if the bytes are taken as all there is
-        (``decode(final=True)``: a head that only "needs more" is noise). The buffer is left
-        as it was when there is none, in case the line was merely slow."""
+        (``decode(final=True)``: a head that only "needs more" is noise, and a reply whose
+        length only silence tells ends here). The buffer is left as it was when there is
+        none, in case the line was merely slow (its notices are then found later)."""
         rest = bytes(buffer)
+        notices = []
         while rest:
-            used, frame = self.protocol.decode(rest, request.REPLIES, final=True)
-            if frame is not None and request.answered_by(frame):
+            used, frame = self.protocol.decode(rest, kinds, final=True)
+            if isinstance(frame, self.protocol.NOTICES):
+                notices.append(frame)
+            elif frame is not None and request.answered_by(frame):
                 dropped = bytes(buffer[: len(buffer) - len(rest)])
                 log.debug("dropped %s before a reply", dropped.hex(" "))
+                for notice in notices:
+                    self._notice(notice)
                 return frame
             rest = rest[used:]
         return None
 
     def _drain(self) -> None:
         started = quiet_since = time.monotonic()
+        drained = bytearray()
         while True:
             now = time.monotonic()
             if now - quiet_since >= self.drain_quiet or now - started >= DRAIN_MAX_S:
+                if drained and self.protocol.NOTICES:
+                    self._take_notices(drained, final=True)
                 return
             late = self.transport.read(self.drain_quiet - (now - quiet_since))
             if late:
                 quiet_since = self._line_busy_until = time.monotonic()
+                drained += late
                 log.debug("drained late bytes %s", late.hex(" "))

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # only bounds how late a deadline is noticed; a fixed value also spares real ports a
 # termios reconfiguration on every read.
 POLL_S = 0.005
+TAKE_MAX = 4096
 
 
 def _connect(url: str, baud: int, rs485: bool) -> serial.SerialBase:
@@ -107,6 +108,28 @@ class SerialTransport:
                     return b""
         except (serial.SerialException, OSError) as err:
             raise self._lost("read from", err) from None
+
+    @property
+    def in_waiting(self) -> int:
+        """Bytes that have arrived and not been read yet (on ``socket://`` URLs pyserial only
+        says 1 for "some")."""
+        try:
+            return self._live().in_waiting
+        except (serial.SerialException, OSError) as err:
+            raise self._lost("read from", err) from None
+
+    def take_waiting(self) -> bytes:
+        """Whatever has already arrived, without waiting for more (at most TAKE_MAX bytes:
+        a babbling line must not hold the caller forever)."""
+        port = self._live()
+        taken = bytearray()
+        try:
+            # socket:// says only "1" while anything is there, so ask again until it is all.
+            while len(taken) < TAKE_MAX and (waiting := port.in_waiting):
+                taken += port.read(waiting)
+        except (serial.SerialException, OSError) as err:
+            raise self._lost("read from", err, unsent=True) from None
+        return bytes(taken)
 
     def flush_input(self) -> None:
         port = self._live()

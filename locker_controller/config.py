@@ -110,7 +110,7 @@ class BoardSettings(_Section):
     address: int = Field(ge=0, le=255)
     channels: int | None = Field(default=None, ge=1, le=64)
     locked_level: Literal[0, 1] = 1
-    answers_unlock: bool = True
+    answers_unlock: bool | None = None  # None: the protocol's (kerong-cu48: false)
     pulse_ms: int | None = Field(default=None, ge=100, le=25_500)
     channel_base: Literal[0, 1] | None = None
     has_sensors: bool | None = None

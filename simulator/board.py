@@ -29,6 +29,7 @@ class BoardView(Protocol):
     def unlock(self, channel: int, duration: float | None = None) -> None: ...
     def unlock_all(self) -> None: ...
     def set_relay(self, channel: int, on: bool) -> None: ...
+    def set_pulse_ms(self, pulse_ms: int) -> None: ...
 
 
 class VirtualBoard:
@@ -40,6 +41,7 @@ class VirtualBoard:
         self._truth = truth
         self._bus = bus
         self.faults: list[Fault] = []
+        self.pulse_ms = spec.pulse_ms  # a cu16 master may set it (CMD 37)
         self.compartments = {
             ch: Compartment(
                 board=spec.address,
@@ -100,7 +102,7 @@ class VirtualBoard:
         if comp is None:
             return  # a real board ignores a lock it has no driver for
         if duration is None:
-            duration = self.spec.pulse_ms / 1000
+            duration = self.pulse_ms / 1000
         comp.pulse(duration, jammed=self.fault("jammed", channel) is not None)
 
     def unlock_all(self) -> None:
@@ -116,6 +118,13 @@ class VirtualBoard:
             comp.pulse(float("inf"), jammed=self.fault("jammed", channel) is not None)
         else:
             comp.release()
+
+    def set_pulse_ms(self, pulse_ms: int) -> None:
+        with self._lock:
+            self.pulse_ms = pulse_ms
+            self._truth.record(
+                "pulse_time_set", bus=self._bus, board=self.address, pulse_ms=pulse_ms
+            )
 
     def states(self) -> list[CompartmentState]:
         return [c.state() for c in self.compartments.values()]
@@ -146,4 +155,7 @@ class PhantomBoard:
         return None
 
     def set_relay(self, channel: int, on: bool) -> None:
+        return None
+
+    def set_pulse_ms(self, pulse_ms: int) -> None:
         return None

@@ -83,7 +83,12 @@ def boards_command(
         "real firmware may take longer, see simulator/sim.py).",
     ),
     locked_level: int = typer.Option(1, help="Input level meaning locked/closed (0 or 1)."),
-    silent_unlock: bool = typer.Option(False, help="kerong: no status frame after unlock."),
+    silent_unlock: bool = typer.Option(
+        False, help="kerong-cu16/cu48b: no status frame after unlock (cu48 never sends one)."
+    ),
+    reports_doors: bool = typer.Option(
+        False, help="bcc-8a: push an 82 door report whenever a door opens or shuts."
+    ),
     truth_log: Path | None = typer.Option(None, help="Write the ground truth here (JSON lines)."),
 ) -> None:
     """Run boards on one bus until Ctrl-C / SIGTERM."""
@@ -99,7 +104,8 @@ def boards_command(
                 address=a,
                 channels=channels,
                 locked_level=locked_level,
-                answers_unlock=not silent_unlock,
+                answers_unlock=False if silent_unlock else None,  # None: as the protocol
+                reports_doors=reports_doors,
             )
             for a in addrs
         ]

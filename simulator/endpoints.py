@@ -26,6 +26,7 @@ import termios
 import threading
 import time
 import tty
+from collections import deque
 
 from simulator.bus import VirtualBus
 from simulator.errors import EndpointError
@@ -56,6 +57,19 @@ class Endpoint:
         self._thread: threading.Thread | None = None
         self._stop_lock = threading.Lock()
         self.session: LinkSession | None = None
+        # Door reports a board pushed from another thread, for this endpoint's thread.
+        self._reports: deque[tuple[bytes, int, int | None]] = deque()
+        bus.add_pusher(self._push)
+
+    def _push(self, data: bytes, board: int, channel: int | None) -> None:
+        # Under the stop lock: once stop() has begun, the wake pipe may be closed and its
+        # descriptor number reused by someone else's file.
+        with self._stop_lock:
+            if self._stopping.is_set():
+                return
+            self._reports.append((data, board, channel))
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"r")
 
     @property
     def url(self) -> str:
@@ -72,6 +86,7 @@ class Endpoint:
             if self._stopping.is_set():
                 return
             self._stopping.set()
+        self._bus.remove_pusher(self._push)
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"x")
         if self._thread is not None:
@@ -100,6 +115,10 @@ class Endpoint:
                 rest = due - time.monotonic()
                 if 0 < rest < 0.002:
                     time.sleep(rest)
+            while self._reports:
+                data, board, channel = self._reports.popleft()
+                if self.session is not None:  # no master connected: nobody hears it
+                    self.session.push(data, board, channel, time.monotonic())
             if self.session is not None:
                 self.session.run_due(time.monotonic())
 

@@ -142,6 +142,25 @@ class LinkSession:
             # A reply already due (no wire timing) goes out in this same pass of run_due.
             self._schedule(end, lambda t, r=reply: self._send(r))
 
+    def push(self, data: bytes, board: int, channel: int | None, now: float) -> None:
+        """Send ``data`` unasked (a board reporting a door), after whatever is already
+        going out: one pair carries one frame at a time."""
+        begin = max(now, self._tx_free_at)
+        end = begin + len(data) * self._char
+        self._tx_free_at = end
+        self._schedule(end, lambda t: self._send_report(data, board, channel))
+
+    def _send_report(self, data: bytes, board: int, channel: int | None) -> None:
+        self._truth.record(
+            "report_sent",
+            bus=self._bus.name,
+            board=board,
+            channel=channel,
+            link=self._link,
+            hex=data.hex(" "),
+        )
+        self._write(data)
+
     def _send(self, reply: Reply) -> None:
         # Log first: the master may act on the reply the instant it is written, and the
         # ground truth must never show an effect before its cause.

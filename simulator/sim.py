@@ -85,6 +85,7 @@ class Simulator:
             baud=baud,
             wire_timing=wire_timing,
             reply_delay=float(reply_delay),
+            truth=self.truth,
         )
         self._endpoints: list[Endpoint] = []
         self._control = None
@@ -228,6 +229,7 @@ class Simulator:
             control.stop()
         for endpoint in endpoints:
             endpoint.stop()
+        self.bus.close()
 
     def __enter__(self) -> Simulator:
         return self

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import IO, Any
 
@@ -20,8 +20,10 @@ EVENT_KINDS = frozenset(
         "frame_received",  # a request frame complete on the wire (data: hex, on_wire_complete)
         "reply_sent",  # reply bytes going to the master (data: hex, garbled)
         "reply_lost",  # bytes of a reply the port could not take (nobody reading it)
+        "report_sent",  # an unasked door report going to the master (data: hex)
         "noise_dropped",  # bytes that never formed a frame
         "lock_pulse",  # a lock coil energised (data: duration_s, jammed)
+        "pulse_time_set",  # the board stored a new lock pulse length (data: pulse_ms)
         "door_opened",  # by: command | tester | forced
         "door_closed",
         "close_blocked",  # someone tried to close a door that stays open (left_open fault)
@@ -57,6 +59,18 @@ class GroundTruth:
     def __init__(self) -> None:
         self._events: list[TruthEvent] = []
         self._cond = threading.Condition()
+        self._listeners: list[Callable[[TruthEvent], None]] = []
+
+    def subscribe(self, listener: Callable[[TruthEvent], None]) -> None:
+        """Call ``listener`` with every event recorded from now on, on the recording thread
+        (boards that push door reports react to doors this way). It must not block."""
+        with self._cond:
+            self._listeners.append(listener)
+
+    def unsubscribe(self, listener: Callable[[TruthEvent], None]) -> None:
+        with self._cond:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
 
     def record(
         self,
@@ -92,6 +106,9 @@ class GroundTruth:
             )
             self._events.append(event)
             self._cond.notify_all()
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(event)
         return event
 
     @property

@@ -19,6 +19,11 @@ copes with, and never raises on:
 
 When several frame kinds fit, the shortest valid one wins, so feeding a stream in any split
 gives the same frames as feeding it whole (and then flushing it with ``final=True``).
+
+Besides replies, a board may put frames on the line that answer nothing: door reports pushed
+by 8A firmware, or a valid frame whose meaning no document gives (``Frame.UNKNOWN``, such as
+the cu48b ``77`` frame). A protocol lists them in ``NOTICES``; the transaction decodes them
+alongside the reply it awaits and hands them on instead of calling them garbage.
 """
 
 from __future__ import annotations
@@ -46,6 +51,9 @@ RejectHook = Callable[[bytes, str], None]
 class Command(enum.StrEnum):
     UNLOCK = "unlock"
     UNLOCK_ALL = "unlock_all"
+    UNLOCK_MANY = "unlock_many"  # several chosen locks in one frame (8A batch unlock)
+    KEEP_POWER = "keep_power"  # hold an electromagnetic lock open, then let it go (8A)
+    PULSE_TIME = "pulse_time"  # set the board's own lock pulse length (cu16)
     QUERY_ONE = "query_one"
     QUERY_ALL = "query_all"
 
@@ -58,6 +66,8 @@ class Frame:
 
     CHECK_LEN: ClassVar[int] = 1
     RANGES: ClassVar[dict[str, range]] = {}
+    # A valid frame whose meaning no document gives: noted once, never taken for garbage.
+    UNKNOWN: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         for field, allowed in self.RANGES.items():
@@ -78,9 +88,10 @@ class Frame:
         return len(frame) > cls.CHECK_LEN and cls.seal(frame[: -cls.CHECK_LEN]) == frame
 
     @classmethod
-    def match(cls, buffer: bytes) -> int | None:
+    def match(cls, buffer: bytes, final: bool = False) -> int | None:
         """Length of the frame of this kind that ``buffer`` starts with (checksum unchecked),
-        0 if more bytes are needed to tell, None if the buffer cannot start one."""
+        0 if more bytes are needed to tell, None if the buffer cannot start one. ``final``:
+        no more bytes will come (only kinds whose length is not fixed need to know)."""
         raise NotImplementedError
 
     @classmethod
@@ -102,6 +113,11 @@ class Request(Frame):
     REPLIES: ClassVar[tuple[type[Frame], ...]] = ()
     WHAT: ClassVar[str] = "request"  # for messages: "board 1 did not answer a status query"
 
+    def expected(self) -> tuple[type[Frame], ...]:
+        """The reply kinds to decode for this very request: ``REPLIES`` unless the request
+        knows more (an 8A status query that knows how long its board's reply is)."""
+        return self.REPLIES
+
     def answered_by(self, reply: Frame) -> bool:
         return isinstance(reply, self.REPLIES) and reply.board == self.board
 
@@ -116,17 +132,20 @@ class LockProtocol:
     baud: ClassVar[int]
     response_timeout: ClassVar[float]  # seconds from the end of our frame to the full reply
     gap_chars: ClassVar[float]  # silence before each frame, in character times
-    addresses: ClassVar[range]  # every address the frame format can carry
+    addresses: ClassVar[range]  # every address a board can have (a broadcast is not one)
     scan_addresses: ClassVar[range]  # what `scan` tries by default: common DIP settings
+    broadcast: ClassVar[int | None] = None  # address every board hears, if the family has one
     max_channels: ClassVar[int]
     default_channels: ClassVar[int | None]  # None: as many as the board reports
     has_sensors: ClassVar[bool]
     pulse_ms: ClassVar[int]
+    answers_unlock: ClassVar[bool] = True  # whether the board replies to an unlock
     channel_base: ClassVar[int]  # number the board gives its first lock in request frames
     commands: ClassVar[frozenset[Command]]
     starts: ClassVar[bytes | None]  # bytes a frame can begin with; None: any byte
     REQUESTS: ClassVar[tuple[type[Request], ...]]
     REPLIES: ClassVar[tuple[type[Frame], ...]]
+    NOTICES: ClassVar[tuple[type[Frame], ...]] = ()  # frames that answer no request
 
     def gap(self, baud: int) -> float:
         """Seconds of silence the line needs before we may send."""
@@ -142,9 +161,10 @@ class LockProtocol:
     ) -> tuple[int, Frame | None]:
         """Take one frame (or some noise) off the front of ``buffer``.
 
-        ``kinds`` limits the search (default: every reply this protocol has); the transaction
-        passes the replies of the request it sent, which settles the one real ambiguity
-        (bcc-8a query-one vs query-all replies). ``on_reject(bytes, reason)`` hears about
+        ``kinds`` limits the search (default: every reply and notice this protocol has); the
+        transaction passes the replies of the request it sent (and the notices), which
+        settles the ambiguities of the bcc-8a format (query-one vs query-all replies, and a
+        query-all reply's length). ``on_reject(bytes, reason)`` hears about
         frame-shaped bytes that failed their checksum or fields. ``final``: no more bytes
         will follow, so a head that only "needs more" is dropped instead of waited for.
         """
@@ -153,8 +173,8 @@ class LockProtocol:
         buffer = bytes(buffer)
         best: tuple[int, Frame] | None = None
         need_more = False
-        for kind in kinds if kinds is not None else self.REPLIES:
-            length = kind.match(buffer)
+        for kind in kinds if kinds is not None else (*self.REPLIES, *self.NOTICES):
+            length = kind.match(buffer, final)
             if length is None:
                 continue
             if length == 0 or length > len(buffer):
@@ -165,7 +185,10 @@ class LockProtocol:
                 if on_reject is not None:
                     on_reject(raw, "bad checksum")
                 continue
-            frame = kind.unpack(raw)
+            try:
+                frame = kind.unpack(raw)
+            except ConfigError:  # a field outside the kind's RANGES: never raise on bytes
+                frame = None
             if frame is None:
                 if on_reject is not None:
                     on_reject(raw, "impossible field")
@@ -210,11 +233,34 @@ class LockProtocol:
     def unlock_all(self, board: int) -> Request:
         raise self._lacks(Command.UNLOCK_ALL)
 
+    def unlock_many(self, board: int, wire_channels: Sequence[int]) -> Request:
+        raise self._lacks(Command.UNLOCK_MANY)
+
+    def keep_power(self, board: int, wire_channel: int, on: bool) -> Request:
+        raise self._lacks(Command.KEEP_POWER)
+
+    def pulse_time(self, board: int, pulse_ms: int) -> Request:
+        """The request storing the board's own pulse; its ``pulse_ms`` is what the board
+        will keep (the frame's steps may round it up)."""
+        raise self._lacks(Command.PULSE_TIME)
+
     def query_one(self, board: int, wire_channel: int) -> Request:
         raise self._lacks(Command.QUERY_ONE)
 
-    def query_all(self, board: int, channels: int) -> Request:
+    def query_all(self, board: int, channels: int, reply_width: int | None = None) -> Request:
+        """The whole-board status query. ``reply_width``: inputs the board's reply is known
+        to carry (configured, or seen in its last reply), for families whose reply length
+        follows the board; None when nobody knows yet."""
         raise self._lacks(Command.QUERY_ALL)
+
+    def reported_input(self, notice: Frame) -> tuple[int, int] | None:
+        """(wire channel, input level) a door report carries; None for other notices."""
+        return None
+
+    def reply_width(self, reply: Frame) -> int | None:
+        """Inputs a status reply carried, for families whose replies are as long as the
+        board is wide (remembered for the next query); None where the length is fixed."""
+        return None
 
     # -- replies -------------------------------------------------------------------------
 

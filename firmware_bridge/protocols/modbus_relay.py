@@ -1,9 +1,12 @@
-"""Waveshare-style Modbus RTU relay boards driving locks, master side (DESIGN.md §4, from the
-Waveshare Modbus RTU Relay wiki, https://www.waveshare.com/wiki/Modbus_RTU_Relay).
+"""Waveshare-style Modbus RTU relay boards driving locks, master side (DESIGN.md §4).
 
 unlock      FC05 "flash on": coil 0x0200 + ch0, value = pulse length in 100 ms steps; the
-            board closes the relay for that long and echoes the request.
+            board closes the relay for that long and echoes the request (Waveshare wiki,
+            https://www.waveshare.com/wiki/Modbus_RTU_Relay). The pulse is rounded *up* to
+            the next step: a lock is never driven shorter than configured (250 ms -> 300).
 door inputs FC02 read discrete inputs: bit (i % 8) of data byte i // 8 is input start+i+1.
+            The relay-only board has no inputs; FC02 is the "Modbus RTU Relay (D)" board's
+            (https://www.waveshare.com/wiki/Modbus_RTU_Relay_(D)), which has 8 of them.
 A refused request comes back as ``ADDR 80|FC CODE CRC`` (a Modbus exception).
 
 Framing and CRC are pymodbus' (checked against pymodbus 3.16): every frame is a pymodbus PDU
@@ -51,6 +54,7 @@ UNICAST = range(1, 248)  # 0 is broadcast (never answered), 248..255 reserved
 WORD = range(0x10000)
 READ_INPUTS, WRITE_COIL = 0x02, 0x05
 FLASH_BASE = 0x0200
+FLASH_STEP_MS = 100
 MAX_INPUT_BYTES = 250  # 2000 inputs, the most one FC02 request may ask for
 EXCEPTIONS = {
     0x01: "illegal function",
@@ -138,7 +142,7 @@ class ModbusFrame(Frame):
         return crc_ok(frame)
 
     @classmethod
-    def match(cls, buffer: bytes) -> int | None:
+    def match(cls, buffer: bytes, final: bool = False) -> int | None:
         if buffer[0] not in UNICAST:
             return None
         if len(buffer) > 1 and not cls._function_ok(buffer[1]):
@@ -319,13 +323,13 @@ class ModbusRelay(LockProtocol):
         return super().gap(baud) if baud <= 19200 else 0.00175
 
     def unlock(self, board: int, wire_channel: int, pulse_ms: int) -> Request:
-        steps = max(1, round(pulse_ms / 100))
+        steps = max(1, -(-pulse_ms // FLASH_STEP_MS))
         return WriteCoil(board, FLASH_BASE + wire_channel, steps)
 
     def query_one(self, board: int, wire_channel: int) -> Request:
         return ReadInputs(board, wire_channel, 1)
 
-    def query_all(self, board: int, channels: int) -> Request:
+    def query_all(self, board: int, channels: int, reply_width: int | None = None) -> Request:
         return ReadInputs(board, 0, channels)
 
     def inputs(self, reply: Frame, config: BoardConfig) -> tuple[list[int], list[int] | None]:

@@ -24,10 +24,17 @@ class Request:
     channel: int | None = None  # 1-based; None for board-wide commands
     value: int | None = None  # protocol-specific argument (coil value, count...)
     start: int | None = None  # modbus: first coil/input address
+    channels: tuple[int, ...] = ()  # several channels at once (8A batch unlock)
 
 
 class BoardProtocol(ABC):
     name: str
+    broadcast: int | None = None  # an address every board of the bus acts on, if any
+
+    def report(self, board: BoardView, channel: int) -> bytes | None:
+        """The frame a board that pushes door changes sends when ``channel``'s door moved;
+        None for families that never push."""
+        return None
 
     def frame_end_silence(self, baud: int) -> float:
         """Seconds of silence after a request before the board knows the frame ended and

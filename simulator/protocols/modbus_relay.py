@@ -1,5 +1,7 @@
-"""Waveshare-style Modbus RTU relay boards used as lock drivers, board side (DESIGN.md §4,
-https://www.waveshare.com/wiki/Modbus_RTU_Relay).
+"""Waveshare-style Modbus RTU relay boards used as lock drivers, board side (DESIGN.md §4;
+flash and relay coils from https://www.waveshare.com/wiki/Modbus_RTU_Relay, the FC02 door
+inputs from the input-carrying "Modbus RTU Relay (D)" board,
+https://www.waveshare.com/wiki/Modbus_RTU_Relay_(D)).
 
 FC05 at coil 0x0200+ch0 with value N is "flash on": the relay closes for N x 100 ms, which is
 the lock pulse; the reply echoes the request. FC05 at coil ch0 with FF00/0000 switches a relay

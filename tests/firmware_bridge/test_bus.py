@@ -140,8 +140,9 @@ def test_unlock_all(make_peer, make_bus):
     assert [r.outcome for r in results] == [UnlockOutcome.OPENED] * 15 + [UnlockOutcome.JAMMED]
 
 
-def test_unlock_all_where_the_protocol_lacks_it(make_bus):
-    bus = make_bus("loop://", "kerong-cu48")
+@pytest.mark.parametrize("protocol", ["kerong-cu48b", "modbus-relay"])
+def test_unlock_all_where_the_protocol_lacks_it(make_bus, protocol):
+    bus = make_bus("loop://", protocol)
     with pytest.raises(ConfigError, match="no unlock-all"):
         bus.unlock_all(1)
 

@@ -14,13 +14,16 @@ Public sources found for the bytes (read for the facts only; no code taken):
   KerongCore/Helpers/CodesClass.cs (the same query; its unlock puts the lock in byte 1: one
   of the disagreements DESIGN.md keeps configurable).
 - modbus-relay: the Waveshare wiki, https://www.waveshare.com/wiki/Modbus_RTU_Relay
-  ("Development Protocol": FC05 flash at 0x0200+ch with a 100 ms count, FC02 inputs).
+  ("Development Protocol": FC05 flash at 0x0200+ch with a 100 ms count), and for the FC02
+  door inputs the board that has them, https://www.waveshare.com/wiki/Modbus_RTU_Relay_(D).
 - bcc-8a: the "锁控板通讯协议和规格书" spec at
   https://blog.csdn.net/u012909822/article/details/147892413 (unlock 8A 01 01 11 9B ->
   8A 01 01 00 8A, open-all 8A 01 00 11 9A, query one 80 01 01 33 B3 -> 80 01 01 00 80, ST 11
   = lock shut); the query-all vectors are DESIGN.md §4's (a Python driver sending
   80 01 00 33 B2 is in the search index, but its repository could not be identified).
-- kerong-cu48 (CMD 50/51, reply 65): no public source could be named; DESIGN.md §4.
+- kerong-cu48: Kerong's own "CU48 Protocol And Introduction" v2.1 (2020-03-23), a copy in
+  Boudha25/CasierIntelligent, Datasheet/cu48-protocol-and-introduction-v2.1.pdf; its frames
+  are in test_vendor_vectors.py, with the other facts of tracker issue 12.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ REQUESTS = [
     # DESIGN.md §4; format of suryavirkapur/kerong-lib src/kerong_client.cpp: board 1, lock 3.
     ("kerong-cu16", lambda p: p.unlock(1, 2, 500), "02 12 31 03 48"),
     ("kerong-cu16", lambda p: p.query_all(0, 16), "02 00 30 03 35"),
-    # DESIGN.md §4, from open Kerong CU48 drivers (LOCK is 0-based).
+    # DESIGN.md §4 and Kerong's CU48 document v2.1 (LOCK is 0-based).
     ("kerong-cu48", lambda p: p.unlock(1, 2, 500), "02 01 02 51 03 59"),
     ("kerong-cu48", lambda p: p.query_all(1, 48), "02 01 00 50 03 56"),
     # DESIGN.md §4; format of AshurkovAV/KerongConsole's captured codes (LOCK in byte 2).
@@ -131,9 +134,12 @@ def test_bcc8a_24_channel_reply_with_channel_3_low():
     # holds channels 1-8, and the length (3 data bytes) comes from the frame.
     raw = b("80 01 00 00 FB 33 49")
     codec = get_protocol("bcc-8a")
-    used, frame = codec.decode(raw, QueryAll.REPLIES)
+    used, frame = codec.decode(raw, QueryAll(1, width=24).expected())
     assert used == 7
-    assert frame == BoardStateReply(board=1, data=b("00 00 FB"))
+    assert frame.data == b("00 00 FB") and frame.board == 1
+    # With no width known, the reply ends where the line goes quiet.
+    assert codec.decode(raw, QueryAll.REPLIES) == (0, None)
+    assert codec.decode(raw, QueryAll.REPLIES, final=True) == (7, BoardStateReply(1, frame.data))
     levels, _ = codec.inputs(frame, BoardConfig("bcc-8a", 1))
     assert len(levels) == 24
     assert levels[:8] == [1, 1, 0, 1, 1, 1, 1, 1]
@@ -159,7 +165,8 @@ def test_bcc8a_channel_replies():
 
 
 def test_modbus_read_inputs_reply():
-    # DESIGN.md §4, https://www.waveshare.com/wiki/Modbus_RTU_Relay: read 8 inputs ->
+    # DESIGN.md §4, https://www.waveshare.com/wiki/Modbus_RTU_Relay_(D) (the relay board
+    # with inputs; the relay-only board has none): read 8 inputs ->
     # 01 02 01 FB E0 0B (input 3 low).
     codec = get_protocol("modbus-relay")
     used, frame = codec.decode(b("01 02 01 FB E0 0B"))
@@ -214,10 +221,18 @@ def test_bad_checksum_is_reported_and_skipped():
 def test_bcc8a_ambiguity_is_settled_by_the_expected_reply():
     # 80 01 03 00 82 33 33 is a 24-channel query-all reply whose first five bytes are also a
     # valid query-one reply (channel 3, ST 00): the format itself is ambiguous, so the
-    # transaction always says which reply it awaits.
+    # transaction always says which reply it awaits, and how long it is when known.
     codec = get_protocol("bcc-8a")
     raw = b("80 01 03 00 82 33 33")
     assert codec.decode(raw) == (5, ChannelStateReply(board=1, channel=3, state=0))
-    assert codec.decode(raw, QueryAll.REPLIES) == (7, BoardStateReply(board=1, data=b("03 00 82")))
+    assert codec.decode(raw, QueryAll.REPLIES, final=True) == (
+        7,
+        BoardStateReply(board=1, data=b("03 00 82")),
+    )
+    used, frame = codec.decode(raw, QueryAll(1, width=24).expected())
+    assert used == 7 and frame.data == b("03 00 82")
     full = BoardStateReply(board=1, data=b("03 00")).pack()  # 80 01 03 00 33 B1
-    assert codec.decode(full, QueryAll.REPLIES) == (6, BoardStateReply(board=1, data=b("03 00")))
+    assert codec.decode(full, QueryAll.REPLIES, final=True) == (
+        6,
+        BoardStateReply(board=1, data=b("03 00")),
+    )

@@ -11,7 +11,7 @@ from firmware_bridge import LockBus
 from firmware_bridge.errors import LinkError
 from firmware_bridge.protocols.kerong import Cu16StatusReply
 from firmware_bridge.transport import SerialTransport
-from tests.support.waiting import free_port
+from tests.support.waiting import free_port, wait_until
 
 
 def test_loop_moves_bytes_and_flushes_input():
@@ -61,3 +61,21 @@ def test_bus_over_a_tcp_socket():
         thread.join(5)
         server.close()
     assert [c.locked for c in status.channels[:3]] == [False, True, True]
+
+
+def test_take_waiting_takes_all_that_arrived_over_a_socket():
+    # pyserial's socket:// says in_waiting == 1 whatever has arrived: stale bytes before a
+    # request must still go all at once, or the rest would be read as the reply.
+    server = socket.create_server(("127.0.0.1", 0))
+    transport = SerialTransport.open(f"socket://127.0.0.1:{server.getsockname()[1]}", 9600)
+    conn, _ = server.accept()
+    try:
+        stale = Cu16StatusReply(address=0x10).pack() * 3
+        conn.sendall(stale)  # one small write: one loopback segment
+        wait_until(lambda: transport.in_waiting, 5, "the stale bytes")
+        assert transport.take_waiting() == stale
+        assert transport.take_waiting() == b""
+    finally:
+        conn.close()
+        transport.close()
+        server.close()
