@@ -24,6 +24,8 @@ class CloudError(Exception):
     def __init__(self, detail: str):
         super().__init__(detail)
         self.detail = detail
+        # More members of the problem document (e.g. an applicant's message in zh and en).
+        self.extra: dict = {}
 
 
 class ConfigError(CloudError):

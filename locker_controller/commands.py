@@ -27,9 +27,11 @@ from locker_controller.operations import MAINTENANCE, Operations, Purpose
 from locker_controller.outbox import EventLog
 from locker_controller.store import Handover, StaffMember, Store
 from xinbao.contract import (
+    CabinetReport,
     CommandRejected,
     CommandReply,
     CommandType,
+    CompartmentReport,
     ConfigPayload,
     EventType,
     ReservationSync,
@@ -45,6 +47,8 @@ SEEN_REQUESTS_KEPT = timedelta(days=7)
 # Local progress of a handover; a sync never moves a handover backwards (the cloud may not
 # have our latest event yet).
 _STATE_RANK = {"reserved": 0, "deposited": 1, "overdue": 2, "collected": 3, "recovered": 3}
+# States in which the handover's item is in the cabinet, in the compartment the cabinet knows.
+_ITEM_INSIDE = ("deposited", "overdue")
 # A flood of hostile messages must not grow the outbox without limit: the first few
 # rejections in a window are recorded one by one (and answered), the rest only counted and
 # reported as one command_rejected "flood" event when the window ends.
@@ -246,13 +250,27 @@ class CommandDesk:
                 self._store.delete_handovers_except(u.handover_id for u in payload.upserts)
             for r in payload.revocations:
                 self._store.delete_handover(r.handover_id)
+            kept = []
             for u in payload.upserts:
                 old = self._store.handover(u.handover_id)
                 state, compartment = u.state, u.compartment
                 if old is not None:
                     if _STATE_RANK.get(old.state, 0) > _STATE_RANK.get(state, 0):
                         state = old.state
-                    compartment = compartment or old.compartment
+                    if old.state in _ITEM_INSIDE and old.compartment is not None:
+                        # The item is where this cabinet put it: no sync moves it (a resend
+                        # or a stale cloud view naming another door would open that door).
+                        if compartment is not None and compartment != old.compartment:
+                            kept.append(
+                                {
+                                    "handover_id": u.handover_id,
+                                    "cloud": compartment,
+                                    "cabinet": old.compartment,
+                                }
+                            )
+                        compartment = old.compartment
+                    elif compartment is None:
+                        compartment = old.compartment
                 self._store.upsert_handover(
                     Handover(
                         u.handover_id,
@@ -266,7 +284,34 @@ class CommandDesk:
                         u.record_ref,
                     )
                 )
+            if kept:
+                log.warning("sync names other compartments for items held here: %s", kept)
+                result["compartments_kept"] = kept
+            if payload.full and self._doors is not None:
+                # What this cabinet sees, for the cloud to compare with its own view.
+                result["cabinet"] = self._cabinet_report().model_dump(mode="json")
         return {"upserted": len(payload.upserts), "revoked": len(payload.revocations), **result}
+
+    def _cabinet_report(self) -> CabinetReport:
+        inside = {
+            h.compartment: h.handover_id
+            for h in self._store.live_handovers()
+            if h.compartment is not None and h.state in _ITEM_INSIDE
+        }
+        found = []
+        for c in self._store.compartments():
+            door = self._doors.doors.get(c.number)
+            found.append(
+                CompartmentReport(
+                    number=c.number,
+                    door_open=door.open if door is not None else None,
+                    occupied=c.occupied,
+                    sensed=door.occupied if door is not None else None,
+                    holds=inside.get(c.number),
+                    board_up=self._doors.in_service(c.number),
+                )
+            )
+        return CabinetReport(seq=self._store.last_event_seq(), compartments=found)
 
     def _staff(self, payload: StaffCredentials) -> dict[str, Any]:
         count = self._store.replace_staff(

@@ -83,6 +83,12 @@ class DoorWatcher:
         wiring = self._cabinet.wiring.get(number)
         return wiring is not None and self.boards[(wiring.bus, wiring.board)].reachable
 
+    def jammed(self, number: int) -> bool:
+        """The door did not open when last asked and has not been seen open since: not
+        offered for anything new until it opens (a reopen, or staff clearing it)."""
+        door = self.doors.get(number)
+        return bool(door and door.jammed_at is not None and not door.open)
+
     def out_of_service(self) -> list[int]:
         return sorted(n for n in self.doors if not self.in_service(n))
 
@@ -273,6 +279,7 @@ class DoorWatcher:
             with self._store.transaction():
                 door.open = True
                 door.waiting_since = None
+                door.jammed_at = None
                 door.opened_at = time.monotonic()
                 door.changed_at = time.time()
                 door.left_open_reported = False

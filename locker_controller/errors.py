@@ -5,7 +5,8 @@
      +-- StoreError           the local SQLite state cannot be read or written
      +-- CompartmentUnavailable  a door cannot be driven: unknown, out of service, board silent
      +-- CodeRefused          a typed code was not accepted (reason: wrong, expired, locked_out,
-     |                        malformed, out_of_service); the kiosk shows a message per reason
+     |                        malformed, out_of_service, compartments_unavailable, ...); the
+     |                        kiosk shows a message per reason
      +-- StaffRefused         staff login or action refused (bad TOTP, no session, no room)
 
 Errors of firmware_bridge are translated into CompartmentUnavailable once, at the board edge
@@ -52,6 +53,9 @@ class CodeRefused(ControllerError):
 
 
 class StaffRefused(ControllerError):
+    """``detail`` is for staff: e.g. which board does not answer."""
+
     def __init__(self, reason: str, detail: str = ""):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
+        self.detail = detail

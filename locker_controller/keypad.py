@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from typing import NoReturn
 
 from firmware_bridge.status import UnlockOutcome
 from locker_controller.code_book import CodeBook
@@ -21,6 +22,7 @@ from locker_controller.errors import CodeRefused, CompartmentUnavailable
 from locker_controller.lockout import Lockout
 from locker_controller.operations import DROPOFF, PICKUP, Operations, Purpose
 from locker_controller.outbox import EventLog
+from locker_controller.placement import Placement
 from locker_controller.store import Handover, Store
 from xinbao.codes import MAX_DIGITS, MIN_DIGITS, match_counter
 from xinbao.contract import EventType
@@ -52,6 +54,7 @@ class Keypad:
         self._doors = doors
         self._operations = operations
         self._lockout = lockout
+        self._placement = Placement(store, operations, doors)
 
     def _find(self, code: str) -> Handover | None:
         # Live handovers, from the code book (digests kept in memory): the keypad path. A
@@ -91,8 +94,7 @@ class Keypad:
             raise self._lockout.failed("expired", handover_id=handover.handover_id)
         if handover.kind == DROPOFF and handover.state != "reserved":
             raise self._lockout.failed("used", handover_id=handover.handover_id)
-        number = self._compartment_for(handover)
-        purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
+        number, purpose = self._compartment_for(handover)
 
         def accept() -> None:
             self._lockout.succeeded()
@@ -101,6 +103,7 @@ class Keypad:
                 number,
                 handover_id=handover.handover_id,
                 kind=handover.kind,
+                **_placed(purpose),
             )
 
         try:
@@ -111,31 +114,41 @@ class Keypad:
             raise CodeRefused("out_of_service", f"compartment {number}") from None
         return DoorOpened(number, result.outcome)
 
-    def _compartment_for(self, handover: Handover) -> int:
+    def _compartment_for(self, handover: Handover) -> tuple[int, Purpose]:
+        purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
         held = self._operations.held_for(handover.handover_id)
         if held is not None:
             # Typed again before the door closed: the same door, never a second one.
-            return held
-        if handover.compartment is not None:
-            if not self._doors.in_service(handover.compartment):
-                self._events.record(
-                    EventType.CODE_REFUSED,
-                    handover.compartment,
-                    reason="out_of_service",
-                    handover_id=handover.handover_id,
-                )
-                raise CodeRefused("out_of_service", f"compartment {handover.compartment}")
-            return handover.compartment
-        number = self._operations.free_compartment(handover.size, self._doors.in_service)
-        if number is None:
-            self._events.record(
-                EventType.CODE_REFUSED,
-                None,
-                reason="no_free_compartment",
-                handover_id=handover.handover_id,
-            )
-            raise CodeRefused("no_free_compartment", f"size {handover.size or 'any'}")
-        return number
+            current = self._operations.get(held)
+            return held, current if current is not None else purpose
+        if handover.kind == PICKUP:
+            # The licence is where the cabinet put it: that door or none.
+            number = handover.compartment
+            if number is None or not self._doors.in_service(number):
+                self._refused("out_of_service", number, handover)
+            return number, purpose
+        # A drop-off: the compartment the cloud reserved when the shared rule allows it
+        # here, else the rule's own pick (reported with the deposit).
+        choice = self._placement.choose(handover)
+        if choice.number is None:
+            key, why = self._placement.refusal(handover)
+            self._refused(key, handover.compartment, handover, detail=why)
+        if choice.deviated:
+            purpose.planned, purpose.deviation = choice.planned, choice.reason
+        return choice.number, purpose
+
+    def _refused(
+        self, reason: str, number: int | None, handover: Handover, detail: str | None = None
+    ) -> NoReturn:
+        extra = {"detail": detail} if detail else {}
+        self._events.record(
+            EventType.CODE_REFUSED,
+            number,
+            reason=reason,
+            handover_id=handover.handover_id,
+            **extra,
+        )
+        raise CodeRefused(reason, detail or f"compartment {number}")
 
     async def reopen(self, number: int) -> DoorOpened:
         """Open again a door that jammed shortly before, for the same purpose."""
@@ -150,3 +163,10 @@ class Keypad:
         except CompartmentUnavailable:
             raise CodeRefused("out_of_service", f"compartment {number}") from None
         return DoorOpened(number, result.outcome)
+
+
+def _placed(purpose: Purpose) -> dict[str, object]:
+    """Event data naming the cloud's compartment when the door opened is another one."""
+    if purpose.planned is None:
+        return {}
+    return {"planned": purpose.planned, "deviation": purpose.deviation}

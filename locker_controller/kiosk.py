@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
 from locker_controller.errors import CodeRefused, StaffRefused
+from xinbao.allocation import APPLICANT_MESSAGES
 
 MESSAGES = {
     "malformed": ("请输入6到10位数字开箱码", "Please type the 6 to 10 digit code."),
@@ -28,10 +29,8 @@ MESSAGES = {
         "该箱门暂时无法使用，请联系工作人员",
         "This door is out of service. Please contact staff.",
     ),
-    "no_free_compartment": (
-        "暂无空闲箱格，请联系工作人员",
-        "No free compartment. Please contact staff.",
-    ),
+    # The same words the cloud uses (xinbao.allocation): a fault is not "full".
+    **APPLICANT_MESSAGES,
     "no_reopen": ("没有可重新打开的箱门", "There is no door to reopen."),
     "bad_credentials": ("工号或动态码错误", "Wrong staff number or one-time code."),
     "no_session": ("请重新登录", "Please log in again."),
@@ -105,7 +104,7 @@ def build_app(controller) -> FastAPI:
             opened = await controller.keypad.submit(body.code)
         except CodeRefused as err:
             status = 429 if err.reason == "locked_out" else 400
-            if err.reason in ("out_of_service", "no_free_compartment"):
+            if err.reason in ("out_of_service", "no_free_compartment", "compartments_unavailable"):
                 status = 503
             return _refusal(err.reason, status, retry_after=err.retry_after)
         return _opened(opened.compartment, opened.outcome.value)
@@ -175,8 +174,11 @@ def build_app(controller) -> FastAPI:
                 "not_permitted": 403,
                 "out_of_service": 503,
                 "no_free_compartment": 503,
+                "compartments_unavailable": 503,
             }
-            return _refusal(err.reason, codes.get(err.reason, 409))
+            # Staff also see why (which board is silent, which door jammed).
+            extra = {"detail": err.detail} if err.detail else {}
+            return _refusal(err.reason, codes.get(err.reason, 409), **extra)
 
     def _route(action: str):
         async def endpoint(body: Annotated[StaffActionIn, Body()]):

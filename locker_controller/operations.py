@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from locker_controller.errors import CompartmentUnavailable
 from locker_controller.outbox import EventLog
 from locker_controller.store import Store
 from xinbao.contract import EventType
@@ -38,6 +38,14 @@ class Purpose:
     # unlock_sent is in the outbox: a purpose without it at start-up was cut short by a crash
     pulsed: bool = False
     began_at: float = field(default_factory=time.time)
+    # The compartment the cloud reserved, when this one is another, and why (the shared
+    # allocation rule's reason word): the deposit reports both so the cloud follows.
+    planned: int | None = None
+    deviation: str | None = None
+
+    def same_owner(self, other: Purpose) -> bool:
+        """The same errand (a reopen renews its purpose; nothing else may replace it)."""
+        return (self.kind, self.handover_id) == (other.kind, other.handover_id)
 
     def expected_item(self) -> bool | None:
         """What the occupancy sensor should see after the door closed: True an item went
@@ -74,6 +82,16 @@ class Operations:
         return purpose if purpose is not None and not purpose.opened else None
 
     def begin(self, number: int, purpose: Purpose) -> None:
+        """Hold the door for ``purpose``. A door held for another errand (a load whose door
+        still stands open, a drop-off waiting for its close) is never taken over: its close
+        must still complete what it was opened for."""
+        current = self.get(number)
+        if current is not None and not current.same_owner(purpose):
+            who = f"{current.kind} of handover {current.handover_id}"
+            raise CompartmentUnavailable(number, f"its door is held for the {who}")
+        self._put(number, purpose)
+
+    def _put(self, number: int, purpose: Purpose) -> None:
         self._store.set_meta(self._key(number), json.dumps(asdict(purpose)))
 
     def cancel(self, number: int) -> None:
@@ -93,9 +111,9 @@ class Operations:
         purpose = self.get(number)
         if purpose is not None and not purpose.pulsed:
             purpose.pulsed = True
-            self.begin(number, purpose)
+            self._put(number, purpose)
 
-    def _all(self) -> dict[int, Purpose]:
+    def purposes(self) -> dict[int, Purpose]:
         """Every door's purpose, in one query (the keypad path asks for them)."""
         found = {}
         for key, raw in self._store.metas(_PURPOSE).items():
@@ -106,18 +124,18 @@ class Operations:
 
     def held_for(self, handover_id: int) -> int | None:
         """The compartment already opened (or being opened) for this handover, if any."""
-        for number, purpose in sorted(self._all().items()):
+        for number, purpose in sorted(self.purposes().items()):
             if purpose.handover_id == handover_id:
                 return number
         return None
 
     def busy(self) -> list[int]:
         """Compartments opened (or being opened) for a purpose that is not complete yet."""
-        return sorted(self._all())
+        return sorted(self.purposes())
 
     def unpulsed(self) -> list[int]:
         """Doors whose purpose was committed but whose unlock_sent never was (a crash)."""
-        return sorted(n for n, p in self._all().items() if not p.pulsed)
+        return sorted(n for n, p in self.purposes().items() if not p.pulsed)
 
     def abandon(self, number: int, why: str) -> None:
         """The door never opened for its purpose: free the compartment; the code, never
@@ -134,7 +152,7 @@ class Operations:
         purpose = self.get(number)
         if purpose is not None and not purpose.opened:
             purpose.opened = True
-            self.begin(number, purpose)
+            self._put(number, purpose)
 
     def door_closed(self, number: int, occupied: bool | None) -> None:
         purpose = self.get(number)
@@ -159,8 +177,26 @@ class Operations:
             if hid is not None:
                 store.set_handover_state(hid, "deposited", compartment=number)
             store.set_occupied(number, True)
-            record(EventType.DEPOSITED, number, handover_id=hid, by=who)
-        elif purpose.kind in (PICKUP, STAFF_COLLECT):
+            placed = {}
+            if purpose.planned is not None and purpose.planned != number:
+                placed = {"planned": purpose.planned, "deviation": purpose.deviation}
+            record(EventType.DEPOSITED, number, handover_id=hid, by=who, **placed)
+            return
+        if purpose.kind in (PICKUP, STAFF_COLLECT, STAFF_RECOVER) and occupied is True:
+            # The sensor still sees an item after the close: nothing came out (or not all).
+            # The compartment stays occupied, the handover and its code stay as they were,
+            # and the cloud hears of it, so nothing is ever loaded on top.
+            store.set_occupied(number, True)
+            record(
+                EventType.ITEM_DETECTED,
+                number,
+                reason="item_still_inside",
+                purpose=purpose.kind,
+                handover_id=hid,
+                by=who,
+            )
+            return
+        if purpose.kind in (PICKUP, STAFF_COLLECT):
             if hid is not None:
                 store.set_handover_state(hid, "collected")
             store.set_occupied(number, False)
@@ -170,22 +206,3 @@ class Operations:
                 store.set_handover_state(hid, "recovered")
             store.set_occupied(number, False)
             record(EventType.STAFF_ACTION, number, action="recovered", handover_id=hid, by=who)
-
-    def free_compartment(
-        self, size: str | None, in_service: Callable[[int], bool], prefer: int | None = None
-    ) -> int | None:
-        """``prefer`` if it is free (the compartment the cloud reserved), else the
-        smallest-numbered free compartment of ``size`` (any size if None)."""
-        taken = {h.compartment for h in self._store.live_handovers() if h.compartment}
-        held = self._all()
-        candidates = self._store.compartments()
-        candidates.sort(key=lambda c: (c.number != prefer, c.number))
-        for c in candidates:
-            if size is not None and c.size != size:
-                continue
-            if c.occupied or (c.number in taken and c.number != prefer):
-                continue
-            if not in_service(c.number) or c.number in held:
-                continue
-            return c.number
-        return None

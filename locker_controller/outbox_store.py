@@ -154,6 +154,10 @@ class OutboxTables:
         row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name='outbox'").fetchone()
         return row[0] if row else 0
 
+    def last_event_seq(self) -> int:
+        """The seq of the newest event recorded (0: none yet)."""
+        return self._last_seq()
+
     def outbox_depth(self) -> int:
         """Events not yet acknowledged by the broker."""
         return self._db.execute("SELECT COUNT(*) FROM outbox WHERE acked_at IS NULL").fetchone()[0]

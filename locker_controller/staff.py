@@ -34,6 +34,7 @@ from locker_controller.operations import (
     Purpose,
 )
 from locker_controller.outbox import EventLog
+from locker_controller.placement import Placement
 from locker_controller.store import Handover, Store
 from xinbao.contract import EventType
 
@@ -79,6 +80,7 @@ class StaffDesk:
         self._doors = doors
         self._operations = operations
         self._lockout = lockout
+        self._placement = Placement(store, operations, doors)
         self._sessions: dict[str, StaffSession] = {}
 
     def login(self, staff_no: str, otp: str) -> str:
@@ -197,12 +199,16 @@ class StaffDesk:
         self, session: StaffSession, number: int, purpose: Purpose, action: str
     ) -> UnlockOutcome:
         def accept() -> None:
+            placed = {}
+            if purpose.planned is not None:
+                placed = {"planned": purpose.planned, "deviation": purpose.deviation}
             self._events.record(
                 EventType.STAFF_ACTION,
                 number,
                 action=action,
                 staff_no=session.staff_no,
                 handover_id=purpose.handover_id,
+                **placed,
             )
 
         try:
@@ -219,13 +225,29 @@ class StaffDesk:
         handover = self._store.handover(handover_id)
         if handover is None or handover.kind != "pickup" or handover.state != "reserved":
             raise StaffRefused("no_handover", f"no pickup {handover_id} waiting to be loaded")
-        number = self._operations.free_compartment(
-            handover.size, self._doors.in_service, prefer=handover.compartment
-        )
-        if number is None:
-            raise StaffRefused("no_free_compartment", f"size {handover.size or 'any'}")
+        held = self._operations.held_for(handover_id)
+        if held is not None:
+            # Asked again before its door closed: the same door, never a second one.
+            purpose = self._operations.get(held) or Purpose(STAFF_LOAD, handover_id)
+            return held, await self._open(session, held, purpose, "load")
+        choice = self._placement.choose(handover)
+        if choice.number is None:
+            key, why = self._placement.refusal(handover)
+            self._events.record(
+                EventType.CODE_REFUSED,
+                handover.compartment,
+                reason=key,
+                handover_id=handover_id,
+                staff_no=session.staff_no,
+                detail=why,
+            )
+            raise StaffRefused(key, why)
         purpose = Purpose(STAFF_LOAD, handover_id, session.staff_no)
-        return number, await self._open(session, number, purpose, "load")
+        if choice.deviated:
+            # The cloud's compartment cannot be used here (its board is silent, its door
+            # jammed, something is inside): the rule's pick, reported with the deposit.
+            purpose.planned, purpose.deviation = choice.planned, choice.reason
+        return choice.number, await self._open(session, choice.number, purpose, "load")
 
     async def collect(self, token: str, number: int) -> UnlockOutcome:
         """Take dropped-off documents out of a compartment."""

@@ -150,6 +150,21 @@ class EventType(StrEnum):
     COMMAND_REJECTED = "command_rejected"
 
 
+def deposit_placement(event: "LockerEvent") -> tuple[int | None, str | None]:
+    """``(planned, deviation)`` of a ``deposited`` event (or a ``code_accepted`` /
+    ``staff_action`` that opened the door): the compartment the cloud reserved and the
+    allocation rule's reason word (``xinbao.allocation.Unusable``) when the cabinet used
+    the event's compartment instead; ``(None, None)`` when it used the reserved one. Added
+    in data without a version bump: an older peer ignores them (docs/mqtt.md)."""
+    planned = event.data.get("planned")
+    deviation = event.data.get("deviation")
+    if isinstance(planned, bool) or not isinstance(planned, int) or not 1 <= planned <= 10_000:
+        planned = None
+    if not isinstance(deviation, str) or not deviation:
+        deviation = None
+    return planned, deviation[:32] if deviation else None
+
+
 class LockerEvent(_Message):
     event_id: uuid.UUID
     seq: int = Field(ge=1, le=2**63 - 1)
@@ -243,6 +258,38 @@ class ReservationSync(_Message):
     # With a full sync: what the cloud has stored of this locker's events. A broker's PUBACK
     # only says the broker has an event; this says the cloud has it (docs/mqtt.md).
     events_upto: EventMark | None = None
+
+
+class CompartmentReport(_Message):
+    """One compartment as the cabinet sees it (in the reply to a full sync)."""
+
+    number: int = Field(ge=1, le=10_000)
+    door_open: bool | None = None  # from the lock feedback; None: not read since the start
+    occupied: bool = False  # what the controller believes is inside
+    sensed: bool | None = None  # the occupancy sensor; None: the board has none (or unread)
+    holds: int | None = Field(default=None, ge=1)  # the handover whose item it holds
+    board_up: bool = True
+
+
+class CabinetReport(_Message):
+    """The cabinet's physical view, answered to every full sync as ``result.cabinet``, so
+    the cloud can compare it with its own. ``seq``: the newest event the cabinet had
+    recorded when it looked; the view reflects every event up to it."""
+
+    seq: int = Field(ge=0, le=2**63 - 1)
+    compartments: list[CompartmentReport] = Field(default_factory=list, max_length=10_000)
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any] | None) -> "CabinetReport | None":
+        """The report in a sync reply's result; None if there is none (an older locker) or
+        it does not follow the contract."""
+        found = (result or {}).get("cabinet")
+        if not isinstance(found, dict):
+            return None
+        try:
+            return cls.model_validate(found)
+        except ValidationError:
+            return None
 
 
 class StaffSecret(_Message):

@@ -50,10 +50,10 @@ def problem(
 
 
 def _cloud_error(request: Request, exc: CloudError) -> JSONResponse:
-    extra: dict = {}
+    extra: dict = dict(getattr(exc, "extra", None) or {})
     headers: dict[str, str] = {}
     if isinstance(exc, IllegalTransition):
-        extra = {"machine": exc.machine, "from": exc.current, "to": exc.wanted}
+        extra.update(machine=exc.machine, **{"from": exc.current, "to": exc.wanted})
     if isinstance(exc, TooManyRequests):
         headers["Retry-After"] = str(exc.retry_after)
         extra["retry_after"] = exc.retry_after

@@ -70,6 +70,12 @@ class AlarmKind(StrEnum):
     door_jammed = "door_jammed"
     board_unreachable = "board_unreachable"
     locker_offline = "locker_offline"
+    # The cloud had an item's compartment wrong and moved it to the cabinet's (effects.py).
+    placement = "placement"
+    # A pickup or staff collect whose door closed with the sensor still seeing an item.
+    item_still_inside = "item_still_inside"
+    # The cabinet's view (reply to a full sync) differs from the cloud's (mqtt/reconcile.py).
+    mismatch = "mismatch"
 
 
 class Alarm(SQLModel, table=True):

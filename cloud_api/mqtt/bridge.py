@@ -109,6 +109,7 @@ class CloudBridge:
         self._group = settings.mqtt_group
         self._ingest = Ingest(engine, self._policy, self.client_id, clock)
         self.commands = CommandSender(settings, engine, self._publish_command, clock)
+        self._ingest.resync = self.sync_handovers
         self._queue: queue.Queue[_Message | None] = queue.Queue()
         self._stopping = threading.Event()
         self.connected = threading.Event()

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlmodel import Session
 
-from cloud_api.models.handover import ACTIVE_STATES, Handover, HandoverKind, HandoverState
+from cloud_api.models.handover import ACTIVE_STATES, Handover
 from cloud_api.models.locker import Compartment
 from cloud_api.models.monitoring import LockerCommand
 from cloud_api.models.record import ApprovalRecord
@@ -37,13 +37,13 @@ def reservation(session: Session, handover: Handover, digits: int) -> Reservatio
         return None
     compartment = session.get(Compartment, handover.compartment_id)
     record = session.get(ApprovalRecord, handover.record_id)
-    # A pickup not loaded yet gets no compartment: staff at the locker load it into the
-    # smallest free one of the size, as the locker sees it; the cloud follows on `deposited`.
-    loading = handover.kind == HandoverKind.pickup and handover.state == HandoverState.reserved
+    # Every handover names the compartment the cloud holds for it, a pickup not loaded yet
+    # too: the locker opens that one for the load when the shared allocation rule allows it
+    # there, and otherwise says on `deposited` which one it used and why (effects.py).
     return Reservation(
         handover_id=handover.id,
         kind=handover.kind,
-        compartment=None if loading else compartment.number,
+        compartment=compartment.number,
         size=compartment.size,
         counter=handover.code_counter,
         digits=digits,

@@ -10,12 +10,14 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlmodel import Session
 
-from cloud_api.models.handover import Handover, HandoverKind
+from cloud_api.errors import NoFreeCompartment
+from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.locker import Compartment, CompartmentState
 from cloud_api.models.monitoring import AlarmKind
-from cloud_api.services import alarms, audit, handovers
+from cloud_api.services import alarms, audit, handovers, lockers
 from cloud_api.services.handovers import HandoverPolicy
-from xinbao.contract import EventType, LockerEvent
+from xinbao.allocation import Choice, Unusable, deviation_text, numbers_text
+from xinbao.contract import EventType, LockerEvent, deposit_placement
 
 log = logging.getLogger(__name__)
 # A drop-off waiting for staff is announced here (the API's log, the demo's console) and on
@@ -40,6 +42,9 @@ CLEARS = {
     EventType.DOOR_CLOSED: AlarmKind.door_left_open,
     EventType.DOOR_OPENED: AlarmKind.door_jammed,
     EventType.BOARD_RECOVERED: AlarmKind.board_unreachable,
+    # The item that stayed in after a pickup's close came out (or the pickup completed).
+    EventType.ITEM_REMOVED: AlarmKind.item_still_inside,
+    EventType.COLLECTED: AlarmKind.item_still_inside,
 }
 
 
@@ -58,7 +63,8 @@ def apply_event(
     actor = f"locker:{locker_id}"
     place = {"compartment": event.compartment, "seq": event.seq, "data": event.data}
     if kind in RAISES:
-        alarms.raise_alarm(session, locker_id, RAISES[kind], at, **place)
+        said = {**place, "data": {**event.data, **_staff_message(event)}}
+        alarms.raise_alarm(session, locker_id, RAISES[kind], at, **said)
     if kind in CLEARS:
         alarms.clear_alarms(session, locker_id, CLEARS[kind], at, **place)
     if kind in AUDITED:
@@ -69,12 +75,24 @@ def apply_event(
             actor,
             {"compartment": event.compartment, "seq": event.seq, **event.data},
         )
+    if kind is EventType.ITEM_DETECTED and event.data.get("reason") == "item_still_inside":
+        # The door closed on a pickup (or staff collect) and the sensor still sees an item:
+        # the cabinet keeps it occupied and the handover as it was; staff should look.
+        alarms.raise_alarm(session, locker_id, AlarmKind.item_still_inside, at, **place)
+        audit.append(
+            session,
+            actor,
+            "locker.item_still_inside",
+            f"locker:{locker_id}",
+            {"compartment": event.compartment, "seq": event.seq, **event.data},
+        )
+        return True
     if kind is EventType.DEPOSITED:
         handover = _handover(session, locker_id, event)
         if handover is None:
             return kind in AUDITED
-        if handover.kind == HandoverKind.pickup and event.compartment is not None:
-            _follow_compartment(session, handover, event.compartment)
+        if handover.state == HandoverState.reserved.value:
+            _follow_compartment(session, locker_id, handover, event, at)
         handovers.report_deposited(session, policy, handover, _by(event, actor), at)
         if handover.kind == HandoverKind.dropoff:
             _tell_staff(locker_id, handover, event)
@@ -95,6 +113,27 @@ def apply_event(
         handovers.staff_recover(session, handover, _by(event, actor), at)
         return True
     return kind in RAISES or kind in CLEARS or kind in AUDITED
+
+
+def _staff_message(event: LockerEvent) -> dict[str, str]:
+    """What staff read on the alarm: which compartments a silent board or a jam takes out
+    (the cloud offers none of them meanwhile, cloud_api/services/placement.py)."""
+    if event.type is EventType.BOARD_UNREACHABLE:
+        named = event.data.get("compartments")
+        numbers = [n for n in named if isinstance(n, int)] if isinstance(named, list) else []
+        board = event.data.get("board")
+        if numbers:
+            word = "compartment" if len(numbers) == 1 else "compartments"
+            return {
+                "message": f"board {board} does not answer: "
+                f"{word} {numbers_text(numbers)} unavailable"
+            }
+    if event.type is EventType.DOOR_JAMMED and event.compartment is not None:
+        return {
+            "message": f"compartment {event.compartment} jammed: unavailable until it opens "
+            "or staff clear it"
+        }
+    return {}
 
 
 def _by(event: LockerEvent, actor: str) -> str:
@@ -118,42 +157,141 @@ def _handover(session: Session, locker_id: str, event: LockerEvent) -> Handover 
     return handover
 
 
-def _follow_compartment(session: Session, handover: Handover, number: int) -> None:
-    """A licence goes into the compartment the locker chose at load time (the smallest free
-    one of the size, in its own view); the cloud follows so both agree on where it is."""
+def _follow_compartment(
+    session: Session, locker_id: str, handover: Handover, event: LockerEvent, at: datetime
+) -> None:
+    """The item went into the event's compartment: the cloud follows the cabinet, always.
+
+    The cabinet opens the compartment the cloud reserved unless the shared allocation rule
+    forbids it there (its board is silent, its door jammed, something inside); then it uses
+    the rule's pick and says which it planned and why (``planned``, ``deviation``). Either
+    way the handover, both compartments and the audit trail move to the truth, and staff
+    get an alarm naming both compartments: nothing is kept silently.
+    """
+    number = event.compartment
     current = session.get(Compartment, handover.compartment_id)
-    if current is None or current.number == number:
+    if number is None or current is None or current.number == number:
         return
     target = session.scalar(
-        select(Compartment).where(
-            Compartment.locker_id == handover.locker_id, Compartment.number == number
-        )
+        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
     )
     if target is None:
-        raise Refused(f"locker {handover.locker_id} has no compartment {number}")
-    moved = session.execute(
+        raise Refused(f"locker {locker_id} has no compartment {number}")
+    planned, deviation = deposit_placement(event)
+    reason = deviation or "cabinet_chose"
+    displaced = None
+    if target.handover_id not in (None, handover.id):
+        displaced = session.get(Handover, target.handover_id)
+    session.execute(
         update(Compartment)
-        .where(Compartment.id == target.id, Compartment.state == CompartmentState.free.value)
+        .where(Compartment.id == target.id)
         .values(state=CompartmentState.reserved.value, handover_id=handover.id)
-    ).rowcount
-    if moved != 1:
-        log.warning(
-            "handover %s deposited in compartment %s, which the cloud holds for another: "
-            "keeping compartment %s",
-            handover.id,
-            number,
-            current.number,
-        )
-        return
+    )
     session.execute(
         update(Handover).where(Handover.id == handover.id).values(compartment_id=target.id)
     )
     handover.compartment_id = target.id
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == current.id, Compartment.handover_id == handover.id)
-        .values(state=CompartmentState.free.value, handover_id=None)
+    message = (
+        f"handover {handover.id} ({handover.kind}) is in compartment {number}, "
+        f"not {current.number} as the cloud had it"
     )
+    if deviation:
+        said = Choice(number, planned or current.number, _unusable(deviation))
+        message += ": " + deviation_text(said)
+    views = {"cloud": current.number, "cabinet": number}
+    moved_other = _rehome(session, locker_id, displaced, current, handover)
+    if not moved_other or moved_other.get("to") != current.number:
+        session.execute(
+            update(Compartment)
+            .where(Compartment.id == current.id, Compartment.handover_id == handover.id)
+            .values(state=CompartmentState.free.value, handover_id=None)
+        )
+    audit.append(
+        session,
+        f"locker:{locker_id}",
+        "handover.compartment_moved",
+        f"handover:{handover.id}",
+        {
+            "from": current.number,
+            "to": number,
+            "planned": planned,
+            "reason": reason,
+            "seq": event.seq,
+            **({"displaced": moved_other} if moved_other else {}),
+        },
+    )
+    alarms.raise_alarm(
+        session,
+        locker_id,
+        AlarmKind.placement,
+        at,
+        compartment=number,
+        seq=event.seq,
+        data={
+            "handover_id": handover.id,
+            **views,
+            "reason": reason,
+            "message": message,
+            **({"displaced": moved_other} if moved_other else {}),
+        },
+    )
+    notices.warning("locker %s: %s", locker_id, message)
+
+
+def _unusable(word: str | None) -> Unusable | None:
+    try:
+        return Unusable(word) if word else None
+    except ValueError:
+        return None
+
+
+def _rehome(
+    session: Session,
+    locker_id: str,
+    displaced: Handover | None,
+    vacated: Compartment,
+    mover: Handover,
+) -> dict | None:
+    """Another handover held the compartment the item went into. If it is only reserved
+    (nothing of it inside yet), it takes the compartment the mover left, when of its size,
+    else another the rule offers; the cabinet hears of it by a sync. An item the cloud
+    believed inside stays an alarm for staff (two items cannot share a door)."""
+    if displaced is None:
+        return None
+    if displaced.state != HandoverState.reserved.value:
+        return {"handover_id": displaced.id, "state": displaced.state, "kept": True}
+    old = session.get(Compartment, displaced.compartment_id)
+    if vacated.handover_id == mover.id and old is not None and vacated.size == old.size:
+        session.execute(
+            update(Compartment)
+            .where(Compartment.id == vacated.id)
+            .values(state=CompartmentState.reserved.value, handover_id=displaced.id)
+        )
+        home = vacated
+    else:
+        try:
+            home = lockers.claim_compartment(session, locker_id, old.size if old else "M")
+        except NoFreeCompartment:
+            return {"handover_id": displaced.id, "state": displaced.state, "homeless": True}
+        home.handover_id = displaced.id
+    session.execute(
+        update(Handover).where(Handover.id == displaced.id).values(compartment_id=home.id)
+    )
+    displaced.compartment_id = home.id
+    audit.append(
+        session,
+        f"locker:{mover.locker_id}",
+        "handover.compartment_moved",
+        f"handover:{displaced.id}",
+        {
+            "from": old.number if old else None,
+            "to": home.number,
+            "reason": "displaced",
+            "by_handover": mover.id,
+        },
+    )
+    session.info.setdefault("resync", set()).add(displaced.id)
+    return {"handover_id": displaced.id, "from": old.number if old else None, "to": home.number}
 
 
 def _tell_staff(locker_id: str, handover: Handover, event: LockerEvent) -> None:

@@ -30,14 +30,17 @@ from sqlmodel import Session
 from cloud_api.errors import CloudError
 from cloud_api.models.locker import Locker
 from cloud_api.models.monitoring import AlarmKind, LockerEventRecord, LockerLink
+from cloud_api.mqtt import reconcile
 from cloud_api.mqtt.effects import Refused, apply_event
-from cloud_api.mqtt.errors import UnknownLocker
+from cloud_api.mqtt.errors import LinkDown, UnknownLocker
 from cloud_api.mqtt.replies import ReplyOutcome, store_reply
 from cloud_api.services import alarms
 from cloud_api.services.handovers import HandoverPolicy
 from xinbao.contract import (
     PRESENCE_OFFLINE,
     PRESENCE_ONLINE,
+    CabinetReport,
+    CommandReply,
     ContractError,
     EventMark,
     LockerEvent,
@@ -137,6 +140,10 @@ class Ingest:
         # Lockers this process holds events back for -> when to look again (monotonic).
         self._held: dict[str, float] = {}
         self._next_full_sweep = 0.0
+        # The cabinet's latest view per locker, waiting for the events it reflects.
+        self._views: dict[str, CabinetReport] = {}
+        # Asks for a sync of the handovers named (the bridge sets it).
+        self.resync: Callable[[str, list[int]], object] | None = None
 
     def _session(self) -> Session:
         return Session(self._engine, expire_on_commit=False)
@@ -186,6 +193,8 @@ class Ingest:
                 return Ingested.pending
             outcome = self._apply_row(session, locker_id, link, row, event, now)
         self.apply_ready(locker_id)
+        if locker_id in self._views:
+            self.reconcile_ready(locker_id)
         return outcome
 
     def apply_ready(self, locker_id: str) -> int:
@@ -239,6 +248,8 @@ class Ingest:
             due = sorted(set(due) | set(self._lockers_with_held_events()))
         for locker_id in due:
             self.apply_ready(locker_id)
+        for locker_id in list(self._views):
+            self.reconcile_ready(locker_id)
 
     def _lockers_with_held_events(self) -> list[str]:
         held = (
@@ -295,6 +306,14 @@ class Ingest:
                 row.outcome = Ingested.stored.value
             if session.in_transaction():
                 session.commit()
+            # Handovers the event moved to another compartment (effects._rehome): the
+            # locker must hear of their new place.
+            moved = session.info.pop("resync", None)
+            if moved and self.resync is not None:
+                try:
+                    self.resync(locker_id, sorted(moved))
+                except LinkDown as err:  # the full sync on the locker's return carries it
+                    log.warning("handovers %s not synced to %s now: %s", moved, locker_id, err)
             return Ingested.applied if applied else Ingested.stored
         # End this transaction before the next: on SQLite it holds the write lock.
         session.rollback()
@@ -383,4 +402,29 @@ class Ingest:
     # --- replies ------------------------------------------------------------------------
 
     def reply(self, locker_id: str, raw: bytes) -> ReplyOutcome | None:
-        return store_reply(self._engine, locker_id, raw, self._clock())
+        outcome = store_reply(self._engine, locker_id, raw, self._clock())
+        if outcome is not None:
+            report = CabinetReport.from_result(CommandReply.from_bytes(raw).result)
+            if report is not None:
+                self._views[locker_id] = report
+                self.reconcile_ready(locker_id)
+        return outcome
+
+    # --- reconciliation (mqtt/reconcile.py) ----------------------------------------------
+
+    def reconcile_ready(self, locker_id: str) -> bool:
+        """Compare the cabinet's last view with the cloud's once every event it reflects is
+        applied; False while it waits."""
+        report = self._views.get(locker_id)
+        if report is None:
+            return False
+        with self._session() as session:
+            link = self._lock_link(session, locker_id)
+            found = reconcile.when_caught_up(
+                session, locker_id, link.last_seq, report, self._clock()
+            )
+            session.commit()
+        if found is None:
+            return False
+        self._views.pop(locker_id, None)
+        return True

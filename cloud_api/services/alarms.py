@@ -25,6 +25,11 @@ CLEARED_BY: dict[AlarmKind, tuple[str, ...]] = {
     AlarmKind.door_jammed: ("door_opened",),
     AlarmKind.board_unreachable: ("board_recovered",),
     AlarmKind.locker_offline: (),
+    # Staff look, then acknowledge: the cloud has already moved to the truth.
+    AlarmKind.placement: (),
+    AlarmKind.item_still_inside: ("item_removed", "collected"),
+    # Cleared by the next full sync whose comparison agrees there, or by staff.
+    AlarmKind.mismatch: (),
 }
 
 
@@ -37,6 +42,12 @@ def _same_place(kind: AlarmKind, compartment: int | None, data: dict[str, Any]):
         )
     if kind is AlarmKind.locker_offline:
         return lambda alarm: True
+    if kind is AlarmKind.placement:
+        # One per handover moved: two items corrected into one compartment are two stories.
+        return lambda alarm: (
+            alarm.compartment == compartment
+            and alarm.data.get("handover_id") == data.get("handover_id")
+        )
     return lambda alarm: alarm.compartment == compartment
 
 

@@ -30,6 +30,7 @@ from cloud_api.services.transitions import check_handover
 from cloud_api.sms.errors import SmsInputError
 from cloud_api.sms.outbox import enqueue_sms
 from cloud_api.sms.outbox import normalise_number as normalise_mobile
+from xinbao.allocation import APPLICANT_MESSAGES
 
 _SMS_LOCKER_NAME = 30  # the SMS templates' limit for a locker name
 
@@ -200,10 +201,13 @@ def _claim_nearest(session: Session, body: DropoffRequest, now: datetime) -> Com
             return lockers.claim_compartment(session, candidate.id, body.size.value)
         except lockers.NoFreeCompartment:
             continue
-    raise lockers.NoFreeCompartment(
+    error = lockers.NoFreeCompartment(
         f"no locker near ({body.latitude}, {body.longitude}) has a free compartment of size "
         f"{body.size.value}"
     )
+    zh, en = APPLICANT_MESSAGES["no_free_compartment"]
+    error.extra = {"message_zh": zh, "message_en": en}
+    raise error
 
 
 def start_load(

@@ -21,7 +21,8 @@ from cloud_api.models.locker import (
     Occupancy,
 )
 from cloud_api.models.monitoring import LockerLink
-from cloud_api.services import audit
+from cloud_api.services import audit, placement
+from xinbao import allocation
 
 EARTH_RADIUS_KM = 6371.0088
 # How many of the nearest lockers with free space a drop-off tries before giving up (each
@@ -212,37 +213,51 @@ def nearest_with_space(
 
 
 def claim_compartment(session: Session, locker_id: str, size: str) -> Compartment:
-    """Take a free compartment of ``size`` at the locker for the caller's transaction.
+    """Take a compartment of ``size`` that the shared allocation rule offers (free, in
+    service, held by nobody, its board answering, its door not jammed) for the caller's
+    transaction.
 
     The conditional UPDATE (``WHERE state = 'free'``) is what makes two concurrent requests
     unable to win the same compartment: the loser's UPDATE matches no row and it tries the next.
     """
-    candidates = session.scalars(
-        select(Compartment.id)
-        .where(
-            Compartment.locker_id == locker_id,
-            Compartment.size == size,
-            Compartment.state == CompartmentState.free.value,
-            Compartment.out_of_service.is_(False),
-        )
-        .order_by(Compartment.number)
-    ).all()
-    for compartment_id in candidates:
+    seen = placement.slots(session, locker_id)
+    numbers = allocation.usable(seen, size)
+    ids = dict(
+        session.execute(
+            select(Compartment.number, Compartment.id).where(
+                Compartment.locker_id == locker_id, Compartment.number.in_(numbers)
+            )
+        ).all()
+    )
+    for number in numbers:
         won = session.execute(
             update(Compartment)
             .where(
-                Compartment.id == compartment_id,
+                Compartment.id == ids[number],
                 Compartment.state == CompartmentState.free.value,
                 Compartment.out_of_service.is_(False),
             )
             .values(state=CompartmentState.reserved.value)
         ).rowcount
         if won == 1:
-            return session.get(Compartment, compartment_id, populate_existing=True)
-    raise NoFreeCompartment(
-        f"locker {locker_id} has no free compartment of size {size}: "
-        "try another locker or a larger size"
-    )
+            return session.get(Compartment, ids[number], populate_existing=True)
+    raise no_free_compartment(locker_id, size, seen)
+
+
+def no_free_compartment(locker_id: str, size: str, seen: list) -> NoFreeCompartment:
+    """The refusal, saying why to staff (``detail``: which board is silent, which door
+    jammed) and to applicants in their own words (``message_zh``/``message_en``)."""
+    why = allocation.staff_reason(seen, size)
+    faulty = allocation.unavailable(s for s in seen if s.size == size)
+    hint = "" if faulty else ": try another locker or a larger size"
+    zh, en = allocation.APPLICANT_MESSAGES[allocation.applicant_reason(seen, size)]
+    error = NoFreeCompartment(f"locker {locker_id}: {why}{hint}")
+    error.extra = {
+        "unavailable": allocation.unavailable(seen),
+        "message_zh": zh,
+        "message_en": en,
+    }
+    return error
 
 
 def release_compartment(session: Session, compartment_id: int, handover_id: int) -> None:

@@ -64,7 +64,7 @@ def test_pickup_deposit_sends_code_and_collect_closes_with_receipt(cloud, fake_l
     )
     assert r.status_code == 201, r.text
     h = r.json()
-    # The load reached the locker as a sync with the counter and no compartment yet.
+    # The load reached the locker as a sync with the counter and the reserved compartment.
     sync = wait_until(lambda: fake_locker.received("sync_reservations"), 10, "the load's sync")
     upsert = sync[-1].parsed_payload().upserts[0]
     assert (upsert.handover_id, upsert.kind, upsert.counter) == (
@@ -72,7 +72,7 @@ def test_pickup_deposit_sends_code_and_collect_closes_with_receipt(cloud, fake_l
         "pickup",
         h["code_counter"],
     )
-    assert upsert.compartment is None and upsert.size == "M"
+    assert upsert.compartment == h["compartment_number"] == 3 and upsert.size == "M"
     # Staff loaded it into compartment 4 (not the cloud's 3): the cloud follows the locker.
     fake_locker.event("deposited", 4, handover_id=h["id"], by="admin")
     wait_until(lambda: handover(cloud, h["id"])["state"] == "deposited", 10, "deposited")

@@ -29,6 +29,9 @@ const NAMES = {
   door_jammed: "锁卡住 door jammed",
   board_unreachable: "锁板离线 board down",
   locker_offline: "柜机离线 locker off line",
+  placement: "格口已更正 compartment corrected",
+  item_still_inside: "物品未取出 item still inside",
+  mismatch: "云端与柜机不一致 cloud and cabinet differ",
   // remote opens
   pending: "等待中 pending",
   opened: "已打开 opened",
@@ -57,6 +60,7 @@ const TONES = {
   bad: [
     "overdue", "failed", "dead", "undelivered", "jammed", "no_response", "timeout", "rejected",
     "door_forced", "door_jammed", "locker_offline", "board_unreachable", "door_left_open",
+    "placement", "item_still_inside", "mismatch",
   ],
 };
 

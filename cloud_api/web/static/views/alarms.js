@@ -31,7 +31,9 @@ function alarmRow(alarm) {
   return h(
     "tr",
     { "data-alarm-id": alarm.id, "data-kind": alarm.kind, class: alarm.cleared_at ? "cleared" : "" },
-    h("td", {}, badge(name(alarm.kind), tone(alarm.kind))),
+    // What staff must know (e.g. "handover 7 is in compartment 3, not 5 ..."), when the
+    // cloud put it in words.
+    h("td", {}, badge(name(alarm.kind), tone(alarm.kind)), alarm.data?.message ? h("div", { class: "sub" }, alarm.data.message) : null),
     h("td", {}, h("a", { href: `#/lockers/${encodeURIComponent(alarm.locker_id)}` }, alarm.locker_id)),
     h("td", {}, alarm.compartment ?? "—"),
     h("td", { class: "nowrap" }, when(alarm.raised_at)),
