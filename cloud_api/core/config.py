@@ -81,6 +81,8 @@ class Settings(BaseSettings):
     mqtt_shared: Literal["auto", "on", "off"] = "auto"
     mqtt_command_timeout_seconds: float = Field(default=10, gt=0, le=300)
     mqtt_command_ttl_seconds: float = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # How often the bridge looks for staff changes to push to on-line lockers.
+    mqtt_staff_round_seconds: float = Field(default=5, gt=0, le=3600)
 
     @model_validator(mode="after")
     def _secrets(self) -> Self:

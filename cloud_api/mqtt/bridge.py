@@ -67,7 +67,6 @@ _DB_RETRY_MAX_S = 5.0
 # worker thread), commands nobody answered (sender) and staff lists gone stale (chores thread).
 _ORDER_SWEEP_S = 0.5
 _COMMAND_SWEEP_S = 1.0
-_STAFF_SWEEP_S = 5.0
 _SLOW_CHORE_S = 0.2
 # A message that sat this long in the worker's queue is reported (at most every _LAG_LOG_S).
 _LAG_WARN_S = 1.0
@@ -107,6 +106,7 @@ class CloudBridge:
         self._policy = handover_policy or policy.from_settings(settings)
         self.client_id = settings.mqtt_client_id or default_client_id()
         self._group = settings.mqtt_group
+        self._staff_round_s = settings.mqtt_staff_round_seconds
         self._ingest = Ingest(engine, self._policy, self.client_id, clock)
         self.commands = CommandSender(settings, engine, self._publish_command, clock)
         self._ingest.resync = self.sync_handovers
@@ -301,7 +301,7 @@ class CloudBridge:
         start = time.monotonic()
         due = {
             self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
-            self._push_staff: (start + _STAFF_SWEEP_S, _STAFF_SWEEP_S),
+            self._push_staff: (start + self._staff_round_s, self._staff_round_s),
         }
         while not self._stopping.wait(0.25):
             _run_due(due)

@@ -15,6 +15,8 @@ import pytest
 from tests.cloud_api.conftest import pg_admin, pg_url
 from tests.support.waiting import free_port, listening, wait_until
 
+pytestmark = pytest.mark.slow
+
 XINBAO = Path(sys.executable).with_name("xinbao")
 ADMIN = ("first-admin", "first admin password")
 

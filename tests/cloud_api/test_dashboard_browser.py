@@ -33,7 +33,7 @@ from tests.cloud_api.conftest import Clock, locker_body
 from tests.cloud_api.helpers import drop_audit_guard
 from tests.support.browser import launch_chromium, screenshot, serve, stop_serving
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 ADMIN, ADMIN_PASSWORD = "admin", "correct horse battery"
 LOCKER = "xa-port-001"

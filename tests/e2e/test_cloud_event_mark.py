@@ -9,6 +9,8 @@ from tests.e2e.conftest import BACKENDS, LOCKER_ID
 from tests.e2e.test_cloud_mqtt_order import event, ingest
 from xinbao.contract import EventMark
 
+pytestmark = pytest.mark.slow
+
 
 def mark(cloud) -> EventMark:
     with Session(cloud.engine) as session:

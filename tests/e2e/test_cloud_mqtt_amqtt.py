@@ -11,6 +11,8 @@ from tests.e2e.conftest import LOCKER_ID
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import free_port, listening, wait_until
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def amqtt_port():

@@ -16,6 +16,8 @@ from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import wait_until
 from xinbao.contract import CommandReply
 
+pytestmark = pytest.mark.slow
+
 
 def commands(cloud, **params) -> list[dict]:
     r = cloud.get("/api/v1/commands", params=params)

@@ -15,6 +15,8 @@ from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def sim():

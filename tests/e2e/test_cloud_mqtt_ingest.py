@@ -5,6 +5,7 @@ import json
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerCommand, LockerEventRecord
@@ -12,6 +13,8 @@ from cloud_api.sms.models import SmsMessage
 from tests.e2e.conftest import LOCKER_ID
 from tests.support.waiting import wait_until
 from xinbao.contract import Channel, CommandReply, LockerEvent, topic
+
+pytestmark = pytest.mark.slow
 
 
 def rows(cloud, **where) -> list[LockerEventRecord]:
@@ -182,9 +185,7 @@ def test_out_of_order_clear_wins(cloud, fake_locker):
     fake_locker.publish(Channel.EVENTS, closed.to_bytes())
     wait_until(lambda: [r.outcome for r in rows(cloud)] == ["pending"], 10, "seq 2 held back")
     fake_locker.publish(Channel.EVENTS, left.to_bytes())
-    wait_until(
-        lambda: sorted(r.outcome for r in rows(cloud)) == ["applied", "applied"], 10, "both"
-    )
+    wait_until(lambda: sorted(r.outcome for r in rows(cloud)) == ["applied", "applied"], 10, "both")
     alarms = cloud.get("/api/v1/alarms").json()
     assert len(alarms) == 1 and alarms[0]["cleared_at"] is not None
 

@@ -24,6 +24,8 @@ from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import wait_until
 from xinbao.contract import LockerEvent
 
+pytestmark = pytest.mark.slow
+
 SIZES = ["S", "S", "M", "M", "M", "L"]  # the e2e cabinet: one round fills it
 
 

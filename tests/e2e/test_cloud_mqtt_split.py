@@ -1,6 +1,7 @@
 """Two API processes (two bridges) on one PostgreSQL split the lockers' events through the
 shared subscription; every event is stored and applied exactly once."""
 
+import pytest
 from sqlmodel import Session, func, select
 
 from cloud_api.models.audit import AuditEntry
@@ -9,6 +10,8 @@ from tests.e2e.conftest import LOCKER_ID
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import wait_until
 from xinbao.contract import Channel
+
+pytestmark = pytest.mark.slow
 
 
 def test_two_bridges_share_200_events(make_cloud, pg_url, broker):

@@ -104,6 +104,7 @@ def test_depends_on_waits_for_healthy_services(compose):
             assert "healthcheck" in services[target]
 
 
+@pytest.mark.slow
 def test_every_secret_is_required(compose, env):
     text = COMPOSE_FILE.read_text(encoding="utf-8")
     references = REFERENCE.findall(text)
@@ -160,6 +161,7 @@ def test_bind_mounts_exist_in_the_repository(compose):
 # --- deploy scripts refuse bad input -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_controller_start_refuses_missing_or_bad_settings(tmp_path, env):
     target = tmp_path / "controller.toml"
     base = {"PATH": os.environ["PATH"], "XINBAO_CONTROLLER_CONFIG": str(target)}
@@ -189,6 +191,7 @@ def test_controller_start_refuses_missing_or_bad_settings(tmp_path, env):
     assert 'password = "has \\"quotes\\" and \\\\ backslash"' in target.read_text()
 
 
+@pytest.mark.slow
 def test_broker_entrypoint_refuses_missing_secrets(tmp_path):
     result = subprocess.run(
         ["/bin/sh", str(REPO / "deploy/mosquitto/entrypoint.sh"), "true"],
@@ -201,6 +204,7 @@ def test_broker_entrypoint_refuses_missing_secrets(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_make_env_never_overwrites(tmp_path):
     target = tmp_path / ".env"
     target.write_text("KEEP=1\n")

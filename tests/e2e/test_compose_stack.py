@@ -34,6 +34,8 @@ from tests.support.compose import (
 )
 from xinbao.contract import CommandType, PingPayload, sign_command
 
+pytestmark = pytest.mark.slow
+
 LOCKER = "XA-0001"
 INTRUDER = "XA-0002"
 

@@ -29,7 +29,11 @@ from tests.support.waiting import wait_until
 from xinbao.codes import derive_locker_key
 from xinbao.contract import CommandReply
 
-pytestmark = [pytest.mark.browser, pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.browser,
+    pytest.mark.parametrize("db_url", ["sqlite"], indirect=True),
+]
 
 ADMIN, ADMIN_PASSWORD = "admin", "correct horse battery"
 LOCKER = "XA-LIVE-1"

@@ -48,6 +48,7 @@ def _address(output: str, label: str) -> str:
     return found.group(1).rstrip("/")
 
 
+@pytest.mark.slow
 def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp_path):
     data = tmp_path / "data"
     demo = run_demo("--data-dir", str(data), *FREE_PORTS)
@@ -107,6 +108,7 @@ def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp
     assert again.finish(timeout=60) == 0, again.output
 
 
+@pytest.mark.slow
 def test_full_scenario_drives_the_whole_journey(run_demo, tmp_path):
     demo = run_demo("--scenario", "full", "--data-dir", str(tmp_path / "data"), *FREE_PORTS)
     code = demo.finish(timeout=SCENARIO_TIMEOUT_S)
@@ -139,6 +141,7 @@ def _busy_port():
         (["--data-dir", "NOT_OURS", *FREE_PORTS], "not a demo data directory"),
     ],
 )
+@pytest.mark.slow
 def test_bad_arguments_get_a_clear_error_and_change_nothing(run_demo, tmp_path, args, message):
     busy = _busy_port()
     not_ours = tmp_path / "not-ours"
@@ -161,6 +164,7 @@ def test_bad_arguments_get_a_clear_error_and_change_nothing(run_demo, tmp_path, 
     assert not (tmp_path / "xinbao-data").exists()
 
 
+@pytest.mark.slow
 def test_help_says_how_to_use_it():
     result = subprocess.run(
         [sys.executable, "-m", "xinbao.cli", "demo", "--help"],

@@ -26,6 +26,7 @@ def _steps_ok(lines) -> list[str]:
     return [m.group(1) for m in found if m]
 
 
+@pytest.mark.slow
 def test_a_failing_step_is_named_and_the_exit_status_is_1(run_demo, tmp_path):
     sim_port = free_port()
     demo = run_demo(
@@ -61,6 +62,7 @@ def test_a_failing_step_is_named_and_the_exit_status_is_1(run_demo, tmp_path):
     assert "stopped" in demo.lines[-1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["--mqtt-url", "MQTT_URL"])
 def test_full_scenario_through_a_real_mosquitto(run_demo, tmp_path, broker, how):
     args = ["--scenario", "full", "--data-dir", str(tmp_path / "data"), *PORTS, "--sim-port", "0"]

@@ -28,6 +28,8 @@ from tests.support.journey import (
 from tests.support.proxy import CuttableLink
 from tests.support.waiting import wait_until
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def sim():

@@ -5,8 +5,12 @@ The dashboard's badge and bar are driven in chromium in test_dashboard_live.py."
 
 import logging
 
+import pytest
+
 from tests.e2e.conftest import LOCKER_ID
 from tests.support.waiting import wait_until
+
+pytestmark = pytest.mark.slow
 
 
 def notices(cloud, **params) -> dict:

@@ -25,6 +25,8 @@ from firmware_bridge.cli import (
 from simulator import BoardSpec, Simulator
 from tests.support.cli import XINBAO, one_line_error, xinbao
 
+pytestmark = pytest.mark.slow
+
 CU16 = ["--protocol", "kerong-cu16"]
 
 

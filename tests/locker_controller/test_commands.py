@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pyotp
+import pytest
 
 from locker_controller.commands import REJECTIONS_RECORDED, RejectionGate
 from tests.locker_controller.conftest import LOCKER_KEY, Cloud, wait_until
@@ -32,6 +33,7 @@ def rejected(cloud) -> list[str]:
     return [e.data.get("reason") for e in cloud.events() if e.type.value == "command_rejected"]
 
 
+@pytest.mark.slow
 def test_security_checks_on_commands(sim, broker, cloud, make_controller):
     since = len(sim.truth.events())
     # Retained: the broker hands it to the controller when it subscribes, flagged retained;
@@ -87,6 +89,7 @@ def test_security_checks_on_commands(sim, broker, cloud, make_controller):
     assert ctl.status()["locker_id"] == "XA-TEST-1"  # still alive
 
 
+@pytest.mark.slow
 def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()
@@ -127,6 +130,7 @@ def boards_in(beat: Telemetry) -> set[tuple[str, int, bool]]:
     return {(b.bus, b.address, b.reachable) for b in beat.boards}
 
 
+@pytest.mark.slow
 def test_presence_telemetry_and_last_will(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()
@@ -165,6 +169,7 @@ def test_presence_telemetry_and_last_will(sim, broker, cloud, make_controller):
     wait_until(lambda: cloud.on("presence")[-1] == b"offline", 60, "the offline last will")
 
 
+@pytest.mark.slow
 def test_revocation_and_config_commands(sim, broker, cloud, make_controller):
     load_item(sim, 1, 3)
     ctl = make_controller(mqtt_port=broker.port)
@@ -196,6 +201,7 @@ def test_revocation_and_config_commands(sim, broker, cloud, make_controller):
     assert second.status_code == 429 and second.json()["reason"] == "locked_out", second.text
 
 
+@pytest.mark.slow
 def test_a_flood_of_hostile_commands_is_recorded_within_bounds(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()

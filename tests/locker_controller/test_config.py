@@ -84,6 +84,7 @@ def test_both_or_no_key_is_refused(tmp_path):
         parse_config(neither)
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_bad_config_without_traceback(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text(good(tmp_path).replace("board = 2", "board = 9", 1))

@@ -18,6 +18,8 @@ from xinbao.contract import (
     UnlockPayload,
 )
 
+pytestmark = pytest.mark.slow
+
 
 def slam(sim, ctl, board: int, channel: int, number: int) -> None:
     """Someone forces a door and shuts it again: two events (door_forced, door_closed)."""

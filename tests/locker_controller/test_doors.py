@@ -6,9 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from locker_controller.store import Handover, Store
 from tests.locker_controller.conftest import LOCKER_KEY, db_events, wait_until
 from xinbao.codes import code_for
+
+pytestmark = pytest.mark.slow
 
 
 def seed(tmp_path: Path, *handovers: Handover) -> None:

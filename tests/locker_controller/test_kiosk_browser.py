@@ -23,7 +23,7 @@ from tests.locker_controller.test_staff import SECRETS, seed_world
 from tests.support.browser import launch_chromium, screenshot
 from xinbao.codes import code_for
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 WAIT_MS = 15_000  # Playwright waits for the condition up to this long
 

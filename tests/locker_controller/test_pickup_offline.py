@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from tests.locker_controller.conftest import LOCKER_KEY, wait_until
 from xinbao.codes import code_for
 from xinbao.contract import CommandType, Reservation, ReservationSync
+
+pytestmark = pytest.mark.slow
 
 
 def load_item(sim, board: int, channel: int) -> None:

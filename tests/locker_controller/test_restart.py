@@ -18,6 +18,8 @@ from tests.locker_controller.test_doors import handover, seed, types, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
 from xinbao.codes import code_for
 
+pytestmark = pytest.mark.slow
+
 DOOR_MOVES = {"door_opened": "opened", "door_forced": "opened", "door_closed": "closed"}
 
 

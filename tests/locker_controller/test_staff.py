@@ -8,11 +8,14 @@ from pathlib import Path
 
 import httpx
 import pyotp
+import pytest
 
 from locker_controller.store import Handover, StaffMember, Store
 from tests.locker_controller.conftest import wait_until
 from tests.locker_controller.test_doors import handover, seed, types, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
+
+pytestmark = pytest.mark.slow
 
 SECRETS = {no: pyotp.random_base32() for no in ("S001", "L001", "T001", "N001")}
 ROLES = {"S001": ["staff"], "L001": ["loader"], "T001": ["technician"], "N001": []}

@@ -25,6 +25,8 @@ from tests.support.cabinet import ControllerProcess
 from tests.support.waiting import wait_until
 from xinbao.contract import PRESENCE_ONLINE, Channel, LockerEvent, topic
 
+pytestmark = pytest.mark.slow
+
 OPENSSL = shutil.which("openssl")
 WRONG_CODE = "00000000"  # eight digits, matches no reservation: refused as "wrong"
 

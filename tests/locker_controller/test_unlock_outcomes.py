@@ -4,10 +4,14 @@ stayed shut frees its compartment after the reopen window. Controller without br
 
 from __future__ import annotations
 
+import pytest
+
 from tests.locker_controller.conftest import LOCKER_KEY, db_events, wait_until
 from tests.locker_controller.test_doors import handover, seed, types, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
 from xinbao.codes import code_for
+
+pytestmark = pytest.mark.slow
 
 
 def door_seen(ctl, number: int, is_open: bool) -> bool:

@@ -13,6 +13,8 @@ import httpx
 import pytest
 import serial
 
+pytestmark = pytest.mark.slow
+
 CLI = [sys.executable, "-m", "xinbao.cli", "sim", "boards"]
 
 

@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 from simulator import BoardSpec, Cabinet, Fault
 from tests.support.browser import launch_chromium, screenshot
 
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 # cu16 golden vector (DESIGN.md §4): unlock board 1, lock 3.
 CU16_UNLOCK_B1_L3 = bytes.fromhex("02 12 31 03 48")

@@ -15,6 +15,8 @@ from simulator.tester_cli import EXIT_BAD_REQUEST, EXIT_REFUSED, EXIT_UNREACHABL
 from tests.support.cli import one_line_error, xinbao
 from tests.support.waiting import free_port
 
+pytestmark = pytest.mark.slow
+
 
 def sim_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return xinbao("sim", *args)

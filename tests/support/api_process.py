@@ -47,6 +47,7 @@ class ApiProcess(ServiceProcess):
             XINBAO_MQTT_CLIENT_ID=client_id,
             XINBAO_MQTT_COMMAND_TIMEOUT_SECONDS=str(command_timeout_s),
             XINBAO_SMS_INTERVAL_SECONDS="0.5",
+            XINBAO_MQTT_STAFF_ROUND_SECONDS="0.5",
         )
         self._env = env
 
