@@ -29,6 +29,8 @@ import weakref
 
 import pytest
 
+from tests.support.postgres import PgDatabases
+
 # Seconds a test's threads, tasks and processes get to finish after it, when they were told
 # to stop. The fixture's own tests shorten it through the environment.
 GRACE_S = float(os.environ.get("XINBAO_LEAK_GRACE_S", "5"))
@@ -183,3 +185,20 @@ def _check_system_health(request):
         )
     if problems:
         pytest.fail("; ".join(problems), pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pg_databases():
+    """This run's (this worker's) PostgreSQL databases: ``fresh()`` one per test, given back
+    when the test is over (tests/support/postgres.py), all dropped at the end."""
+    dbs = PgDatabases("xinbao_test")
+    yield dbs
+    dbs.close()
+
+
+@pytest.fixture
+def pg_url(pg_databases):
+    """A PostgreSQL database of this test's own, migrated and empty."""
+    url = pg_databases.fresh()
+    yield url
+    pg_databases.give_back(url)

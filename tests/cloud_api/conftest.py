@@ -1,13 +1,14 @@
 """Fixtures for the cloud API tests: every test runs on SQLite and on PostgreSQL.
 
 Migrations run once per backend into a template (a SQLite file, a PostgreSQL template
-database); each test gets a fresh copy, so tests own their data and stay fast. PostgreSQL is
-the server on 127.0.0.1:5432 (user postgres, trust); databases are named
-``xinbao_test_<random>`` and dropped at the end.
+database); each test gets a fresh copy of the SQLite file, or a PostgreSQL database holding
+exactly what the template holds (``pg_databases`` in tests/conftest.py, reset between tests
+rather than copied anew), so tests own their data and stay fast. PostgreSQL is the server on
+127.0.0.1:5432 (user postgres, trust); databases are named ``xinbao_test_<random>`` and
+dropped at the end.
 """
 
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -22,9 +23,8 @@ from cloud_api.models.staff import Role, Scope
 from cloud_api.services import bootstrap
 from cloud_api.sms.providers import ConsoleProvider
 from tests.cloud_api.sms.fake_twilio import start_fake_twilio
+from tests.support.postgres import PG_ADMIN
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
-RUN_ID = uuid.uuid4().hex[:8]
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 
@@ -33,46 +33,30 @@ def pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def pg_url(name: str) -> str:
-    return f"postgresql://postgres@127.0.0.1:5432/{name}"
-
-
 @pytest.fixture(scope="session")
-def template_db(request, tmp_path_factory):
-    """backend -> template location, created lazily and migrated once per backend."""
+def template_db(tmp_path_factory):
+    """``template_db("sqlite")``: the path of a SQLite file migrated once for the run."""
     made: dict[str, str] = {}
 
     def get(backend: str) -> str:
+        assert backend == "sqlite", "PostgreSQL databases come from pg_databases"
         if backend not in made:
-            if backend == "sqlite":
-                path = tmp_path_factory.mktemp("tpl") / "template.db"
-                migrate(f"sqlite:///{path}")
-                made[backend] = str(path)
-            else:
-                name = f"xinbao_test_{RUN_ID}_tpl"
-                pg_admin(f"CREATE DATABASE {name}")
-                made[backend] = name
-                migrate(pg_url(name))
+            path = tmp_path_factory.mktemp("tpl") / "template.db"
+            migrate(f"sqlite:///{path}")
+            made[backend] = str(path)
         return made[backend]
 
-    yield get
-    if "postgres" in made:
-        pg_admin(f"DROP DATABASE IF EXISTS {made['postgres']} WITH (FORCE)")
+    return get
 
 
 @pytest.fixture(params=BACKENDS)
 def db_url(request, template_db, tmp_path):
-    backend = request.param
-    template = template_db(backend)
-    if backend == "sqlite":
+    if request.param == "sqlite":
         path = tmp_path / "xinbao.db"
-        shutil.copy(template, path)
+        shutil.copy(template_db("sqlite"), path)
         yield f"sqlite:///{path}"
-        return
-    name = f"xinbao_test_{RUN_ID}_{uuid.uuid4().hex[:8]}"
-    pg_admin(f"CREATE DATABASE {name} TEMPLATE {template}")
-    yield pg_url(name)
-    pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    else:
+        yield request.getfixturevalue("pg_url")
 
 
 @dataclass

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.cloud_api.conftest import pg_admin, pg_url
+from tests.cloud_api.conftest import pg_admin
+from tests.support.postgres import pg_url
 from tests.support.waiting import free_port, listening, wait_until
 
 pytestmark = pytest.mark.slow

@@ -31,7 +31,7 @@ from tests.support.api_process import ApiProcess
 from tests.support.cabinet import locker_body
 from tests.support.demo_run import DemoRun
 from tests.support.mqtt_clients import FakeLocker
-from tests.support.postgres import PgDatabases, SqliteDatabases
+from tests.support.postgres import SqliteDatabases
 from xinbao.codes import derive_locker_key
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -40,27 +40,16 @@ LOCKER_ID = "XA-E2E-1"
 
 
 @pytest.fixture(scope="session")
-def pg_databases() -> Iterator[PgDatabases]:
-    dbs = PgDatabases()
-    yield dbs
-    dbs.close()
-
-
-@pytest.fixture(scope="session")
 def sqlite_databases(tmp_path_factory) -> SqliteDatabases:
     return SqliteDatabases(tmp_path_factory.mktemp("e2e-sqlite"))
 
 
 @pytest.fixture(params=BACKENDS)
-def db_url(request, pg_databases, sqlite_databases) -> str:
+def db_url(request, sqlite_databases) -> Iterator[str]:
     if request.param == "sqlite":
-        return sqlite_databases.fresh()
-    return pg_databases.fresh()
-
-
-@pytest.fixture
-def pg_url(pg_databases) -> str:
-    return pg_databases.fresh()
+        yield sqlite_databases.fresh()
+    else:
+        yield request.getfixturevalue("pg_url")
 
 
 @pytest.fixture

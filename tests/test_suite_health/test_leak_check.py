@@ -90,6 +90,8 @@ def inner(request, pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
     pytester.makepyfile(test_inner=INNER_TESTS)
     # A short grace period: every leak here is meant to outlive it.
     monkeypatch.setenv("XINBAO_LEAK_GRACE_S", "0.5")
+    # The suite's conftest imports the suite's helpers (tests.support).
+    monkeypatch.setenv("PYTHONPATH", str(SUITE_CONFTEST.parent.parent))
     return pytester.runpytest_subprocess(
         "-p", "no:cacheprovider", "-q", *request.param, timeout=120
     )
