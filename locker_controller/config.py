@@ -114,7 +114,10 @@ class BoardSettings(_Section):
     pulse_ms: int | None = Field(default=None, ge=100, le=25_500)
     channel_base: Literal[0, 1] | None = None
     has_sensors: bool | None = None
-    status_byte_order: Literal["last", "first"] = "last"
+    # bcc-8a: inputs in a status reply (24, 48, 56...; None: learnt from the board) and which
+    # data byte holds channels 1-8 (None: "last" up to 24 channels, "first" above).
+    status_width: int | None = Field(default=None, ge=8, le=64, multiple_of=8)
+    status_byte_order: Literal["last", "first"] | None = None
 
 
 class BusSettings(_Section):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from firmware_bridge.protocols.bcc8a import byte_order
 from locker_controller.config import parse_config
 from locker_controller.errors import ConfigError
 from tests.locker_controller.conftest import controller_toml
@@ -97,3 +98,20 @@ def test_cli_refuses_a_bad_config_without_traceback(tmp_path):
     assert run.returncode == 2
     assert "Traceback" not in run.stderr
     assert "board 9 is not on bus 0" in run.stderr and "line " in run.stderr
+
+
+def test_bcc_8a_byte_order_follows_the_board_unless_set(tmp_path):
+    """A 56-channel 8A board holds channels 1-8 in its first data byte, a 24-channel one in
+    its last (docs/commissioning.md): the controller leaves the choice to the protocol unless
+    the config names it, and passes the reply width through."""
+    source = good(tmp_path).replace('protocol = "kerong-cu16"', 'protocol = "bcc-8a"')
+    source = source.replace("address = 2\n", "address = 2\nstatus_width = 56\n", 1)
+    boards = {b.address: b for b in parse_config(source).buses[0].board_configs()}
+    assert boards[1].status_byte_order is None and boards[2].status_width == 56
+    assert byte_order(24, boards[1].status_byte_order) == "last"
+    assert byte_order(56, boards[2].status_byte_order) == "first"
+    source = source.replace(
+        "status_width = 56\n", 'status_width = 56\nstatus_byte_order = "last"\n'
+    )
+    boards = {b.address: b for b in parse_config(source).buses[0].board_configs()}
+    assert byte_order(56, boards[2].status_byte_order) == "last"
