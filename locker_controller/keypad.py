@@ -118,9 +118,16 @@ class Keypad:
         purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
         held = self._operations.held_for(handover.handover_id)
         if held is not None:
-            # Typed again before the door closed: the same door, never a second one.
+            # Typed again before the door closed: the same door, never a second one. A door
+            # still shut is a new attempt at the same errand: it starts now, so the start-up
+            # check (which drops errands begun before a restart whose door stayed shut) and
+            # a late cancel of the earlier attempt both leave it alone.
             current = self._operations.get(held)
-            return held, current if current is not None else purpose
+            if current is None:
+                return held, purpose
+            if current.opened:
+                return held, current
+            return held, replace(current, pulsed=False, began_at=time.time())
         if handover.kind == PICKUP:
             # The licence is where the cabinet put it: that door or none.
             number = handover.compartment

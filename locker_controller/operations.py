@@ -137,12 +137,14 @@ class Operations:
         """Doors whose purpose was committed but whose unlock_sent never was (a crash)."""
         return sorted(n for n, p in self.purposes().items() if not p.pulsed)
 
-    def abandon(self, number: int, why: str) -> None:
-        """The door never opened for its purpose: free the compartment; the code, never
-        used, stays valid (a pickup or drop-off is only done when the door closes)."""
-        purpose = self.waiting(number)
-        if purpose is None:
+    def abandon(self, number: int, why: str, purpose: Purpose | None = None) -> None:
+        """The door never opened for its purpose (``purpose``, when the caller judged that
+        one: a newer attempt begun meanwhile is left alone): free the compartment; the code,
+        never used, stays valid (a pickup or drop-off is only done when the door closes)."""
+        current = self.waiting(number)
+        if current is None or (purpose is not None and current.began_at != purpose.began_at):
             return
+        purpose = current
         log.warning("compartment %s: %s never opened (%s); purpose dropped", number, purpose, why)
         self.cancel(number)
 

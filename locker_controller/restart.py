@@ -77,4 +77,6 @@ class StartupCheck:
                 )
                 self._listener.door_closed(door.number, door.occupied)
             return
-        self._listener.abandon(door.number, "the controller restarted and the door is shut")
+        self._listener.abandon(
+            door.number, "the controller restarted and the door is shut", purpose
+        )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -99,6 +99,21 @@ def test_the_same_errand_may_renew_its_door(store):
     again = Purpose(DROPOFF, 2)  # a reopen after a jam renews the purpose
     ops.begin(3, again)
     assert ops.get(3).began_at == again.began_at
+
+
+def test_a_new_attempt_is_not_dropped_for_the_one_before_a_restart(store):
+    """After a restart the start-up check drops an errand begun before it whose door stayed
+    shut. A code typed meanwhile for the same errand is a new attempt: dropping the old one
+    must not drop it (it did, 1 run in 8 of test_restart's jammed case: the door then opened
+    with no errand, and the pickup was never reported collected)."""
+    ops = Operations(store, EventLog(store))
+    before = Purpose(PICKUP, 6, began_at=1.0, pulsed=True)
+    ops.begin(4, before)
+    ops.begin(4, replace(before, pulsed=False, began_at=2.0))  # the code typed again
+    ops.abandon(4, "the controller restarted and the door is shut", before)
+    assert ops.get(4) is not None and ops.get(4).began_at == 2.0
+    ops.abandon(4, "its door stayed shut")  # the current attempt's own jam still drops it
+    assert ops.get(4) is None
 
 
 # --- a pickup door that closes on an item --------------------------------------------------
