@@ -28,7 +28,7 @@ from cloud_api.services import staff as staff_service
 from cloud_api.sms.providers import ConsoleProvider
 from tests.support import mosquitto
 from tests.support.api_process import ApiProcess
-from tests.support.cabinet import locker_body
+from tests.support.cabinet import ControllerProcess, locker_body
 from tests.support.demo_run import DemoRun
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.postgres import SqliteDatabases
@@ -236,6 +236,22 @@ def api_processes(tmp_path, broker):
 @pytest.fixture
 def cloud(make_cloud, db_url, broker) -> Cloud:
     return make_cloud(db_url, broker.url())
+
+
+@pytest.fixture
+def controller(tmp_path, sim, broker, cloud) -> Iterator[ControllerProcess]:
+    """``xinbao controller`` for the cloud's locker, on the test module's own ``sim`` (a
+    simulated cabinet over a pty), through the test's broker."""
+    ctl = ControllerProcess.for_cabinet(
+        tmp_path / "controller",
+        locker_id=LOCKER_ID,
+        locker_key=cloud.locker_key(),
+        serial_port=sim.start_pty(),
+        mqtt_port=broker.port,
+    )
+    ctl.start()
+    yield ctl
+    ctl.stop()
 
 
 @pytest.fixture

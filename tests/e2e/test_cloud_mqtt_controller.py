@@ -3,15 +3,13 @@ reservations travel by command, codes open doors, deposits come back, a locker t
 line catches up on return (a new reservation, and a cancelled one taken away), a remote
 unlock goes round trip, and staff enrolled later can log in at an on-line cabinet."""
 
-from collections.abc import Iterator
-
 import pyotp
 import pytest
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerCommand
 from tests.e2e.conftest import BACKENDS, LOCKER_ID, enrolled_staff
-from tests.support.cabinet import ControllerProcess, simulator
+from tests.support.cabinet import simulator
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
@@ -22,20 +20,6 @@ pytestmark = pytest.mark.slow
 def sim():
     with simulator() as s:
         yield s
-
-
-@pytest.fixture
-def controller(tmp_path, sim, broker, cloud) -> Iterator[ControllerProcess]:
-    ctl = ControllerProcess.for_cabinet(
-        tmp_path / "controller",
-        locker_id=LOCKER_ID,
-        locker_key=cloud.locker_key(),
-        serial_port=sim.start_pty(),
-        mqtt_port=broker.port,
-    )
-    ctl.start()
-    yield ctl
-    ctl.stop()
 
 
 def commands_answered(cloud) -> bool:

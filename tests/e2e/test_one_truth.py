@@ -8,7 +8,6 @@ The cabinet (tests.support.cabinet): board 1 holds S 1-2 and M 3-4, board 2 hold
 """
 
 from collections import Counter
-from collections.abc import Iterator
 
 import pyotp
 import pytest
@@ -37,17 +36,10 @@ def staff_secret(cloud) -> str:
 
 
 @pytest.fixture
-def controller(tmp_path, sim, broker, cloud, staff_secret) -> Iterator[ControllerProcess]:
-    ctl = ControllerProcess.for_cabinet(
-        tmp_path / "controller",
-        locker_id=LOCKER_ID,
-        locker_key=cloud.locker_key(),
-        serial_port=sim.start_pty(),
-        mqtt_port=broker.port,
-    )
-    ctl.start()
-    yield ctl
-    ctl.stop()
+def controller(staff_secret, controller) -> ControllerProcess:
+    """The cabinet's controller (tests/e2e/conftest.py), started once the staff member is
+    enrolled, so the first staff list it gets names them."""
+    return controller
 
 
 class Site:
