@@ -56,6 +56,7 @@ def controller_toml(
     mqtt_port: int | None = None,
     extra: str = "",
     lockout_base_s: float = 1.0,
+    protocol: str = "kerong-cu16",
 ) -> str:
     mqtt_section = (
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nusername = "{LOCKER_ID}"\n'
@@ -83,7 +84,7 @@ port = {kiosk_port}
 
 [[buses]]
 port = "{port}"
-protocol = "kerong-cu16"
+protocol = "{protocol}"
 timeout_s = 0.15
   [[buses.boards]]
   address = 1
@@ -203,7 +204,10 @@ def make_controller(tmp_path: Path, sim: Simulator):
     started: list[ControllerProcess] = []
 
     def make(
-        mqtt_port: int | None = None, extra: str = "", lockout_base_s: float = 1.0
+        mqtt_port: int | None = None,
+        extra: str = "",
+        lockout_base_s: float = 1.0,
+        protocol: str = "kerong-cu16",
     ) -> ControllerProcess:
         dev = sim.start_pty() if not hasattr(sim, "_test_pty") else sim._test_pty
         sim._test_pty = dev
@@ -217,6 +221,7 @@ def make_controller(tmp_path: Path, sim: Simulator):
                 mqtt_port=mqtt_port,
                 extra=extra,
                 lockout_base_s=lockout_base_s,
+                protocol=protocol,
             )
         )
         proc = ControllerProcess(path, kiosk_port, tmp_path / "controller.log")
