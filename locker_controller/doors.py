@@ -42,6 +42,13 @@ DEAD_BOARD_RETRY_S = 5.0
 PROTOCOL_FAILURES_UNREACHABLE = 3
 
 
+_BOARD_DOWN = "board_down:"
+
+
+def _board_key(bus: int, address: int) -> str:
+    return f"{_BOARD_DOWN}{bus}:{address}"
+
+
 @dataclass
 class BoardState:
     reachable: bool = True
@@ -73,8 +80,14 @@ class DoorWatcher:
             door.known = known.get(door.number)
             if door.known is not None:
                 door.changed_at = door.known.changed_at
+        # A board this controller last reported unreachable stays so across a restart until
+        # a poll answers: that poll's board_recovered is what clears the cloud's alarm (a
+        # board mended while the controller was down would otherwise never be reported).
+        down = store.metas(_BOARD_DOWN)
         self.boards: dict[tuple[int, int], BoardState] = {
-            (i, b.address): BoardState() for i, bus in enumerate(config.buses) for b in bus.boards
+            (i, b.address): BoardState(reachable=_board_key(i, b.address) not in down)
+            for i, bus in enumerate(config.buses)
+            for b in bus.boards
         }
 
     # --- service state ------------------------------------------------------------------
@@ -184,7 +197,9 @@ class DoorWatcher:
         state.failures = 0
         if not state.reachable:
             state.reachable = True
-            self._events.record(EventType.BOARD_RECOVERED, None, bus=bus, board=address)
+            with self._store.transaction():
+                self._events.record(EventType.BOARD_RECOVERED, None, bus=bus, board=address)
+                self._store.set_meta(_board_key(bus, address), "")
         self.apply(bus, address, status)
 
     def _board_failed(self, bus: int, address: int, state: BoardState, failure: PollFailure):
@@ -197,14 +212,16 @@ class DoorWatcher:
             return
         state.reachable = False
         numbers = [w.number for w in self._cabinet.compartments_on(bus, address)]
-        self._events.record(
-            EventType.BOARD_UNREACHABLE,
-            None,
-            bus=bus,
-            board=address,
-            reason=failure.kind,
-            compartments=numbers,
-        )
+        with self._store.transaction():
+            self._events.record(
+                EventType.BOARD_UNREACHABLE,
+                None,
+                bus=bus,
+                board=address,
+                reason=failure.kind,
+                compartments=numbers,
+            )
+            self._store.set_meta(_board_key(bus, address), "1")
 
     def apply(self, bus: int, address: int, status: BoardStatus) -> None:
         for wiring in self._cabinet.compartments_on(bus, address):

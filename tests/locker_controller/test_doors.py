@@ -118,6 +118,29 @@ def test_dead_board_takes_only_its_own_compartments(tmp_path, sim, make_controll
     assert ctl.code(code_for(LOCKER_KEY, 101)).json()["compartment"] == 6
 
 
+def test_a_board_mended_while_the_controller_was_down_is_reported_back(
+    tmp_path, sim, make_controller
+):
+    """Found by the model walk (issue 10): the controller reported board 2 unreachable, was
+    stopped, the board was mended, the controller started again believing every board
+    fine, and never said board_recovered: the cloud kept compartments 5-8 out of use."""
+    ctl = make_controller()
+    ctl.start()
+    sim.inject(board=2, fault="absent")
+    wait_event(tmp_path, "board_unreachable", board=2)
+    ctl.stop()
+    sim.clear(board=2)
+    ctl.start()
+    wait_event(tmp_path, "board_recovered", board=2, timeout=15)
+    assert ctl.status()["out_of_service"] == []
+    # Once said, not again at the next start; and board 1, never down, is never "recovered".
+    ctl.stop()
+    ctl.start()
+    wait_until(lambda: ctl.status()["doors"].get("8") is False, 10, "board 2 polled")
+    recovered = [e for e in db_events(tmp_path / "data") if e["type"] == "board_recovered"]
+    assert [e["data"]["board"] for e in recovered] == [2]
+
+
 def test_lockout_after_five_wrong_codes(tmp_path, sim, make_controller):
     seed(tmp_path, handover(3, "pickup", 1, 55, "deposited"))
     ctl = make_controller()
