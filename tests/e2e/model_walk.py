@@ -26,13 +26,13 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field
 
-import pyotp
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerEventRecord
 from tests.e2e.conftest import LOCKER_ID
+from tests.e2e.staffed_cabinet import staff_login, wait_door
 from tests.e2e.three_views import WIRING, cabinet_view, cloud_view, truth
-from tests.support.journey import STAFF_NO, assert_matches_ground_truth
+from tests.support.journey import assert_matches_ground_truth
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
@@ -171,11 +171,7 @@ class Walk:
         return code_for(self.cloud.locker_key(), item.counter, self.cloud.settings.code_digits)
 
     def wait_door(self, number: int, is_open: bool) -> None:
-        wait_until(
-            lambda: self.controller.status()["doors"][str(number)] is is_open,
-            STEP_S,
-            f"door {number} {'open' if is_open else 'shut'} at the controller",
-        )
+        wait_door(self.controller, number, is_open, STEP_S)
 
     def settled(self) -> bool:
         sent = self.cloud.get("/api/v1/commands", params={"limit": 500}).json()
@@ -201,14 +197,7 @@ class Walk:
         return f"XA-W{self.seed % 10000:04d}-{self.serial:04d}"
 
     def login(self) -> None:
-        def logged_in():
-            r = self.controller.post(
-                "/api/staff/login",
-                {"staff_no": STAFF_NO, "totp": pyotp.TOTP(self.staff_secret).now()},
-            )
-            return r.json().get("token") if r.status_code == 200 else None
-
-        self.token = wait_until(logged_in, 45, "the staff log-in at the cabinet")
+        self.token = staff_login(self.controller, self.staff_secret)
 
     def staff_post(self, path: str, body: dict):
         if not self.token:
@@ -240,15 +229,7 @@ class Walk:
             headers=self.cloud.integrator,
             json={"application_number": number, "size": size, "locker_id": LOCKER_ID},
         )
-        if r.status_code == 409:
-            self.counts["refused: no compartment"] += 1
-            return None
-        assert r.status_code == 201, r.text
-        h = r.json()
-        self.items.append(
-            Item(h["id"], "dropoff", number, h["compartment_number"], h["code_counter"])
-        )
-        return None
+        self._note_reserved(r, "dropoff", number)
 
     def start_load(self, size: str):
         number = self.new_number()
@@ -257,15 +238,16 @@ class Walk:
             "/api/v1/staff/loads",
             {"application_number": number, "locker_id": LOCKER_ID, "size": size},
         )
+        self._note_reserved(r, "pickup", number)
+
+    def _note_reserved(self, r, kind: str, number: str) -> None:
+        """The new handover into the model; a 409 (no compartment of the size) is counted."""
         if r.status_code == 409:
             self.counts["refused: no compartment"] += 1
-            return None
+            return
         assert r.status_code == 201, r.text
         h = r.json()
-        self.items.append(
-            Item(h["id"], "pickup", number, h["compartment_number"], h["code_counter"])
-        )
-        return None
+        self.items.append(Item(h["id"], kind, number, h["compartment_number"], h["code_counter"]))
 
     def fill_dropoff(self, hid: int):
         it = self.item(hid)

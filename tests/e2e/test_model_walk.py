@@ -15,33 +15,14 @@ import os
 
 import pytest
 
-from tests.e2e.conftest import enrolled_staff
 from tests.e2e.model_walk import Walk
-from tests.support.cabinet import ControllerProcess, simulator
-from tests.support.journey import STAFF_NO
+from tests.e2e.staffed_cabinet import controller, sim, staff_secret  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow
 
 SEEDS = [int(s) for s in os.environ.get("XINBAO_WALK_SEEDS", "2,3").split(",") if s]
 STEPS = int(os.environ.get("XINBAO_WALK_STEPS", "16"))
 RESTARTS = os.environ.get("XINBAO_WALK_RESTARTS", "") == "1"
-
-
-@pytest.fixture
-def sim():
-    with simulator() as s:
-        yield s
-
-
-@pytest.fixture
-def staff_secret(cloud) -> str:
-    # Enrolled before the controller starts: the first sync carries the staff list.
-    return enrolled_staff(cloud.engine, STAFF_NO)
-
-
-@pytest.fixture
-def controller(staff_secret, controller) -> ControllerProcess:
-    return controller
 
 
 @pytest.mark.parametrize("seed", SEEDS)

@@ -9,37 +9,23 @@ The cabinet (tests.support.cabinet): board 1 holds S 1-2 and M 3-4, board 2 hold
 
 from collections import Counter
 
-import pyotp
 import pytest
 
-from tests.e2e.conftest import LOCKER_ID, enrolled_staff
+from tests.e2e.conftest import LOCKER_ID
+from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
+    controller,
+    sim,
+    staff_login,
+    staff_secret,
+    wait_door,
+)
 from tests.e2e.three_views import WIRING, assert_agree
-from tests.support.cabinet import ControllerProcess, simulator
-from tests.support.journey import STAFF_NO, assert_matches_ground_truth, kiosk_ok
+from tests.support.journey import assert_matches_ground_truth, kiosk_ok
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
 pytestmark = pytest.mark.slow
 STEP_S = 30
-
-
-@pytest.fixture
-def sim():
-    with simulator() as s:
-        yield s
-
-
-@pytest.fixture
-def staff_secret(cloud) -> str:
-    # Enrolled before the controller starts: the first sync carries the staff list.
-    return enrolled_staff(cloud.engine, STAFF_NO)
-
-
-@pytest.fixture
-def controller(staff_secret, controller) -> ControllerProcess:
-    """The cabinet's controller (tests/e2e/conftest.py), started once the staff member is
-    enrolled, so the first staff list it gets names them."""
-    return controller
 
 
 class Site:
@@ -76,21 +62,10 @@ class Site:
         return self.handover(hid)
 
     def login(self) -> None:
-        def logged_in():
-            r = self.controller.post(
-                "/api/staff/login",
-                {"staff_no": STAFF_NO, "totp": pyotp.TOTP(self.staff_secret).now()},
-            )
-            return r.json().get("token") if r.status_code == 200 else None
-
-        self.token = wait_until(logged_in, 45, "the staff log-in at the cabinet")
+        self.token = staff_login(self.controller, self.staff_secret)
 
     def wait_door(self, number: int, is_open: bool) -> None:
-        wait_until(
-            lambda: self.controller.status()["doors"][str(number)] is is_open,
-            STEP_S,
-            f"door {number} {'open' if is_open else 'shut'} at the controller",
-        )
+        wait_door(self.controller, number, is_open, STEP_S)
 
     def load_at_kiosk(self, hid: int) -> int:
         """Staff load one licence: the door the kiosk opens gets it, and is closed."""
