@@ -177,8 +177,10 @@ def test_slow_reply_is_drained_not_taken_for_the_next_answer(make_rig, protocol)
     the board's state now, not the stale one (a door forced open in between)."""
     rig = make_rig(*specs_for(protocol), wire_timing=True, reply_delay=0.001)
     board = first_board(protocol)
-    # Late by 0.2 s against a 0.1 s timeout: it lands inside the 0.2 s quiet drain.
-    bus = rig.bus(retries=0, timeout=0.1, drain_quiet=0.2)
+    # Late by 0.2 s against a 0.1 s timeout: it lands inside the quiet drain. The drain waits
+    # 0.5 s of silence, so a busy machine that delays the late reply's bytes (0.2 s did not
+    # always cover it under the parallel suite) still sees the whole reply drained.
+    bus = rig.bus(retries=0, timeout=0.1, drain_quiet=0.5)
     rig.sim.inject(board, "slow", seconds=0.2)
     since = rig.mark()
     with pytest.raises(BoardTimeout):
