@@ -246,10 +246,30 @@ class CommandDesk:
                         payload.events_upto.seq,
                         again,
                     )
+            # An item this cabinet holds is never forgotten because the cloud ended its
+            # handover meanwhile (cancelled while we were off line, say): the deposit event
+            # tells the cloud, which follows; until then the door stays the item's.
+            holding = {
+                h.handover_id: h.compartment
+                for h in self._store.live_handovers()
+                if h.state in _ITEM_INSIDE and h.compartment is not None
+            }
             if payload.full:
-                self._store.delete_handovers_except(u.handover_id for u in payload.upserts)
+                wanted = {u.handover_id for u in payload.upserts}
+                self._store.delete_handovers_except(wanted | set(holding))
+                held = sorted(set(holding) - wanted)
+            else:
+                held = []
             for r in payload.revocations:
-                self._store.delete_handover(r.handover_id)
+                if r.handover_id in holding:
+                    held.append(r.handover_id)
+                else:
+                    self._store.delete_handover(r.handover_id)
+            if held:
+                log.warning("the cloud ended handovers whose items are inside here: %s", held)
+                result["items_kept"] = [
+                    {"handover_id": hid, "compartment": holding[hid]} for hid in sorted(set(held))
+                ]
             kept = []
             for u in payload.upserts:
                 old = self._store.handover(u.handover_id)

@@ -2,16 +2,21 @@
 two things every test driving it at the kiosk does: log the staff member in, wait for a door.
 
 Fixtures, for a test module to import: ``sim`` (the demo cabinet's simulator),
-``staff_secret`` (the member's TOTP secret, enrolled before the controller starts) and
-``controller`` (the e2e conftest's, started after that).
+``staff_secret`` (the member's TOTP secret, enrolled before the controller starts),
+``uplink`` (the cabinet's own network path to the broker, which a test can cut while the
+broker and the cloud carry on) and ``controller`` (``xinbao controller`` through that
+uplink, started once the staff member is enrolled).
 """
+
+from collections.abc import Iterator
 
 import pyotp
 import pytest
 
-from tests.e2e.conftest import enrolled_staff
+from tests.e2e.conftest import LOCKER_ID, enrolled_staff
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.journey import STAFF_NO
+from tests.support.proxy import CuttableLink
 from tests.support.waiting import wait_until
 
 
@@ -28,10 +33,26 @@ def staff_secret(cloud) -> str:
 
 
 @pytest.fixture
-def controller(staff_secret, controller) -> ControllerProcess:
-    """The cabinet's controller (tests/e2e/conftest.py), started once the staff member is
-    enrolled, so the first staff list it gets names them."""
-    return controller
+def uplink(broker) -> Iterator[CuttableLink]:
+    link = CuttableLink(broker.port)
+    yield link
+    link.close()
+
+
+@pytest.fixture
+def controller(tmp_path, sim, cloud, uplink, staff_secret) -> Iterator[ControllerProcess]:
+    """The cabinet's controller on ``sim``, reaching the broker through ``uplink``; started
+    once the staff member is enrolled, so the first staff list it gets names them."""
+    ctl = ControllerProcess.for_cabinet(
+        tmp_path / "controller",
+        locker_id=LOCKER_ID,
+        locker_key=cloud.locker_key(),
+        serial_port=sim.start_pty(),
+        mqtt_port=uplink.port,
+    )
+    ctl.start()
+    yield ctl
+    ctl.stop()
 
 
 def staff_login(controller: ControllerProcess, staff_secret: str) -> str:

@@ -16,7 +16,12 @@ import os
 import pytest
 
 from tests.e2e.model_walk import Walk
-from tests.e2e.staffed_cabinet import controller, sim, staff_secret  # noqa: F401 (fixtures)
+from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
+    controller,
+    sim,
+    staff_secret,
+    uplink,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,7 +31,7 @@ RESTARTS = os.environ.get("XINBAO_WALK_RESTARTS", "") == "1"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_model_walk(seed, cloud, controller, sim, staff_secret, broker, tmp_path, request):
+def test_model_walk(seed, cloud, controller, sim, staff_secret, broker, uplink, tmp_path, request):
     walk = Walk(
         cloud,
         controller,
@@ -36,6 +41,7 @@ def test_model_walk(seed, cloud, controller, sim, staff_secret, broker, tmp_path
         seed,
         restarts=RESTARTS,
         broker=broker,
+        uplink=uplink,
     )
     error = ""
     try:

@@ -17,6 +17,7 @@ from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
     sim,
     staff_login,
     staff_secret,
+    uplink,
     wait_door,
 )
 from tests.e2e.three_views import WIRING, assert_agree
