@@ -188,15 +188,7 @@ def _follow_compartment(
     displaced = None
     if target.handover_id not in (None, handover.id):
         displaced = session.get(Handover, target.handover_id)
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == target.id)
-        .values(state=CompartmentState.reserved.value, handover_id=handover.id)
-    )
-    session.execute(
-        update(Handover).where(Handover.id == handover.id).values(compartment_id=target.id)
-    )
-    handover.compartment_id = target.id
+    lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
     message = (
         f"handover {handover.id} ({handover.kind}) is in compartment {number}, "
         f"not {current.number} as the cloud had it"
@@ -207,11 +199,7 @@ def _follow_compartment(
     views = {"cloud": current.number, "cabinet": number}
     moved_other = _rehome(session, locker_id, displaced, current, handover)
     if not moved_other or moved_other.get("to") != current.number:
-        session.execute(
-            update(Compartment)
-            .where(Compartment.id == current.id, Compartment.handover_id == handover.id)
-            .values(state=CompartmentState.free.value, handover_id=None)
-        )
+        lockers.release_compartment(session, current.id, handover.id)
     audit.append(
         session,
         f"locker:{locker_id}",
@@ -263,15 +251,7 @@ def _deposited_after_end(
     if target.handover_id not in (None, handover.id):
         displaced = session.get(Handover, target.handover_id)
     moved_other = _rehome(session, locker_id, displaced, None, handover)
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == target.id)
-        .values(state=CompartmentState.reserved.value, handover_id=handover.id)
-    )
-    session.execute(
-        update(Handover).where(Handover.id == handover.id).values(compartment_id=target.id)
-    )
-    handover.compartment_id = target.id
+    lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
     message = (
         f"handover {handover.id} ({handover.kind}) was {ended} in the cloud, but the cabinet "
         f"took the item into compartment {number} while off line: it is inside"
@@ -336,22 +316,13 @@ def _rehome(
         and old is not None
         and vacated.size == old.size
     ):
-        session.execute(
-            update(Compartment)
-            .where(Compartment.id == vacated.id)
-            .values(state=CompartmentState.reserved.value, handover_id=displaced.id)
-        )
         home = vacated
     else:
         try:
             home = lockers.claim_compartment(session, locker_id, old.size if old else "M")
         except NoFreeCompartment:
             return _cancel_displaced(session, mover, displaced, old)
-        home.handover_id = displaced.id
-    session.execute(
-        update(Handover).where(Handover.id == displaced.id).values(compartment_id=home.id)
-    )
-    displaced.compartment_id = home.id
+    lockers.assign_compartment(session, displaced, home, CompartmentState.reserved)
     audit.append(
         session,
         f"locker:{mover.locker_id}",

@@ -71,6 +71,7 @@ class Walk:
     steps: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     wrong_streak: int = 0
+    audit: list[dict] = field(default_factory=list)  # the trail read so far, in seq order
     serial: int = 0
 
     def __post_init__(self) -> None:
@@ -559,11 +560,7 @@ class Walk:
                     f"collected events of {it.hid}: {where.get((it.hid, 'collected'))}, "
                     f"physically out of {it.compartment}"
                 )
-        moved = [
-            e
-            for e in self.cloud.get("/api/v1/audit", params={"limit": 500}).json()
-            if e["action"] == "handover.compartment_moved"
-        ]
+        moved = [e for e in self.audit_entries() if e["action"] == "handover.compartment_moved"]
         for e in moved:
             hid = int(e["subject"].split(":")[1])
             it = next((i for i in self.items if i.hid == hid), None)
@@ -573,6 +570,15 @@ class Walk:
                 and e["detail"].get("reason") != "displaced"
             ):
                 assert e["detail"]["to"] == it.compartment, (e, it)
+
+    def audit_entries(self) -> list[dict]:
+        """The whole audit trail so far, read on from where the last check stopped."""
+        while True:
+            after = self.audit[-1]["seq"] if self.audit else 0
+            page = self.cloud.get("/api/v1/audit", params={"after": after, "limit": 500}).json()
+            self.audit.extend(page)
+            if len(page) < 500:
+                return self.audit
 
     def finish(self) -> None:
         if self.board2_down:
