@@ -46,9 +46,17 @@ log = logging.getLogger(__name__)
 SEEN_REQUESTS_KEPT = timedelta(days=7)
 # Local progress of a handover; a sync never moves a handover backwards (the cloud may not
 # have our latest event yet).
-_STATE_RANK = {"reserved": 0, "deposited": 1, "overdue": 2, "collected": 3, "recovered": 3}
+HELD = "held"  # see store.LIVE_STATES
+_STATE_RANK = {
+    "reserved": 0,
+    "deposited": 1,
+    HELD: 1,  # the cloud listing it again (it followed the deposit) makes it deposited
+    "overdue": 2,
+    "collected": 3,
+    "recovered": 3,
+}
 # States in which the handover's item is in the cabinet, in the compartment the cabinet knows.
-_ITEM_INSIDE = ("deposited", "overdue")
+_ITEM_INSIDE = ("deposited", "overdue", HELD)
 # A flood of hostile messages must not grow the outbox without limit: the first few
 # rejections in a window are recorded one by one (and answered), the rest only counted and
 # reported as one command_rejected "flood" event when the window ends.
@@ -205,7 +213,11 @@ class CommandDesk:
             return self._staff(payload)
         if command.type is CommandType.CONFIG:
             return self._config(payload)
-        return {"pong": True}
+        # A ping (the cloud's periodic look, cloud_api/mqtt/sender.py) carries what this
+        # cabinet sees, for the cloud to reconcile between full syncs.
+        if self._doors is None:
+            return {"pong": True}
+        return {"pong": True, "cabinet": self._cabinet_report().model_dump(mode="json")}
 
     async def _unlock_and_answer(self, command) -> None:
         rid = str(command.request_id)
@@ -247,28 +259,29 @@ class CommandDesk:
                         again,
                     )
             # An item this cabinet holds is never forgotten because the cloud ended its
-            # handover meanwhile (cancelled while we were off line, say): the deposit event
-            # tells the cloud, which follows; until then the door stays the item's.
+            # handover (cancelled while we were off line, say, and the deposit event not yet
+            # applied there): its code stops ("held"), the door stays the item's until staff
+            # take it out or the cloud, following the deposit, lists it again.
             holding = {
                 h.handover_id: h.compartment
                 for h in self._store.live_handovers()
                 if h.state in _ITEM_INSIDE and h.compartment is not None
             }
+            ended = [r.handover_id for r in payload.revocations]
             if payload.full:
                 wanted = {u.handover_id for u in payload.upserts}
                 self._store.delete_handovers_except(wanted | set(holding))
-                held = sorted(set(holding) - wanted)
-            else:
-                held = []
-            for r in payload.revocations:
-                if r.handover_id in holding:
-                    held.append(r.handover_id)
+                ended += [hid for hid in holding if hid not in wanted]
+            held = sorted({hid for hid in ended if hid in holding})
+            for hid in ended:
+                if hid in holding:
+                    self._store.set_handover_state(hid, HELD)
                 else:
-                    self._store.delete_handover(r.handover_id)
+                    self._store.delete_handover(hid)
             if held:
                 log.warning("the cloud ended handovers whose items are inside here: %s", held)
                 result["items_kept"] = [
-                    {"handover_id": hid, "compartment": holding[hid]} for hid in sorted(set(held))
+                    {"handover_id": hid, "compartment": holding[hid]} for hid in held
                 ]
             kept = []
             for u in payload.upserts:

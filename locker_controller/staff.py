@@ -171,7 +171,7 @@ class StaffDesk:
             found["collect"] = [
                 _task(h)
                 for h in live
-                if h.kind == DROPOFF_KIND and h.state == "deposited" and h.compartment
+                if h.kind == DROPOFF_KIND and h.state in ("deposited", "held") and h.compartment
             ]
         if "recover" in session.actions:
             found["recover"] = [
@@ -179,7 +179,9 @@ class StaffDesk:
                 for h in live
                 if h.kind == PICKUP_KIND
                 and h.compartment
-                and (h.state == "overdue" or (h.state == "deposited" and h.expired(now)))
+                and (
+                    h.state in ("overdue", "held") or (h.state == "deposited" and h.expired(now))
+                )
             ]
         if "maintenance" in session.actions:
             found["compartments"] = [
@@ -252,14 +254,14 @@ class StaffDesk:
     async def collect(self, token: str, number: int) -> UnlockOutcome:
         """Take dropped-off documents out of a compartment."""
         session = self.session(token, "collect")
-        handover = self._handover_in(number, "dropoff", ("deposited",))
+        handover = self._handover_in(number, "dropoff", ("deposited", "held"))
         purpose = Purpose(STAFF_COLLECT, handover, session.staff_no)
         return await self._open(session, number, purpose, "collect")
 
     async def recover(self, token: str, number: int) -> UnlockOutcome:
         """Take back a licence that was never collected."""
         session = self.session(token, "recover")
-        handover = self._handover_in(number, "pickup", ("deposited", "overdue"))
+        handover = self._handover_in(number, "pickup", ("deposited", "overdue", "held"))
         purpose = Purpose(STAFF_RECOVER, handover, session.staff_no)
         return await self._open(session, number, purpose, "recover")
 

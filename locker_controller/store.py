@@ -60,7 +60,9 @@ CREATE TABLE IF NOT EXISTS doors (
 CREATE TABLE IF NOT EXISTS seen_requests (request_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
 """
 
-LIVE_STATES = ("reserved", "deposited", "overdue")
+# "held": the cloud ended the handover (revoked its code) while its item is inside here; the
+# code opens nothing, the door stays the item's until staff take it out.
+LIVE_STATES = ("reserved", "deposited", "overdue", "held")
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ class Store(OutboxTables):
 
     def live_handovers(self) -> list[Handover]:
         rows = self._db.execute(
-            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?) "
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?,?) "
             "ORDER BY handover_id",
             LIVE_STATES,
         ).fetchall()

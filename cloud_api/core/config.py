@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     mqtt_command_ttl_seconds: float = Field(default=300, ge=10, le=7 * 24 * 3600)
     # How often the bridge looks for staff changes to push to on-line lockers.
     mqtt_staff_round_seconds: float = Field(default=5, gt=0, le=3600)
+    # How often each on-line locker is asked for its view (a ping whose reply the cloud
+    # reconciles, cloud_api/mqtt/reconcile.py) when no full sync did so meanwhile.
+    mqtt_view_round_seconds: float = Field(default=600, ge=1, le=24 * 3600)
 
     @model_validator(mode="after")
     def _secrets(self) -> Self:

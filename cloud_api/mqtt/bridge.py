@@ -33,7 +33,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -107,6 +107,7 @@ class CloudBridge:
         self.client_id = settings.mqtt_client_id or default_client_id()
         self._group = settings.mqtt_group
         self._staff_round_s = settings.mqtt_staff_round_seconds
+        self._view_round_s = settings.mqtt_view_round_seconds
         self._ingest = Ingest(engine, self._policy, self.client_id, clock)
         self.commands = CommandSender(settings, engine, self._publish_command, clock)
         self._ingest.resync = self.sync_handovers
@@ -302,6 +303,7 @@ class CloudBridge:
         due = {
             self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
             self._push_staff: (start + self._staff_round_s, self._staff_round_s),
+            self._ask_views: (start + self._view_round_s, min(self._view_round_s, 60.0)),
         }
         while not self._stopping.wait(0.25):
             _run_due(due)
@@ -309,6 +311,10 @@ class CloudBridge:
     def _push_staff(self) -> None:
         if self.subscribed.is_set():
             self.commands.push_changed_staff()
+
+    def _ask_views(self) -> None:
+        if self.subscribed.is_set():
+            self.commands.ask_views(timedelta(seconds=self._view_round_s))
 
     def _process(self, message: _Message) -> bool:
         """Apply one message; False only if it must not be acknowledged (we are stopping

@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from cloud_api.core.config import Settings
-from cloud_api.models.monitoring import LockerCommand
+from cloud_api.models.monitoring import LockerCommand, LockerLink
 from cloud_api.models.remote_open import RemoteOpenRequest
 from cloud_api.models.staff import Staff
 from cloud_api.mqtt import commands, staff_sync
@@ -34,6 +34,7 @@ from xinbao.contract import (
     Command,
     CommandType,
     ConfigPayload,
+    PingPayload,
     StaffCredentials,
     UnlockPayload,
 )
@@ -179,6 +180,36 @@ class CommandSender:
         if pushed:
             log.info("staff credentials changed: sent to %d on-line lockers", len(pushed))
         return pushed
+
+    def ask_views(self, older_than: timedelta) -> list[str]:
+        """Ping every on-line locker that got no ping nor full sync for ``older_than``: the
+        reply carries its view and the cloud reconciles (periodic; with several API
+        processes the command table keeps them from asking twice)."""
+        since = self._clock() - older_than
+        looked = (
+            select(LockerCommand.id)
+            .where(
+                LockerCommand.locker_id == LockerLink.locker_id,
+                LockerCommand.type.in_(
+                    (CommandType.PING.value, CommandType.SYNC_RESERVATIONS.value)
+                ),
+                LockerCommand.issued_at >= since,
+            )
+            .exists()
+        )
+        with Session(self._engine) as session:
+            due = list(
+                session.scalars(
+                    select(LockerLink.locker_id).where(LockerLink.online.is_(True), ~looked)
+                )
+            )
+        asked = []
+        for locker_id in due:
+            with contextlib.suppress(LinkDown):  # the full sync on its return looks anyway
+                asked.append(self.send(locker_id, CommandType.PING, PingPayload()))
+        if asked:
+            log.info("asked %d on-line lockers for their view", len(asked))
+        return asked
 
     def configure(
         self, locker_id: str, settings: dict, actor: str, timeout: float | None = None

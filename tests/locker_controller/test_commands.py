@@ -182,10 +182,28 @@ def test_revocation_and_config_commands(sim, broker, cloud, make_controller):
     revoked = cloud.command(
         CommandType.SYNC_RESERVATIONS, ReservationSync(revocations=[Revocation(handover_id=30)])
     )
-    assert cloud.reply_to(revoked.request_id).result == {"upserted": 0, "revoked": 1}
+    # The licence is inside: the code stops, but the cabinet keeps the door the item's.
+    assert cloud.reply_to(revoked.request_id).result == {
+        "upserted": 0,
+        "revoked": 1,
+        "items_kept": [{"handover_id": 30, "compartment": 3}],
+    }
     refused = ctl.code(code)
-    assert refused.status_code == 400 and refused.json()["reason"] == "wrong"
+    assert refused.status_code == 400 and refused.json()["reason"] == "used", refused.text
     assert sim.compartment(1, 3).door_open is False
+    # A revocation of a handover with nothing inside forgets it, and its code is wrong.
+    cloud.command(
+        CommandType.SYNC_RESERVATIONS,
+        ReservationSync(
+            upserts=[pickup(31, 4, 18).model_copy(update={"kind": "dropoff", "state": "reserved"})]
+        ),
+    )
+    gone = cloud.command(
+        CommandType.SYNC_RESERVATIONS, ReservationSync(revocations=[Revocation(handover_id=31)])
+    )
+    assert cloud.reply_to(gone.request_id).result == {"upserted": 0, "revoked": 1}
+    refused = ctl.code(code_for(LOCKER_KEY, 18))
+    assert refused.status_code == 400 and refused.json()["reason"] == "wrong", refused.text
 
     # Config: checked, applied at once, kept across a restart.
     bad = cloud.command(CommandType.CONFIG, ConfigPayload(settings={"lockout_threshold": 0}))
@@ -210,7 +228,9 @@ def test_a_flood_of_hostile_commands_is_recorded_within_bounds(sim, broker, clou
     for cmd in forged:
         cloud.send(cmd.to_bytes())
     good = cloud.command(CommandType.PING, PingPayload())
-    assert cloud.reply_to(good.request_id).result == {"pong": True}  # after all 60, in order
+    # After all 60, in order; a ping's answer carries the cabinet's view (reconciliation).
+    answer = cloud.reply_to(good.request_id).result
+    assert answer["pong"] is True and len(answer["cabinet"]["compartments"]) > 0, answer
     wait_until(lambda: ctl.status()["outbox_depth"] == 0, 20, "the outbox to drain")
     assert len(rejected(cloud)) == REJECTIONS_RECORDED  # the rest only counted
     answered = {r.request_id for r in cloud.replies()} & {c.request_id for c in forged}
