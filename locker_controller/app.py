@@ -87,6 +87,8 @@ class Controller:
             "busy": self.operations.busy(),
             "locked_for_s": self.lockout.remaining(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
+            # Every door read often enough since start-up to be trusted (debounce_polls).
+            "doors_settled": all(d.settled for d in self.doors.doors.values()),
         }
 
     def telemetry(self) -> Telemetry:
