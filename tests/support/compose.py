@@ -106,11 +106,17 @@ Message = tuple[str, bytes, bool]  # topic, payload, retained
 
 
 class MqttProbe:
-    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        client_id: str | None = None,
+    ) -> None:
         self._port = port
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{uuid.uuid4().hex[:12]}",
+            client_id=client_id or f"probe-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
@@ -183,6 +189,7 @@ class Stack:
         self.env = env
         self.workdir = workdir
         self.mqtt_port, self.sim_port, self.control_port = free_port(), free_port(), free_port()
+        self.cloud_mqtt_port = free_port()  # the broker's listener for the API processes
         self.kiosk_port = free_port()
         self.api_ports = (free_port(), free_port())
         self.database = f"xinbao_compose_{uuid.uuid4().hex[:10]}"
@@ -191,6 +198,7 @@ class Stack:
         self._database_created = False
         self._common = [
             ("mosquitto:1883", f"127.0.0.1:{self.mqtt_port}"),
+            ("mosquitto:1884", f"127.0.0.1:{self.cloud_mqtt_port}"),
             ("-p 1883", f"-p {self.mqtt_port}"),
             ("sim:7000", f"127.0.0.1:{self.sim_port}"),
             ("0.0.0.0:7000", f"127.0.0.1:{self.sim_port}"),
@@ -324,6 +332,10 @@ class Stack:
             r"^listener 1883$", f"listener {self.mqtt_port} 127.0.0.1", conf, flags=re.M
         )
         assert listeners == 1, "mosquitto.conf should have one 1883 listener"
+        conf, listeners = re.subn(
+            r"^listener 1884$", f"listener {self.cloud_mqtt_port} 127.0.0.1", conf, flags=re.M
+        )
+        assert listeners == 1, "mosquitto.conf should have one 1884 listener (the cloud's)"
         (self.workdir / "mosquitto.conf").write_text(
             conf.replace("/mosquitto/", f"{self.workdir}/mosquitto/")
         )
