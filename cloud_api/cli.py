@@ -39,9 +39,22 @@ def api_command(
         sms_settings = SmsSettings()
     except (ConfigError, SmsConfigError) as err:
         _fail(str(err))
+    from sqlalchemy.engine import make_url
+
+    from cloud_api.core.db import RoleError
+
     try:
-        if migrate:
+        if migrate and settings.owner_database_url:
+            # Migrations as the owner; the API itself runs as DATABASE_URL's role, which gets
+            # rows-only rights and so cannot disable the audit triggers (docs/deploy.md).
+            app_role = make_url(settings.database_url).username
+            if not app_role:
+                _fail("DATABASE_URL names no role to grant (XINBAO_OWNER_DATABASE_URL is set)")
+            run_migrations(settings.owner_database_url, app_role=app_role)
+        elif migrate:
             run_migrations(settings.database_url)
+    except RoleError as err:
+        _fail(f"cannot set up the API's database role: {err}")
     except SQLAlchemyError as err:
         _fail(f"cannot migrate the database: {err.__class__.__name__}: {err}")
     app = create_app(settings, sms_settings=sms_settings)

@@ -38,6 +38,14 @@ class Settings(BaseSettings):
         default="sqlite:///./xinbao.db",
         validation_alias=AliasChoices("DATABASE_URL", "XINBAO_DATABASE_URL", "database_url"),
     )
+    # PostgreSQL: the tables' owner, for migrations only (``xinbao api`` migrates with it,
+    # then grants DATABASE_URL's role the rows-only rights it needs, core/db.py). Unset: the
+    # migrations run as DATABASE_URL's role, which then owns the tables (SQLite, tests).
+    owner_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("XINBAO_OWNER_DATABASE_URL", "owner_database_url"),
+        repr=False,
+    )
     demo: bool = False
     master_secret: SecretStr = SecretStr("")
     token_secret: SecretStr = SecretStr("")
