@@ -101,6 +101,13 @@ class Settings(BaseSettings):
     mqtt_shared: Literal["auto", "on", "off"] = "auto"
     mqtt_command_timeout_seconds: float = Field(default=10, gt=0, le=300)
     mqtt_command_ttl_seconds: float = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Each locker's ingest budget per API process (mqtt/intake.py): messages a second, and at
+    # once. Beyond it a locker's messages are counted and refused (a "flooding" alarm). Keep
+    # the burst well below the broker's max_inflight_messages (100): the messages a locker has
+    # waiting in the worker hold the cloud's in-flight window, and a full window would stop
+    # every other locker's messages at the broker. 0: no budget.
+    mqtt_locker_rate: float = Field(default=20, ge=0, le=100_000)
+    mqtt_locker_burst: int = Field(default=40, ge=1, le=1_000_000)
     # How often the bridge looks for staff changes to push to on-line lockers.
     mqtt_staff_round_seconds: float = Field(default=5, gt=0, le=3600)
 
