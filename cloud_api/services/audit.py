@@ -292,6 +292,7 @@ def write_checkpoint(session: Session, path: Path, key: bytes | None = None) -> 
     if checkpoint is None:
         return None
     data = checkpoint.line(key or current_key()).encode()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         os.write(fd, data)

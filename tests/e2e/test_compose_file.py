@@ -113,6 +113,25 @@ def test_mqtt_is_published_only_on_loopback_or_with_tls(compose):
     assert api.endswith("@mosquitto:1884")
 
 
+def test_the_api_runs_as_a_role_that_owns_no_table(compose):
+    """Only api-1 knows the owner's URL (for its migrations); every API process's own
+    connection is the API's role, which deploy/postgres/init-api-role.sh creates."""
+    services = compose["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    for name in ("api-1", "api-2"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://xinbao_api:"), name
+        assert not env["DATABASE_URL"].startswith(f"postgresql://{owner}:"), name
+    assert services["api-1"]["environment"]["XINBAO_OWNER_DATABASE_URL"].startswith(
+        f"postgresql://{owner}:"
+    )
+    assert "XINBAO_OWNER_DATABASE_URL" not in services["api-2"]["environment"]
+    mounts = [v.split(":")[:2] for v in services["postgres"]["volumes"]]
+    assert ["./deploy/postgres/init-api-role.sh", "/docker-entrypoint-initdb.d/10-api-role.sh"] in (
+        mounts
+    )
+
+
 def test_every_service_has_a_health_check(compose):
     for name, service in compose["services"].items():
         check = service.get("healthcheck")
@@ -144,6 +163,7 @@ def test_every_secret_is_required(compose, env):
     secrets = {name for name, _ in references if SECRET_NAME.search(name)}
     assert secrets >= {
         "POSTGRES_PASSWORD",
+        "POSTGRES_API_PASSWORD",
         "XINBAO_MASTER_SECRET",
         "XINBAO_TOKEN_SECRET",
         "XINBAO_FIRST_ADMIN_PASSWORD",

@@ -13,8 +13,10 @@ sent after the forbidden message, on the same connection, arrives; the forbidden
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 
 from tests.support.compose import (
     REPO,
+    VENV_BIN,
     MqttProbe,
     Stack,
     interpolate,
@@ -278,6 +281,60 @@ def test_both_api_processes_answer_on_one_database(stack):
         )
         assert bad.status_code == 400, bad.text
         assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_the_api_processes_run_as_a_role_that_cannot_touch_the_audit_guard(stack):
+    """api-1 migrated as the owner and granted the API's role rows-only rights; both API
+    processes are connected as that role, and with its credentials the audit triggers can be
+    neither disabled nor dropped, nor the trail altered."""
+    with psycopg.connect(stack.database_url) as conn:
+        users = {
+            row[0]
+            for row in conn.execute(
+                "SELECT usename FROM pg_stat_activity WHERE datname = %s", (stack.database,)
+            )
+        }
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'audit_entry'"
+        ).fetchone()[0]
+    assert stack.api_role in users
+    assert owner == stack.owner_role
+    for statement in (
+        "ALTER TABLE audit_entry DISABLE TRIGGER ALL",
+        "DROP TRIGGER audit_entry_no_update ON audit_entry",
+        "TRUNCATE audit_entry",
+        "UPDATE audit_entry SET actor = 'someone-else'",
+    ):
+        with (
+            psycopg.connect(stack.role_url(stack.api_role)) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(statement)
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_the_api_processes_checkpoint_the_audit_head_outside_the_database(stack):
+    marks = stack.workdir / "var" / "audit-checkpoints.jsonl"  # /var/lib/xinbao/ mapped
+    first = f"http://127.0.0.1:{stack.api_ports[0]}"
+    _admin(first, stack)  # a log-in: the trail is not empty
+    wait_until(marks.exists, "the first checkpoint", timeout=30)
+    assert marks.stat().st_mode & 0o777 == 0o600
+    verify = subprocess.run(
+        [str(VENV_BIN / "xinbao"), "audit", "verify", "--checkpoint", str(marks)],
+        env={
+            "PATH": os.environ["PATH"],
+            "DATABASE_URL": stack.database_url,
+            "XINBAO_MASTER_SECRET": stack.env["XINBAO_MASTER_SECRET"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "signed checkpoints match" in verify.stdout
 
 
 @pytest.mark.postgres
