@@ -23,6 +23,9 @@ def api_command(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     migrate: Annotated[bool, typer.Option(help="apply database migrations first")] = True,
+    migrate_only: Annotated[
+        bool, typer.Option(help="apply the migrations (and the API role's grants), then exit")
+    ] = False,
 ) -> None:
     """Serve the cloud REST API (OpenAPI at /openapi.json)."""
     import uvicorn
@@ -44,19 +47,22 @@ def api_command(
     from cloud_api.core.db import RoleError
 
     try:
-        if migrate and settings.owner_database_url:
+        if (migrate or migrate_only) and settings.owner_database_url:
             # Migrations as the owner; the API itself runs as DATABASE_URL's role, which gets
             # rows-only rights and so cannot disable the audit triggers (docs/deploy.md).
             app_role = make_url(settings.database_url).username
             if not app_role:
                 _fail("DATABASE_URL names no role to grant (XINBAO_OWNER_DATABASE_URL is set)")
             run_migrations(settings.owner_database_url, app_role=app_role)
-        elif migrate:
+        elif migrate or migrate_only:
             run_migrations(settings.database_url)
     except RoleError as err:
         _fail(f"cannot set up the API's database role: {err}")
     except SQLAlchemyError as err:
         _fail(f"cannot migrate the database: {err.__class__.__name__}: {err}")
+    if migrate_only:
+        typer.echo("database migrated")
+        return
     app = create_app(settings, sms_settings=sms_settings)
     uvicorn.run(app, host=host, port=port, log_level="info")
 

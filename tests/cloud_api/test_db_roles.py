@@ -104,3 +104,34 @@ def test_granting_refuses_the_owner_a_superuser_or_a_missing_role(roles):
         grant_app_role(urls["owner"], "no_such_role_here")
     with pytest.raises(RoleError, match="PostgreSQL"):
         grant_app_role("sqlite:///x.db", app)
+
+
+@pytest.mark.slow
+def test_xinbao_api_migrate_only_grants_the_api_role(roles):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    owner, app, urls = roles
+    xinbao = Path(sys.executable).parent / "xinbao"
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "DATABASE_URL": urls["app"],
+        "XINBAO_OWNER_DATABASE_URL": urls["owner"],
+        "XINBAO_DEMO": "1",
+    }
+    done = subprocess.run(
+        [str(xinbao), "api", "--migrate-only"], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert isinstance(_attempt(urls["app"], ATTACKS[0]), psycopg.errors.InsufficientPrivilege)
+    assert _attempt(urls["app"], "SELECT count(*) FROM audit_entry") is None
+    # The owner as the API's role: refused with a clear message, exit 2, no traceback.
+    same = subprocess.run(
+        [str(xinbao), "api", "--migrate-only"],
+        env=env | {"DATABASE_URL": urls["owner"]},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert same.returncode == 2 and "is the tables' owner" in same.stderr, same.stderr
