@@ -128,7 +128,7 @@ class Controller:
                     self.config.locker_id,
                     loop,
                     self.commands.received,
-                    self.publisher.link_up,
+                    self._link_up,
                     self.publisher.acknowledged,
                 )
                 self.publisher.attach(self.link)
@@ -143,6 +143,11 @@ class Controller:
         finally:
             self.cabinet.close()
             self.store.close()
+
+    def _link_up(self) -> None:
+        # Subscribed to our commands: the next one may be a retained one (commands.py).
+        self.commands.subscribed()
+        self.publisher.link_up()
 
     async def _serve(self, stop: asyncio.Event) -> None:
         server = None

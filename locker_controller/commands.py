@@ -2,7 +2,16 @@
 
 A command is acted on only when it is signed with this locker's key, not expired, not
 retained and its request_id was never seen (xinbao.contract.verify_command does the first
-three; the seen ids live in SQLite so a replay after a restart is refused too). Anything
+three; the seen ids live in SQLite so a replay after a restart is refused too).
+
+Retained is judged twice. The broker's retain flag, and, because a broker or bridge may clear
+that flag on delivery, the command's own age: the controller subscribes with a clean session,
+so the only message a broker can hand it that was published before the subscription is the
+topic's retained one, and a broker hands that over first, at once. So the first command after
+each subscription is refused as retained when it was issued more than RETAINED_AGE_S before
+the subscription. (An honest command refused this way, the cabinet's clock far ahead of the
+cloud's, costs one round: the cloud's full sync is repeated when ``online`` is announced
+again.) Anything
 malformed or hostile is logged, audited as ``command_rejected`` and dropped; past
 REJECTIONS_RECORDED a minute, rejections are only counted (RejectionGate). Replies go
 through the outbox (EventLog.reply), in the transaction of the command's effect.
@@ -62,6 +71,8 @@ _ITEM_INSIDE = ("deposited", "overdue", HELD)
 # reported as one command_rejected "flood" event when the window ends.
 REJECTIONS_RECORDED = 20
 REJECTION_WINDOW_S = 60.0
+# The first command after a subscription, issued this long before it, is a retained one.
+RETAINED_AGE_S = 30.0
 
 
 class RejectionGate:
@@ -131,15 +142,32 @@ class CommandDesk:
         self.cloud_spoke: Callable[[], None] = lambda: None
         self.synced: Callable[[], None] = lambda: None  # new codes: the keypad digests them
         self._summary_timer: asyncio.TimerHandle | None = None
+        # When we last subscribed to our commands topic, until the first message after it.
+        self._subscribed_at: datetime | None = None
+
+    def subscribed(self) -> None:
+        """The link subscribed to our commands topic (each (re)connect): the next message
+        may be the topic's retained one."""
+        self._subscribed_at = datetime.now(UTC)
 
     def received(self, raw: bytes, retained: bool) -> None:
         """Entry point for every message on our commands topic (called on the loop)."""
+        subscribed_at, self._subscribed_at = self._subscribed_at, None
         try:
             command = verify_command(self._key, raw, retained=retained)
+            rid = str(command.request_id)
+            if subscribed_at is not None and command.issued_at < subscribed_at - timedelta(
+                seconds=RETAINED_AGE_S
+            ):
+                raise CommandRejected(
+                    "retained",
+                    f"first command after subscribing, issued at {command.issued_at}: a "
+                    "retained one whose flag the broker cleared",
+                    rid,
+                )
         except CommandRejected as err:
             self._rejected(err)
             return
-        rid = str(command.request_id)
         if command.type is CommandType.UNLOCK:
             if not self._store.remember_request(rid):
                 self._rejected(CommandRejected("replayed", "request_id seen before", rid))

@@ -58,9 +58,73 @@ def alembic_config(url: str) -> Config:
     return config
 
 
-def migrate(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (the only way tables are created)."""
+def migrate(url: str, revision: str = "head", *, app_role: str | None = None) -> None:
+    """Bring the database at ``url`` to ``revision`` (the only way tables are created).
+
+    ``app_role`` (PostgreSQL): ``url`` is the tables' owner, and this role, which the API
+    runs as, gets only the rights the service uses (grant_app_role)."""
     command.upgrade(alembic_config(url), revision)
+    if app_role is not None:
+        grant_app_role(url, app_role)
+
+
+# The API's restricted PostgreSQL role: rows in, rows out, no DDL. Not owning the tables, it
+# cannot drop or disable the audit triggers, nor ALTER or TRUNCATE anything; on the audit
+# trail it may only read and append, so even an UPDATE fails before the trigger is asked.
+_GRANTS = (
+    "GRANT USAGE ON SCHEMA public TO {role}",
+    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}",
+    "GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role}",
+    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON alembic_version FROM {role}",
+    "REVOKE UPDATE, DELETE, TRUNCATE ON audit_entry FROM {role}",
+    "REVOKE CREATE ON SCHEMA public FROM {role}",
+)
+
+
+class RoleError(ValueError):
+    pass
+
+
+def grant_app_role(owner_url: str, app_role: str) -> None:
+    """Give the API's role (not the owner) the rights it needs and no more; after every
+    migration, since new tables start with none."""
+    from sqlalchemy import text
+
+    url = make_url(normalise_url(owner_url))
+    if not url.drivername.startswith("postgresql"):
+        raise RoleError("a separate API role is a PostgreSQL setting (SQLite has no roles)")
+    if app_role == url.username:
+        raise RoleError(
+            f"the API role {app_role!r} is the tables' owner: it could disable the audit "
+            "triggers. Run migrations as the owner and the API as another role"
+        )
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            role = conn.dialect.identifier_preparer.quote(app_role)
+            owner = conn.execute(
+                text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"), {"r": app_role}
+            ).scalar_one_or_none()
+            if owner is None:
+                raise RoleError(f"PostgreSQL role {app_role!r} does not exist")
+            if owner:
+                raise RoleError(f"PostgreSQL role {app_role!r} is a superuser")
+            owned = conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
+                    "AND tableowner = :r"
+                ),
+                {"r": app_role},
+            ).scalar_one()
+            if owned:
+                raise RoleError(
+                    f"PostgreSQL role {app_role!r} owns {owned} tables: it could disable the "
+                    "audit triggers (ALTER TABLE ... OWNER TO the migrating role first)"
+                )
+            for statement in _GRANTS:
+                conn.execute(text(statement.format(role=role)))
+    finally:
+        engine.dispose()
 
 
 def session_scope(engine: Engine) -> Iterator[Session]:

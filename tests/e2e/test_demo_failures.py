@@ -76,7 +76,7 @@ def test_full_scenario_through_a_real_mosquitto(run_demo, tmp_path, broker, how)
     assert "MQTT broker        external" in demo.output
     log = broker.log_text()
     # Both the cabinet and the cloud went through this broker.
-    assert "as locker-XA-DEMO-1" in log and "as xinbao-cloud-" in log, log[-2000:]
+    assert "as XA-DEMO-1 " in log and "as xinbao-cloud-" in log, log[-2000:]
 
 
 # --- the journey's own error handling, against scripted replies ----------------------------

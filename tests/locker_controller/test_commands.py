@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pyotp
 import pytest
 
-from locker_controller.commands import REJECTIONS_RECORDED, RejectionGate
+from locker_controller.commands import REJECTIONS_RECORDED, RETAINED_AGE_S, RejectionGate
 from tests.locker_controller.conftest import LOCKER_KEY, Cloud, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
+from tests.support.proxy import RetainClearingLink
 from xinbao.codes import code_for
 from xinbao.contract import (
     CommandType,
@@ -87,6 +88,40 @@ def test_security_checks_on_commands(sim, broker, cloud, make_controller):
     assert cloud.replies()[-1].error == "replayed"
     assert len(sim.truth.events("lock_pulse", since=since)) == 1
     assert ctl.status()["locker_id"] == "XA-TEST-1"  # still alive
+
+
+@pytest.mark.slow
+def test_a_retained_command_is_refused_even_when_the_broker_clears_the_flag(
+    sim, broker, cloud, make_controller
+):
+    """The controller's path to the broker clears the retain flag of what the broker sends
+    (RetainClearingLink), so a retained command arrives looking live. It is still refused: it
+    is the first command after the subscription and was issued before it."""
+    since = len(sim.truth.events())
+    kept = sign_command(
+        LOCKER_KEY,
+        CommandType.UNLOCK,
+        UNLOCK_5,
+        now=datetime.now(UTC) - timedelta(seconds=RETAINED_AGE_S + 30),
+        ttl=timedelta(minutes=10),
+    )
+    cloud.send(kept.to_bytes(), retain=True)
+    link = RetainClearingLink(broker.port)
+    try:
+        ctl = make_controller(mqtt_port=link.port)
+        ctl.start()
+        reply = cloud.reply_to(kept.request_id, timeout=20)
+        assert not reply.ok and reply.error == "retained", reply
+        assert link.cleared >= 1  # the controller was handed it without the flag
+        assert sim.truth.events("lock_pulse", since=since) == []
+        cloud.send(b"", retain=True)
+        # A live command on the same connection works (only the first after subscribing is
+        # judged by its age).
+        cmd = cloud.command(CommandType.UNLOCK, UNLOCK_5)
+        assert cloud.reply_to(cmd.request_id).ok
+        assert len(sim.truth.events("lock_pulse", since=since)) == 1
+    finally:
+        link.close()
 
 
 @pytest.mark.slow
