@@ -29,6 +29,7 @@ from xinbao.broker import BrokerStartError, EmbeddedBroker
 from xinbao.demo_processes import HOST, Child, DemoError, Ports, UsageError, wait_for_http
 from xinbao.demo_setup import (
     BUSES,
+    COMPARTMENTS,
     LOCKER_ID,
     MQTT_CLOUD_USER,
     STAFF_USERNAME,
@@ -260,6 +261,9 @@ class DemoStack:
                     [BoardSpec(protocol=bus.protocol, address=bus.address, channels=bus.channels)],
                 )
                 ptys.append(sim.start_pty())
+            buses = list(cabinet.buses.values())
+            for c in COMPARTMENTS:  # the panel names each door by its compartment, as staff do
+                buses[c.bus].label(BUSES[c.bus].address, c.channel, f"#{c.number} {c.size}")
             cabinet.start_control(HOST, self.ports.sim)
         except SimulatorError as err:
             raise UsageError(f"cannot start the simulator: {err} (--sim-port)") from None
