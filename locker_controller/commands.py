@@ -122,6 +122,8 @@ class CommandDesk:
         self.gate = RejectionGate()
         self.cloud_spoke: Callable[[], None] = lambda: None
         self.synced: Callable[[], None] = lambda: None  # new codes: the keypad digests them
+        # Staff lifted the lockouts from the dashboard (the Controller wires its Lockout).
+        self.lift_lockout: Callable[[str], dict[str, Any]] = lambda by: {"lifted": []}
         self._summary_timer: asyncio.TimerHandle | None = None
 
     def received(self, raw: bytes, retained: bool) -> None:
@@ -205,6 +207,9 @@ class CommandDesk:
             return self._staff(payload)
         if command.type is CommandType.CONFIG:
             return self._config(payload)
+        if command.type is CommandType.LIFT_LOCKOUT:
+            log.warning("lockouts lifted by %s: %s", payload.by, payload.reason[:200])
+            return self.lift_lockout(payload.by)
         return {"pong": True}
 
     async def _unlock_and_answer(self, command) -> None:
@@ -282,6 +287,7 @@ class CommandDesk:
                         u.expires_at.astimezone(UTC) if u.expires_at else None,
                         state,
                         u.record_ref,
+                        u.mobile_digest,
                     )
                 )
             if kept:

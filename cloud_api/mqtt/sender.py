@@ -127,7 +127,11 @@ class CommandSender:
         """Upserts and revocations for these handovers (after a create, cancel, resend, load)."""
         with Session(self._engine) as session:
             payload = commands.sync_payload(
-                session, locker_id, self._settings.code_digits, handover_ids
+                session,
+                locker_id,
+                self._settings.code_digits,
+                handover_ids,
+                self._settings.master_key,
             )
         if not payload.upserts and not payload.revocations:
             return None
@@ -138,7 +142,9 @@ class CommandSender:
         what the cloud holds of its events (the locker sends again what a broker lost) and
         the staff credentials."""
         with Session(self._engine) as session:
-            reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
+            reservations = commands.sync_payload(
+                session, locker_id, self._settings.code_digits, master_key=self._settings.master_key
+            )
             staff = commands.staff_payload(session)
             mark = events_mark(session, locker_id)
             session.commit()
