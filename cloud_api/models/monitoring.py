@@ -76,6 +76,8 @@ class AlarmKind(StrEnum):
     item_still_inside = "item_still_inside"
     # The cabinet's view (reply to a full sync) differs from the cloud's (mqtt/reconcile.py).
     mismatch = "mismatch"
+    # Keypad or staff log-in guesses reached the second lockout level (xinbao/lockout.py).
+    lockout = "lockout"
 
 
 class Alarm(SQLModel, table=True):

@@ -34,6 +34,7 @@ from xinbao.contract import (
     Command,
     CommandType,
     ConfigPayload,
+    LiftLockoutPayload,
     StaffCredentials,
     UnlockPayload,
 )
@@ -206,6 +207,32 @@ class CommandSender:
                 locker_id,
                 CommandType.CONFIG,
                 ConfigPayload(settings=settings),
+                request_id=request_id,
+            )
+        except LinkDown:
+            return self.command(str(request_id))
+        return self.wait_reply(str(request_id), timeout or self.timeout_s)
+
+    def lift_lockout(
+        self, locker_id: str, actor: str, reason: str, timeout: float | None = None
+    ) -> LockerCommand:
+        """Send a ``lift_lockout`` command, audited, and wait for the locker's answer (which
+        lockouts it lifted); the command row with its outcome."""
+        request_id = uuid.uuid4()
+        with Session(self._engine) as session:
+            audit.append(
+                session,
+                actor,
+                "locker.lockout_lift",
+                f"locker:{locker_id}",
+                {"reason": reason, "request_id": str(request_id)},
+            )
+            session.commit()
+        try:
+            self.send(
+                locker_id,
+                CommandType.LIFT_LOCKOUT,
+                LiftLockoutPayload(by=actor[:100], reason=reason),
                 request_id=request_id,
             )
         except LinkDown:

@@ -30,6 +30,8 @@ CLEARED_BY: dict[AlarmKind, tuple[str, ...]] = {
     AlarmKind.item_still_inside: ("item_removed", "collected"),
     # Cleared by the next full sync whose comparison agrees there, or by staff.
     AlarmKind.mismatch: (),
+    # Someone kept guessing: staff look, then acknowledge or lift the lockout.
+    AlarmKind.lockout: (),
 }
 
 
