@@ -183,8 +183,9 @@ class StaffActionIn(BaseModel):
     handover_id: int | None = Field(default=None, ge=1, le=2**63 - 1)
 
 
-def build_app(controller) -> FastAPI:
-    """``controller`` is a locker_controller.app.Controller (keypad, staff, doors)."""
+def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAPI:
+    """``controller`` is a locker_controller.app.Controller (keypad, staff, doors);
+    ``clock`` paces the rate limit and reopen tickets (a bench runs an hour in seconds)."""
     app = FastAPI(title="Xinbao kiosk", docs_url=None, redoc_url=None, openapi_url=None)
     config = controller.config
     page = resources.files("locker_controller").joinpath("kiosk.html").read_text("utf-8")
@@ -193,8 +194,8 @@ def build_app(controller) -> FastAPI:
     async def kiosk_page() -> str:
         return page
 
-    limiter = RateLimiter(config.kiosk.rate_burst, config.kiosk.rate_per_s)
-    tickets = ReopenTickets(config.reopen_window_s)
+    limiter = RateLimiter(config.kiosk.rate_burst, config.kiosk.rate_per_s, clock)
+    tickets = ReopenTickets(config.reopen_window_s, clock)
 
     def limited(request: Request) -> JSONResponse | None:
         client = request.client.host if request.client else "?"
