@@ -8,11 +8,18 @@ from sqlmodel import Session, select
 
 from cloud_api.models.audit import AuditEntry
 from tests.e2e.conftest import LOCKER_ID
+from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.waiting import wait_until
 from xinbao.contract import CommandReply, CommandType
 from xinbao.lockout import mobile_digest
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def sim():
+    with simulator() as s:
+        yield s
 
 
 def audit_lines(cloud, action: str) -> list[AuditEntry]:
@@ -88,3 +95,36 @@ def test_staff_lift_a_lockout_audited_and_signed(cloud, fake_locker):
     bad = cloud.post(url, {"reason": "x" * 501})
     assert bad.status_code == 422
     assert len(fake_locker.received("lift_lockout")) == 1
+
+
+def test_a_real_cabinet_locked_twice_raises_the_alarm_and_staff_lift_it(
+    tmp_path, cloud, sim, broker
+):
+    """The whole way: guesses at a controller's kiosk, the second-level lockout reaches the
+    dashboard as an alarm, staff lift it from the API and the controller takes codes again."""
+    ctl = ControllerProcess.for_cabinet(
+        tmp_path / "controller",
+        locker_id=LOCKER_ID,
+        locker_key=cloud.locker_key(),
+        serial_port=sim.start_pty(),
+        mqtt_port=broker.port,
+        lockout_base_s=5.0,
+    )
+    ctl.start()
+    try:
+        wait_until(lambda: cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 20, "on")
+        assert [ctl.code(f"{10_000_000 + i}").status_code for i in range(5)][-1] == 429
+        wait_until(lambda: ctl.status()["locked_for_s"] == 0, 15, "the first lockout to end")
+        assert [ctl.code(f"{10_000_000 + i}").status_code for i in range(5)][-1] == 429
+        [alarm] = wait_until(lambda: open_alarms(cloud, "lockout"), 10, "the lockout alarm")
+        assert alarm["data"]["level"] == 2
+        lifted = cloud.post(f"/api/v1/lockers/{LOCKER_ID}/lockout/lift", {"reason": "seen"})
+        assert lifted.status_code == 201 and lifted.json()["status"] == "ok", lifted.text
+        assert lifted.json()["result"] == {"lifted": ["keypad"]}
+        assert ctl.status()["locked_for_s"] == 0 and ctl.status()["lockout_level"] == 0
+        assert open_alarms(cloud, "lockout") == []
+        wait_until(lambda: audit_lines(cloud, "locker.lockout_ended"), 10, "the windows")
+        lines = audit_lines(cloud, "locker.lockout_ended")
+        assert [line.detail.get("lifted_by") for line in lines][-1] == "staff:admin"
+    finally:
+        ctl.stop()
