@@ -293,3 +293,27 @@ def test_staff_lift_the_lockout_with_a_signed_command(cabinet, sim):
 
     cab.loop.run_until_complete(deliver())
     assert cab.ctl.lockout.remaining() > 0
+
+
+def test_staff_may_reopen_a_jammed_door_without_the_ticket(cabinet, sim):
+    cab = cabinet(rate_burst=10_000)
+    secret = pyotp.random_base32()
+    cab.ctl.store.replace_staff([StaffMember("S009", "Zhao", secret, ["admin"], -1)])
+    cab.seed(5, None, 51, state="reserved", kind="dropoff")
+    sim.inject(board=1, fault="jammed", channel=3)
+    number = cab.code(code_for(LOCKER_KEY, 51)).json()["compartment"]
+    sim.clear(board=1, fault="jammed")
+    login = cab.call(
+        "POST", "/api/staff/login", {"staff_no": "S009", "totp": pyotp.TOTP(secret).now()}
+    )
+    token = login.json()["token"]
+    fake = cab.call(
+        "POST", "/api/reopen", {"compartment": number}, headers={"Authorization": "Bearer nope"}
+    )
+    assert fake.status_code == 403
+    staff = cab.call(
+        "POST", "/api/reopen", {"compartment": number}, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert staff.status_code == 200 and staff.json()["outcome"] == "opened", staff.text
+    sent = [d for t, d in cab.events() if t == "unlock_sent" and d.get("reopen")]
+    assert sent[-1]["staff_no"] == "S009"
