@@ -13,6 +13,7 @@ with the last 4 digits of the record's mobile.
 """
 
 import hmac
+import json
 import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,7 +108,10 @@ class CheckOutcome:
 
 def _state(locker: Locker) -> LockoutState:
     if locker.lockout_state is not None:
-        return LockoutState.from_dict(locker.lockout_state)
+        try:
+            return LockoutState.from_dict(json.loads(locker.lockout_state))
+        except ValueError:
+            return LockoutState()
     # A locker last checked before the shared machine: its old columns.
     until = locker.lockout_until.timestamp() if locker.lockout_until else 0.0
     return LockoutState(
@@ -124,7 +128,7 @@ def _save(session: Session, locker_id: str, state: LockoutState) -> None:
         update(Locker)
         .where(Locker.id == locker_id)
         .values(
-            lockout_state=state.to_dict(),
+            lockout_state=json.dumps(state.to_dict()),
             failed_code_attempts=math.ceil(state.failures - 1e-9),
             lockout_level=state.level,
             lockout_until=until,

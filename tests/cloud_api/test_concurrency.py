@@ -1,6 +1,7 @@
 """Real threads racing for one compartment and one code. On PostgreSQL they truly overlap
 (row locks and conditional UPDATEs decide); on SQLite the write lock serialises them."""
 
+import json
 import threading
 
 from sqlalchemy import select
@@ -131,7 +132,7 @@ def test_concurrent_wrong_codes_cannot_outrun_the_lockout(world, app, engine, se
     # locker's lockout state, reported once when the window ends (issue 11).
     assert sorted(e["failures"] for e in entries) == list(range(1, threshold + 1))
     with Session(engine) as s:
-        state = s.get(Locker, world.locker_id).lockout_state
+        state = json.loads(s.get(Locker, world.locker_id).lockout_state)
     assert state["refused"] == n - threshold
 
 

@@ -5,7 +5,7 @@ Revises: 0004
 Create Date: 2026-12-03 00:00:00
 
 Failures now decay by time and a lockout window counts what it refused: the whole state is
-kept as JSON beside the old columns (which stay as a readable mirror). Existing lockers
+kept as JSON text beside the old columns (which stay as a readable mirror). Existing lockers
 start from their old columns the first time a code is checked.
 """
 
@@ -22,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     with op.batch_alter_table("locker", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("lockout_state", sa.JSON(), nullable=True))
+        batch_op.add_column(sa.Column("lockout_state", sa.Text(), nullable=True))
 
 
 def downgrade() -> None:
