@@ -55,6 +55,7 @@ class Controller:
             config, self.store, self.events, self.doors, self.operations, self.apply_setting
         )
         self.commands.synced = self.keypad.warm
+        self.commands.lift_lockout = self.lockout.lift
         self.keypad.warm()
         self.publisher = OutboxPublisher(self.store, self.events)
         self.link: MqttLink | None = None
@@ -86,6 +87,7 @@ class Controller:
             "out_of_service": self.doors.out_of_service(),
             "busy": self.operations.busy(),
             "locked_for_s": self.lockout.remaining(),
+            "lockout_level": self.lockout.level(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
             # Every door read often enough since start-up to be trusted (debounce_polls).
             "doors_settled": all(d.settled for d in self.doors.doors.values()),
@@ -117,6 +119,12 @@ class Controller:
             if self.link is not None and self.link.publish_telemetry(self.telemetry()):
                 self.heartbeats_sent += 1
             self.commands.prune()
+
+    async def _lockout_loop(self, interval: float = 1.0) -> None:
+        """Report each lockout window when it ends, typed at or not (lockout_ended)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.lockout.tick()
 
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
@@ -154,6 +162,7 @@ class Controller:
         tasks = [
             asyncio.create_task(self.doors.run(), name="doors"),
             asyncio.create_task(self.publisher.run(), name="outbox"),
+            asyncio.create_task(self._lockout_loop(), name="lockout"),
         ]
         if self.config.mqtt is not None:
             tasks.append(

@@ -141,6 +141,8 @@ class CommandDesk:
         self.gate = RejectionGate()
         self.cloud_spoke: Callable[[], None] = lambda: None
         self.synced: Callable[[], None] = lambda: None  # new codes: the keypad digests them
+        # Staff lifted the lockouts from the dashboard (the Controller wires its Lockout).
+        self.lift_lockout: Callable[[str], dict[str, Any]] = lambda by: {"lifted": []}
         self._summary_timer: asyncio.TimerHandle | None = None
         # When we last subscribed to our commands topic, until the first message after it.
         self._subscribed_at: datetime | None = None
@@ -241,6 +243,9 @@ class CommandDesk:
             return self._staff(payload)
         if command.type is CommandType.CONFIG:
             return self._config(payload)
+        if command.type is CommandType.LIFT_LOCKOUT:
+            log.warning("lockouts lifted by %s: %s", payload.by, payload.reason[:200])
+            return self.lift_lockout(payload.by)
         # A ping (the cloud's periodic look, cloud_api/mqtt/sender.py) carries what this
         # cabinet sees, for the cloud to reconcile between full syncs.
         if self._doors is None:
@@ -343,6 +348,7 @@ class CommandDesk:
                         u.expires_at.astimezone(UTC) if u.expires_at else None,
                         state,
                         u.record_ref,
+                        u.mobile_digest,
                     )
                 )
             if kept:

@@ -102,6 +102,10 @@ class KioskSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Requests to /api/code, /api/reopen and /api/staff/login per client: a burst, then a
+    # steady rate. A person types a code in seconds; a script flooding the keypad gets 429s.
+    rate_burst: int = Field(default=20, ge=1, le=10_000)
+    rate_per_s: float = Field(default=1.0, gt=0, le=10_000)
 
 
 class BoardSettings(_Section):
@@ -163,6 +167,10 @@ class ControllerConfig(_Section):
     lockout_threshold: int = Field(default=5, ge=1, le=100)
     lockout_base_s: float = Field(default=30.0, gt=0, le=86_400)
     lockout_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    # Failures leak away (one per lockout_forgive_s); levels drop one per quiet
+    # lockout_level_decay_s. Successes reset nothing (xinbao/lockout.py).
+    lockout_forgive_s: float = Field(default=720.0, gt=0, le=86_400)
+    lockout_level_decay_s: float = Field(default=2400.0, gt=0, le=7 * 86_400)
     staff_session_s: float = Field(default=300.0, gt=0, le=86_400)
     mqtt: MqttSettings | None = None
     kiosk: KioskSettings = Field(default_factory=KioskSettings)

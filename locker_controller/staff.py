@@ -2,8 +2,9 @@
 
 TOTP is checked offline against the secrets synced for this site (staff_credentials
 command). A TOTP value is accepted once: the time step used is stored, so a code read over a
-shoulder cannot be replayed within its 30-second window. Wrong logins count towards the same
-cabinet lockout as wrong codes. A session ends after ``staff_session_s`` without use.
+shoulder cannot be replayed within its 30-second window. Wrong logins count towards a lockout
+of that staff number alone (locker_controller/lockout.py), never the keypad's. A session
+ends after ``staff_session_s`` without use.
 
 What a member may do follows the roles synced with their secret (``ACTION_ROLES``); the cloud
 sends its own roles (admin, staff), a site may also give narrower ones. A refused action is
@@ -84,14 +85,17 @@ class StaffDesk:
         self._sessions: dict[str, StaffSession] = {}
 
     def login(self, staff_no: str, otp: str) -> str:
+        member = self._store.staff_member(staff_no)
+        # Each staff number has its own lockout (unknown numbers share one): a guesser at the
+        # keypad or at another staff number never locks this member out.
+        counter = member.staff_no if member else None
         try:
-            self._lockout.check()
+            self._lockout.staff_check(counter)
         except CodeRefused as err:
             raise StaffRefused("locked_out", f"retry after {err.retry_after} s") from None
-        member = self._store.staff_member(staff_no)
         step = self._matching_step(member.totp_secret, otp) if member else None
         if member is None or step is None or step <= member.last_step:
-            self._lockout.failed("staff_login_failed", staff_no=staff_no[:32])
+            self._lockout.staff_failed(counter, staff_no=staff_no[:32])
             raise StaffRefused("bad_credentials", "staff number or one-time code is wrong")
         actions = permitted_actions(member.roles)
         if not actions:
@@ -103,7 +107,6 @@ class StaffDesk:
         token = secrets.token_urlsafe(24)
         with self._store.transaction():
             self._store.set_staff_step(staff_no, step)
-            self._lockout.succeeded()
             self._events.record(EventType.STAFF_LOGIN, None, staff_no=staff_no)
         session = StaffSession(staff_no, member.name, actions, 0.0, self._session_s)
         session.touch()

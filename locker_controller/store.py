@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS handovers (
     digits INTEGER NOT NULL,
     expires_at TEXT,
     state TEXT NOT NULL,
-    record_ref TEXT
+    record_ref TEXT,
+    mobile_digest TEXT
 );
 CREATE TABLE IF NOT EXISTS staff (
     staff_no TEXT PRIMARY KEY,
@@ -86,6 +87,8 @@ class Handover:
     expires_at: datetime | None
     state: str
     record_ref: str | None
+    # Keyed digest of the mobile's last 4 digits (xinbao.lockout): opens during a lockout.
+    mobile_digest: str | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -122,6 +125,9 @@ class Store(OutboxTables):
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(SCHEMA + OUTBOX_SCHEMA)
             self._upgrade_outbox()
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(handovers)")}
+            if "mobile_digest" not in columns:
+                self._db.execute("ALTER TABLE handovers ADD COLUMN mobile_digest TEXT")
         except sqlite3.Error as err:
             raise StoreError(f"cannot open the state database {path}: {err}") from None
         self._depth = 0
@@ -236,17 +242,18 @@ class Store(OutboxTables):
         return Handover(row[0], row[1], row[2], row[3], row[4], row[5], expires, *row[7:])
 
     _HANDOVER_COLUMNS = (
-        "handover_id, kind, compartment, size, counter, digits, expires_at, state, record_ref"
+        "handover_id, kind, compartment, size, counter, digits, expires_at, state, record_ref,"
+        " mobile_digest"
     )
 
     def upsert_handover(self, h: Handover) -> None:
         with self.transaction():
             self._db.execute(
-                f"INSERT INTO handovers({self._HANDOVER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                f"INSERT INTO handovers({self._HANDOVER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(handover_id) DO UPDATE SET kind=excluded.kind, "
                 "compartment=excluded.compartment, size=excluded.size, counter=excluded.counter,"
                 " digits=excluded.digits, expires_at=excluded.expires_at, state=excluded.state,"
-                " record_ref=excluded.record_ref",
+                " record_ref=excluded.record_ref, mobile_digest=excluded.mobile_digest",
                 (
                     h.handover_id,
                     h.kind,
@@ -257,6 +264,7 @@ class Store(OutboxTables):
                     h.expires_at.isoformat() if h.expires_at else None,
                     h.state,
                     h.record_ref,
+                    h.mobile_digest,
                 ),
             )
 

@@ -143,6 +143,9 @@ class EventType(StrEnum):
     CODE_ACCEPTED = "code_accepted"
     CODE_REFUSED = "code_refused"
     LOCKOUT = "lockout"
+    # One per lockout window when it ends or is lifted: how many guesses it refused
+    # unchecked (they are counted, never sent one by one; xinbao/lockout.py).
+    LOCKOUT_ENDED = "lockout_ended"
     DEPOSITED = "deposited"
     COLLECTED = "collected"
     STAFF_LOGIN = "staff_login"
@@ -209,6 +212,7 @@ class CommandType(StrEnum):
     STAFF_CREDENTIALS = "staff_credentials"
     CONFIG = "config"
     PING = "ping"
+    LIFT_LOCKOUT = "lift_lockout"
 
 
 class UnlockPayload(_Message):
@@ -229,6 +233,9 @@ class Reservation(_Message):
     expires_at: AwareDatetime | None = None
     state: Literal["reserved", "deposited", "overdue"]
     record_ref: str | None = None
+    # Keyed digest of the last 4 digits of the mobile the code went to
+    # (xinbao.lockout.mobile_digest): during a lockout the code opens with those digits.
+    mobile_digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class Revocation(_Message):
@@ -338,12 +345,20 @@ class PingPayload(_Message):
     pass
 
 
+class LiftLockoutPayload(_Message):
+    """Staff on the dashboard lift the cabinet's lockouts (keypad and staff log-ins)."""
+
+    by: Annotated[str, Field(min_length=1, max_length=100)]
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
 PAYLOAD_MODELS: dict[CommandType, type[_Message]] = {
     CommandType.UNLOCK: UnlockPayload,
     CommandType.SYNC_RESERVATIONS: ReservationSync,
     CommandType.STAFF_CREDENTIALS: StaffCredentials,
     CommandType.CONFIG: ConfigPayload,
     CommandType.PING: PingPayload,
+    CommandType.LIFT_LOCKOUT: LiftLockoutPayload,
 }
 
 

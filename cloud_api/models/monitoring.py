@@ -79,6 +79,8 @@ class AlarmKind(StrEnum):
     # The locker's account sent more messages than its ingest budget (mqtt/intake.py): the
     # excess was counted, not applied. Staff look (a hostile account, a faulty controller).
     flooding = "flooding"
+    # Keypad or staff log-in guesses reached the second lockout level (xinbao/lockout.py).
+    lockout = "lockout"
 
 
 class Alarm(SQLModel, table=True):

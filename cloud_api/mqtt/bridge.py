@@ -439,6 +439,9 @@ class CloudBridge:
     def configure(self, locker_id: str, settings: dict, actor: str) -> LockerCommand:
         return self.commands.configure(locker_id, settings, actor)
 
+    def lift_lockout(self, locker_id: str, actor: str, reason: str) -> LockerCommand:
+        return self.commands.lift_lockout(locker_id, actor, reason)
+
     def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
         return self.commands.wait_reply(request_id, timeout)
 

@@ -27,12 +27,17 @@ from xinbao.contract import (
     StaffSecret,
     sign_command,
 )
+from xinbao.lockout import mobile_digest, mobile_last_digits
 
 _STAFF_NO_MAX = 32
 
 
-def reservation(session: Session, handover: Handover, digits: int) -> Reservation | None:
-    """What the locker must know of a live handover to check its code off line."""
+def reservation(
+    session: Session, handover: Handover, digits: int, master_key: bytes | None = None
+) -> Reservation | None:
+    """What the locker must know of a live handover to check its code off line. With
+    ``master_key``: also the keyed digest of the last 4 digits of the mobile the code went
+    to, which opens the code during a lockout (xinbao/lockout.py); never the digits."""
     if handover.state not in {s.value for s in ACTIVE_STATES} or handover.code_counter is None:
         return None
     compartment = session.get(Compartment, handover.compartment_id)
@@ -50,11 +55,26 @@ def reservation(session: Session, handover: Handover, digits: int) -> Reservatio
         expires_at=handover.expires_at,
         state=handover.state,
         record_ref=record.application_number if record else None,
+        mobile_digest=_mobile_digest(master_key, handover, record),
     )
 
 
+def _mobile_digest(
+    master_key: bytes | None, handover: Handover, record: ApprovalRecord | None
+) -> str | None:
+    last = mobile_last_digits(record.mobile) if record is not None and master_key else None
+    if last is None:
+        return None
+    key = derive_locker_key(master_key, handover.locker_id)
+    return mobile_digest(key, handover.id, last)
+
+
 def sync_payload(
-    session: Session, locker_id: str, digits: int, handover_ids: list[int] | None = None
+    session: Session,
+    locker_id: str,
+    digits: int,
+    handover_ids: list[int] | None = None,
+    master_key: bytes | None = None,
 ) -> ReservationSync:
     """A full sync (``handover_ids`` None: every live handover, the locker forgets the rest),
     or upserts and revocations for the handovers named."""
@@ -67,14 +87,16 @@ def sync_payload(
             )
             .order_by(Handover.id)
         )
-        upserts = [r for h in live if (r := reservation(session, h, digits)) is not None]
+        upserts = [
+            r for h in live if (r := reservation(session, h, digits, master_key)) is not None
+        ]
         return ReservationSync(upserts=upserts, full=True)
     upserts, revocations = [], []
     for hid in handover_ids:
         handover = session.get(Handover, hid, populate_existing=True)
         if handover is None or handover.locker_id != locker_id:
             continue
-        found = reservation(session, handover, digits)
+        found = reservation(session, handover, digits, master_key)
         if found is None:
             revocations.append(Revocation(handover_id=hid, reason=handover.state))
         else:

@@ -29,6 +29,9 @@ notices = logging.getLogger("xinbao.notices")
 AUDITED = {
     EventType.CODE_REFUSED,
     EventType.LOCKOUT,
+    # One per lockout window, with the count of guesses it refused unchecked: the cabinet
+    # never sends those one by one (xinbao/lockout.py), so a keypad flood is O(1) lines here.
+    EventType.LOCKOUT_ENDED,
     EventType.COMMAND_REJECTED,
     EventType.STAFF_LOGIN,
     EventType.DOOR_FORCED,
@@ -71,6 +74,22 @@ def apply_event(
         alarms.raise_alarm(session, locker_id, RAISES[kind], at, **said)
     if kind in CLEARS:
         alarms.clear_alarms(session, locker_id, CLEARS[kind], at, **place)
+    if kind is EventType.LOCKOUT and event.data.get("alarm") is True:
+        # The second lockout level: someone keeps guessing at this cabinet.
+        who = event.data.get("staff_no")
+        message = (
+            f"lockout level {event.data.get('level')}: "
+            + (f"staff log-ins as {str(who)[:32]}" if who else "keypad")
+            + " guessed at repeatedly"
+        )
+        alarms.raise_alarm(
+            session,
+            locker_id,
+            AlarmKind.lockout,
+            at,
+            seq=event.seq,
+            data={**event.data, "message": message},
+        )
     if kind in AUDITED:
         audit.append(
             session,

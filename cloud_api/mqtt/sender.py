@@ -34,6 +34,7 @@ from xinbao.contract import (
     Command,
     CommandType,
     ConfigPayload,
+    LiftLockoutPayload,
     PingPayload,
     StaffCredentials,
     UnlockPayload,
@@ -128,7 +129,11 @@ class CommandSender:
         """Upserts and revocations for these handovers (after a create, cancel, resend, load)."""
         with Session(self._engine) as session:
             payload = commands.sync_payload(
-                session, locker_id, self._settings.code_digits, handover_ids
+                session,
+                locker_id,
+                self._settings.code_digits,
+                handover_ids,
+                self._settings.master_key,
             )
         if not payload.upserts and not payload.revocations:
             return None
@@ -139,7 +144,9 @@ class CommandSender:
         what the cloud holds of its events (the locker sends again what a broker lost) and
         the staff credentials."""
         with Session(self._engine) as session:
-            reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
+            reservations = commands.sync_payload(
+                session, locker_id, self._settings.code_digits, master_key=self._settings.master_key
+            )
             staff = commands.staff_payload(session)
             mark = events_mark(session, locker_id)
             session.commit()
@@ -231,6 +238,32 @@ class CommandSender:
                 locker_id,
                 CommandType.CONFIG,
                 ConfigPayload(settings=settings),
+                request_id=request_id,
+            )
+        except LinkDown:
+            return self.command(str(request_id))
+        return self.wait_reply(str(request_id), timeout or self.timeout_s)
+
+    def lift_lockout(
+        self, locker_id: str, actor: str, reason: str, timeout: float | None = None
+    ) -> LockerCommand:
+        """Send a ``lift_lockout`` command, audited, and wait for the locker's answer (which
+        lockouts it lifted); the command row with its outcome."""
+        request_id = uuid.uuid4()
+        with Session(self._engine) as session:
+            audit.append(
+                session,
+                actor,
+                "locker.lockout_lift",
+                f"locker:{locker_id}",
+                {"reason": reason, "request_id": str(request_id)},
+            )
+            session.commit()
+        try:
+            self.send(
+                locker_id,
+                CommandType.LIFT_LOCKOUT,
+                LiftLockoutPayload(by=actor[:100], reason=reason),
                 request_id=request_id,
             )
         except LinkDown:

@@ -32,6 +32,8 @@ CLEARED_BY: dict[AlarmKind, tuple[str, ...]] = {
     AlarmKind.mismatch: (),
     # Staff acknowledge it: someone must find out why the locker's account floods.
     AlarmKind.flooding: (),
+    # Someone kept guessing: staff look, then acknowledge or lift the lockout.
+    AlarmKind.lockout: (),
 }
 
 

@@ -74,6 +74,9 @@ def test_health_checks_probe_what_the_command_serves(compose):
     controller = services["controller"]
     kiosk = controller["environment"]["XINBAO_KIOSK_PORT"]
     assert f"http://127.0.0.1:{kiosk}/api/status" in controller["healthcheck"]["test"]
+    # Issue 11: the kiosk is the cabinet's own screen; published anywhere but loopback, any
+    # host on the network could flood its keypad API.
+    assert controller["ports"] == [f"127.0.0.1:{kiosk}:{kiosk}"]
     assert "-p 1883" in services["mosquitto"]["healthcheck"]["test"][1]
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
     assert re.search(r"^listener 1883$", conf, re.M)

@@ -59,6 +59,7 @@ def controller_toml(
     mqtt_port: int | None,
     mqtt_username: str | None = None,
     mqtt_password: str | None = None,
+    lockout_base_s: float = 1.0,
 ) -> str:
     mqtt = ""
     if mqtt_port is not None:
@@ -76,7 +77,7 @@ data_dir = "{data_dir}"
 poll_interval_s = 0.05
 debounce_polls = 2
 door_left_open_after_s = 5.0
-lockout_base_s = 1.0
+lockout_base_s = {lockout_base_s}
 
 {mqtt}
 [kiosk]

@@ -9,19 +9,20 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import field_validator
 from sqlalchemy import select
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
 from cloud_api.api.deps import CurrentStaff, DbId, Limit, LockerIdPath, NowDep, Offset, SessionDep
 from cloud_api.api.locker_sync import BridgeDep
 from cloud_api.errors import Conflict, NotFound
 from cloud_api.models.common import LockerId
 from cloud_api.models.monitoring import (
+    AlarmKind,
     AlarmPublic,
     LockerCommand,
     LockerEventPublic,
     LockerEventRecord,
 )
-from cloud_api.services import alarms, lockers
+from cloud_api.services import alarms, audit, codes, lockers
 from xinbao.contract import CommandType, ContractError, check_runtime_settings
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
@@ -45,6 +46,10 @@ class LockerCommandPublic(SQLModel):
     error: str | None
     replied_at: datetime | None
     remote_open_id: int | None
+
+
+class LockoutLiftRequest(SQLModel):
+    reason: str = Field(default="", max_length=500)
 
 
 class LockerConfigRequest(SQLModel):
@@ -145,4 +150,34 @@ def configure_locker(
     if bridge is None:
         raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")
     command = bridge.configure(locker_id, body.settings, f"staff:{staff.username}")
+    return LockerCommandPublic.model_validate(command, from_attributes=True)
+
+
+@router.post(
+    "/lockers/{locker_id}/lockout/lift", response_model=LockerCommandPublic, status_code=201
+)
+def lift_lockout(
+    locker_id: LockerIdPath,
+    body: LockoutLiftRequest,
+    staff: CurrentStaff,
+    session: SessionDep,
+    bridge: BridgeDep,
+    now: NowDep,
+):
+    """Lift a cabinet's lockouts (keypad and staff log-ins) after staff have looked: audited,
+    sent as a signed ``lift_lockout`` command, answered once the locker replied (``result``
+    names what was lifted) or the command timeout passed. The cloud's own code-check
+    counter for the locker starts afresh too, and its open ``lockout`` alarm is cleared."""
+    lockers.get_locker(session, locker_id)
+    if bridge is None:
+        raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")
+    actor = f"staff:{staff.username}"
+    codes.lift_lockout(session, locker_id, now, actor)
+    cleared = alarms.clear_alarms(session, locker_id, AlarmKind.lockout, now)
+    if cleared:
+        audit.append(
+            session, actor, "alarm.cleared", f"locker:{locker_id}", {"kind": "lockout"}
+        )
+    session.commit()  # end the write: the wait below must not hold SQLite's write lock
+    command = bridge.lift_lockout(locker_id, actor, body.reason)
     return LockerCommandPublic.model_validate(command, from_attributes=True)

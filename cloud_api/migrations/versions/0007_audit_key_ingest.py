@@ -1,7 +1,7 @@
 """Keyed audit chain: where the keyed links start; SQLite refuses INSERT OR REPLACE of entries
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-03 00:00:00
 
 From this revision the audit chain's links are HMAC-SHA256 under a key the database does not
@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
