@@ -14,6 +14,12 @@ from cloud_api.errors import ConfigError
 audit_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+def describe_error(url: str, err: Exception) -> str:
+    from cloud_api.core.db import describe_error as describe
+
+    return describe(url, err)
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -59,7 +65,7 @@ def api_command(
     except RoleError as err:
         _fail(f"cannot set up the API's database role: {err}")
     except SQLAlchemyError as err:
-        _fail(f"cannot migrate the database: {err.__class__.__name__}: {err}")
+        _fail(f"cannot migrate the database: {describe_error(settings.database_url, err)}")
     if migrate_only:
         typer.echo("database migrated")
         return
@@ -71,7 +77,7 @@ def _session():
     from sqlmodel import Session
 
     from cloud_api.core.config import load_settings
-    from cloud_api.core.db import make_engine
+    from cloud_api.core.db import existing_sqlite_file, make_engine
     from cloud_api.services import audit
 
     try:
@@ -82,8 +88,22 @@ def _session():
     except ConfigError as err:
         _fail(str(err))
     audit.use_key(settings.audit_key())
+    # A read-only command never creates a database behind the user's back.
+    sqlite_file = existing_sqlite_file(settings.database_url)
+    if sqlite_file is not None and not sqlite_file.is_file():
+        said = "DATABASE_URL" if _database_url_given() else "DATABASE_URL is not set and"
+        _fail(
+            f"{said} {settings.database_url} names no database file ({sqlite_file.resolve()}): "
+            "point DATABASE_URL at the API's database"
+        )
     engine = make_engine(settings.database_url)
     return engine, Session(engine)
+
+
+def _database_url_given() -> bool:
+    import os
+
+    return any(os.environ.get(n) for n in ("DATABASE_URL", "XINBAO_DATABASE_URL"))
 
 
 @audit_app.command("verify")
@@ -116,7 +136,7 @@ def audit_verify(
         with session:
             verdict = audit.verify(session, checkpoints=checkpoints)
     except SQLAlchemyError as err:
-        _fail(f"cannot read the audit trail: {err.__class__.__name__}")
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
     finally:
         engine.dispose()
     if verdict.ok:
@@ -162,7 +182,7 @@ def audit_checkpoint(
         with session:
             written = audit.write_checkpoint(session, file)
     except SQLAlchemyError as err:
-        _fail(f"cannot read the audit trail: {err.__class__.__name__}")
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
     except OSError as err:
         _fail(f"cannot write {file}: {err.strerror}")
     finally:
@@ -190,7 +210,7 @@ def audit_export(
         tmp.replace(csv_path)
     except SQLAlchemyError as err:
         tmp.unlink(missing_ok=True)
-        _fail(f"cannot read the audit trail: {err.__class__.__name__}")
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
     except OSError as err:
         tmp.unlink(missing_ok=True)
         _fail(f"cannot write {csv_path}: {err.strerror}")

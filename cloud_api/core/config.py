@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_api.errors import ConfigError
@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     # reconciles, cloud_api/mqtt/reconcile.py) when no full sync did so meanwhile.
     mqtt_view_round_seconds: float = Field(default=600, ge=1, le=24 * 3600)
 
+    @field_validator("database_url", "owner_database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        from cloud_api.core.db import check_url
+
+        return value if value is None else check_url(value)
+
     @model_validator(mode="after")
     def _secrets(self) -> Self:
         for name, demo_value in (
@@ -205,6 +212,8 @@ def load_settings(**overrides) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
         raise ConfigError(f"bad settings: {problems}") from None

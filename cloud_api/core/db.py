@@ -27,6 +27,47 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+SUPPORTED = ("sqlite", "postgresql", "postgres")
+
+
+def check_url(url: str) -> str:
+    """The URL if this API can use it; ValueError saying what is wrong and what would do."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 (SQLAlchemy raises ArgumentError and others here)
+        raise ValueError(
+            f"{url[:60]!r} is not a database URL: use sqlite:///path/to/file.db or "
+            "postgresql://user@host:5432/name"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend not in SUPPORTED:
+        raise ValueError(
+            f"the {backend!r} database is not supported: use sqlite:///path/to/file.db or "
+            "postgresql://user@host:5432/name"
+        )
+    return url
+
+
+def existing_sqlite_file(url: str) -> Path | None:
+    """The file a SQLite URL names (None for other databases and in-memory SQLite)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
+
+
+def describe_error(url: str, err: Exception) -> str:
+    """One line for an operator: where the database is and what went wrong (the driver's
+    first line), never a traceback nor the password."""
+    parsed = make_url(url)
+    first = str(getattr(err, "orig", None) or err).strip().splitlines()
+    detail = first[0][:200] if first else err.__class__.__name__
+    if parsed.get_backend_name() == "sqlite":
+        return f"SQLite database {parsed.database}: {detail}"
+    where = f"{parsed.host or 'localhost'}:{parsed.port or 5432}"
+    return f"PostgreSQL at {where} (database {parsed.database}): {detail}"
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
