@@ -21,12 +21,22 @@ class ControllerError(Exception):
 
 
 class ConfigError(ControllerError):
-    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
+    """``field`` is the setting's path (``compartments.2.size``, 0-based) for programs;
+    ``place`` says the same in words for people (``compartment 3, size``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        field: str | None = None,
+        place: str | None = None,
+    ):
         where = []
         if line is not None:
             where.append(f"line {line}")
-        if field:
-            where.append(f"field '{field}'")
+        if place or field:
+            where.append(place or f"field '{field}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
         self.line = line
         self.field = field
