@@ -309,7 +309,7 @@ def parse_config(source: str, *, name: str = "config") -> ControllerConfig:
         field = ".".join(str(p) for p in loc) or None
         line = _locate(index, loc) if loc else None
         place = _place(raw, loc) if loc else None
-        raise ConfigError(f"{name}: {message}", line=line, field=field, place=place) from None
+        raise ConfigError(message, line=line, field=field, place=place, source=name) from None
 
 
 def _place(raw: dict, loc: tuple) -> str:

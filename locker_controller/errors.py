@@ -31,8 +31,9 @@ class ConfigError(ControllerError):
         line: int | None = None,
         field: str | None = None,
         place: str | None = None,
+        source: str | None = None,
     ):
-        where = []
+        where = [source] if source else []
         if line is not None:
             where.append(f"line {line}")
         if place or field:

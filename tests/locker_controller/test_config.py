@@ -75,7 +75,7 @@ def test_mistakes_name_line_and_field(tmp_path, old, new, field, place):
     if field == "compartments.3":  # a cross-field check points at the entry's header
         expected_line = line_of(bad, "[[compartments]]", 4)
     assert err.line == expected_line, str(err)
-    assert str(err).startswith(f"line {expected_line}, {place}: "), str(err)
+    assert str(err).startswith(f"config, line {expected_line}, {place}: "), str(err)
     assert "Input should" not in str(err) and "Extra inputs" not in str(err), str(err)
 
 
