@@ -20,6 +20,7 @@ from importlib import resources
 from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field
 
@@ -58,8 +59,13 @@ MESSAGES = {
 }
 
 
-def _refusal(reason: str, status: int = 400, **extra: Any) -> JSONResponse:
-    zh, en = MESSAGES.get(reason, ("操作失败", "Not possible."))
+MESSAGES["bad_request"] = ("请求格式不正确", "The request is not valid.")
+
+
+def _refusal(
+    reason: str, status: int = 400, messages: dict | None = None, **extra: Any
+) -> JSONResponse:
+    zh, en = (messages or MESSAGES).get(reason, ("操作失败", "Not possible."))
     body = {"ok": False, "reason": reason, "message_zh": zh, "message_en": en, **extra}
     headers = {}
     if status == 429 and extra.get("retry_after"):
@@ -194,6 +200,26 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
     async def kiosk_page() -> str:
         return page
 
+    # The refusal of a malformed code names the length this cabinet's codes have.
+    digits = config.code_digits
+    said = {
+        **MESSAGES,
+        "malformed": (f"请输入{digits}位数字开箱码", f"Please type the {digits}-digit code."),
+    }
+
+    def refuse(reason: str, status: int = 400, **extra: Any) -> JSONResponse:
+        return _refusal(reason, status, said, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def malformed_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """A body that is not the expected JSON gets the same shape as every other refusal
+        (not FastAPI's bare 422 detail list)."""
+        where = request.url.path
+        reason = "malformed" if where == "/api/code" else "bad_request"
+        first = exc.errors()[0] if exc.errors() else {}
+        field = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return refuse(reason, 422, **({"field": field} if field else {}))
+
     limiter = RateLimiter(config.kiosk.rate_burst, config.kiosk.rate_per_s, clock)
     tickets = ReopenTickets(config.reopen_window_s, clock)
 
@@ -201,7 +227,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
         client = request.client.host if request.client else "?"
         wait = limiter.take(client)
         if wait:
-            return _refusal("rate_limited", 429, retry_after=round(wait, 1))
+            return refuse("rate_limited", 429, retry_after=round(wait, 1))
         return None
 
     def staff_no_of(authorization: str | None) -> str | None:
@@ -223,7 +249,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
             status = 429 if err.reason in ("locked_out", "wrong_with_mobile") else 400
             if err.reason in ("out_of_service", "no_free_compartment", "compartments_unavailable"):
                 status = 503
-            return _refusal(err.reason, status, retry_after=err.retry_after, **lockout_view())
+            return refuse(err.reason, status, retry_after=err.retry_after, **lockout_view())
         extra = {}
         if opened.outcome.value == "jammed":
             extra["reopen_ticket"] = tickets.issue(opened.compartment, opened.handover_id)
@@ -243,11 +269,11 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
             handover_id = tickets.handover_for(body.reopen_ticket, body.compartment)
             if handover_id is False:
                 # Only the page that typed the code (or staff) may open the door again.
-                return _refusal("no_reopen", 403)
+                return refuse("no_reopen", 403)
         try:
             opened = await controller.keypad.reopen(body.compartment, handover_id, staff_no)
         except CodeRefused as err:
-            return _refusal(err.reason, 409 if err.reason == "no_reopen" else 503)
+            return refuse(err.reason, 409 if err.reason == "no_reopen" else 503)
         extra = {}
         if opened.outcome.value == "jammed" and staff_no is None:
             extra["reopen_ticket"] = tickets.issue(opened.compartment, handover_id)
@@ -281,7 +307,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
             token = controller.staff.login(body.staff_no, body.totp)
         except StaffRefused as err:
             status = {"locked_out": 429, "not_permitted": 403}.get(err.reason, 401)
-            return _refusal(err.reason, status)
+            return refuse(err.reason, status)
         return {"ok": True, "token": token, **controller.staff.tasks(token)}
 
     @app.get("/api/staff/tasks")
@@ -292,7 +318,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
                 raise StaffRefused("no_session", "send Authorization: Bearer <token>")
             return {"ok": True, **controller.staff.tasks(token)}
         except StaffRefused as err:
-            return _refusal(err.reason, 401)
+            return refuse(err.reason, 401)
 
     @app.post("/api/staff/logout")
     async def staff_logout(body: Annotated[StaffActionIn, Body()]):
@@ -304,11 +330,11 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
         try:
             if action == "load":
                 if body.handover_id is None:
-                    return _refusal("no_handover", 422)
+                    return refuse("no_handover", 422)
                 number, outcome = await desk.load(body.token, body.handover_id)
                 return _opened(number, outcome.value)
             if body.compartment is None:
-                return _refusal("no_compartment", 422)
+                return refuse("no_compartment", 422)
             outcome = await getattr(desk, action)(body.token, body.compartment)
             return _opened(body.compartment, outcome.value)
         except StaffRefused as err:
@@ -321,7 +347,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
             }
             # Staff also see why (which board is silent, which door jammed).
             extra = {"detail": err.detail} if err.detail else {}
-            return _refusal(err.reason, codes.get(err.reason, 409), **extra)
+            return refuse(err.reason, codes.get(err.reason, 409), **extra)
 
     def _route(action: str):
         async def endpoint(body: Annotated[StaffActionIn, Body()]):

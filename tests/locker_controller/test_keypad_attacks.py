@@ -317,3 +317,26 @@ def test_staff_may_reopen_a_jammed_door_without_the_ticket(cabinet, sim):
     assert staff.status_code == 200 and staff.json()["outcome"] == "opened", staff.text
     sent = [d for t, d in cab.events() if t == "unlock_sent" and d.get("reopen")]
     assert sent[-1]["staff_no"] == "S009"
+
+
+def test_malformed_bodies_get_the_usual_refusal_and_the_configured_length(cabinet):
+    """Issue 13: the kiosk answered a malformed body with FastAPI's bare 422 list and refused
+    a short code with "6 to 10 digits" while the page asks for this cabinet's length."""
+    cab = cabinet()
+    short = cab.code("12")
+    assert short.status_code == 400, short.text
+    assert short.json()["message_en"] == "Please type the 8-digit code."
+    assert short.json()["message_zh"] == "请输入8位数字开箱码"
+    for path, body in [
+        ("/api/code", {"cod": "12345678"}),
+        ("/api/code", {"code": ["1"]}),
+        ("/api/staff/login", {}),
+        ("/api/reopen", "not json"),
+    ]:
+        r = cab.call("POST", path, body)
+        assert r.status_code == 422, (path, r.text)
+        answer = r.json()
+        assert answer["ok"] is False and answer["message_zh"] and answer["message_en"], answer
+        assert answer["reason"] == ("malformed" if path == "/api/code" else "bad_request"), answer
+        assert "detail" not in answer, answer
+    assert cab.events() == []  # refused before anything was looked at or written
