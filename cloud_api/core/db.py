@@ -7,6 +7,7 @@ for each other. PostgreSQL keeps its normal transactions; services use condition
 row locks where it matters.
 """
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,9 +28,29 @@ def normalise_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def private_sqlite_file(url: str) -> None:
+    """A SQLite database file is created 0600 (its -wal and -shm files take that mode), and a
+    directory made for it 0700; an existing file readable by others is narrowed to 0600. (An
+    existing directory is left alone: it may be shared, like the working directory.)"""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return
+    name = parsed.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if each.exists() and each.stat().st_mode & 0o077:
+            os.chmod(each, 0o600)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -60,6 +81,7 @@ def alembic_config(url: str) -> Config:
 
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the database at ``url`` to ``revision`` (the only way tables are created)."""
+    private_sqlite_file(normalise_url(url))
     command.upgrade(alembic_config(url), revision)
 
 

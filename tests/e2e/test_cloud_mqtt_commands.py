@@ -171,7 +171,7 @@ def test_two_processes_push_a_staff_change_once(make_cloud, pg_url, broker):
 def _staff_now(session):
     from cloud_api.mqtt import commands as payloads
 
-    return payloads.staff_payload(session)
+    return payloads.staff_payload(session, payloads.locker_site(session, LOCKER_ID))
 
 
 def test_an_unanswered_staff_list_is_not_repeated_every_round(cloud, fake_locker):

@@ -12,14 +12,13 @@ import re
 from collections.abc import Iterator
 from datetime import timedelta
 
-import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.locker_controller.conftest import LOCKER_KEY, wait_until
 from tests.locker_controller.test_doors import handover, seed, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
-from tests.locker_controller.test_staff import SECRETS, seed_world
+from tests.locker_controller.test_staff import seed_world, staff_pass
 from tests.support.browser import launch_chromium, screenshot
 from xinbao.codes import code_for
 
@@ -172,7 +171,7 @@ def test_refusals_are_explained_in_chinese_and_english(tmp_path, sim, make_contr
 def staff_log_in(page: Page, staff_no: str) -> None:
     page.click("#staff-button")
     page.fill("#staff-no", staff_no)
-    page.fill("#staff-totp", pyotp.TOTP(SECRETS[staff_no]).now())
+    page.fill("#staff-pass", staff_pass(staff_no))
     page.click("#staff-login-submit")
     expect(page.locator("#staff-panel-screen")).to_be_visible(timeout=WAIT_MS)
 
@@ -184,7 +183,7 @@ def test_staff_collect_and_recover_from_the_panel(tmp_path, sim, make_controller
     page = open_kiosk(ctl)
     page.click("#staff-button")
     page.fill("#staff-no", "S001")
-    page.fill("#staff-totp", "12345")
+    page.fill("#staff-pass", "12345")
     page.click("#staff-login-submit")
     expect(page.locator("#staff-login-message")).to_contain_text("Wrong staff number")
     page.click("#staff-cancel")
