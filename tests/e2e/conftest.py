@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -32,6 +33,7 @@ from tests.support.cabinet import ControllerProcess, locker_body
 from tests.support.demo_run import DemoRun
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.postgres import SqliteDatabases
+from tests.support.waiting import wait_until
 from xinbao.codes import derive_locker_key
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -62,16 +64,42 @@ def broker(tmp_path: Path) -> Iterator[mosquitto.Mosquitto]:
     b.stop()
 
 
+STAFF_PASSWORD = "a long enough password"
+
+
 def enrolled_staff(engine: Engine, username: str) -> str:
     """A staff member with a confirmed TOTP (the cloud syncs only those to lockers); the
-    TOTP secret."""
-    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
+    TOTP secret. The confirmation spends the step before the current one, so a log-in with
+    the current code can follow at once."""
+    created = bootstrap.create_staff(engine, username, STAFF_PASSWORD, Role.staff)
     with Session(engine, expire_on_commit=False) as session:
         staff = session.get(Staff, created.id)
         staff_service.begin_totp(session, staff)
         secret = staff.totp_secret
-        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
+        earlier = pyotp.TOTP(secret).at(utcnow() - timedelta(seconds=30))
+        staff_service.confirm_totp(session, staff, earlier, utcnow())
     return secret
+
+
+def staff_pass(cloud: Cloud, username: str, secret: str, locker_id: str = LOCKER_ID) -> str:
+    """What the member does on the dashboard before a shift: log in with password and TOTP,
+    then ask for a staff pass for the cabinet (POST /api/v1/staff/me/passes)."""
+    totp = pyotp.TOTP(secret)
+
+    def logged_in() -> str | None:
+        body = {"username": username, "password": STAFF_PASSWORD, "totp": totp.now()}
+        r = cloud.client.post("/api/v1/staff/login", json=body)
+        return r.json()["access_token"] if r.status_code == 200 else None
+
+    # A code is taken once: if this step was spent already, the next one comes within 30 s.
+    token = wait_until(logged_in, 35, f"{username}'s dashboard log-in")
+    r = cloud.client.post(
+        "/api/v1/staff/me/passes",
+        json={"locker_id": locker_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["staff_pass"]
 
 
 @dataclass
