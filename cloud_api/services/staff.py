@@ -47,6 +47,21 @@ def require_site_authority(staff: Staff, locker: Locker, doing: str) -> None:
         raise Forbidden(f"{doing}: locker {locker.id} is at site {locker.site!r}, not yours")
 
 
+# Roles that do the daily work (loads, collections, recoveries, cancellations).
+DAILY_WORK = frozenset({Role.admin.value, Role.supervisor.value, Role.staff.value})
+
+
+def require_daily_work(staff: Staff, session: Session, locker_id: str | None) -> None:
+    """Loads, collections, recoveries and cancellations: a role that does them, at a locker
+    of a site this member covers (403 otherwise). A locker the cloud does not know is left
+    to the service to refuse."""
+    if staff.role not in DAILY_WORK:
+        raise Forbidden(f"the role {staff.role!r} does not load, collect or recover")
+    locker = session.get(Locker, locker_id) if locker_id is not None else None
+    if locker is not None and not covers(staff, locker.site):
+        raise Forbidden(f"locker {locker.id} is at site {locker.site!r}, which you do not cover")
+
+
 def create_staff(
     session: Session,
     username: str,

@@ -334,3 +334,18 @@ def test_the_cloud_sqlite_file_is_private(tmp_path, existing):
     if not existing:
         assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     engine.dispose()
+
+
+def test_daily_work_needs_a_role_that_does_it_at_a_covered_site(world, clock):
+    from tests.cloud_api.conftest import reserve_dropoff
+
+    handover = reserve_dropoff(world)
+    tech, _, _ = _enrolled(world, clock, "tech", "technician")
+    other_site, _, _ = _enrolled(world, clock, "zhang.b", "staff", SITE_B)
+    here, _, _ = _enrolled(world, clock, "li.a", "staff", SITE_A)
+    cancel = f"/api/v1/staff/handovers/{handover['id']}/cancel"
+    load = {"application_number": "XA-NONE-1", "locker_id": world.locker_id, "size": "S"}
+    for who in (tech, other_site):
+        assert_problem(world.client.post(cancel, headers=who), 403)
+        assert_problem(world.client.post("/api/v1/staff/loads", headers=who, json=load), 403)
+    assert world.client.post(cancel, headers=here).status_code == 200

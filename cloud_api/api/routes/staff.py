@@ -191,6 +191,7 @@ def start_load(
 ):
     """Start loading an approved licence: reserves a compartment, allocates the pickup code's
     counter; the SMS goes out when the locker reports the licence deposited."""
+    staff_service.require_daily_work(staff, session, body.locker_id)
     handover = handovers.start_load(session, policy, body, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -223,6 +224,7 @@ def collect_dropoff(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.staff_collect(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -233,6 +235,7 @@ def recover_pickup(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.staff_recover(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -243,6 +246,7 @@ def cancel_handover(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.cancel(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
