@@ -7,6 +7,7 @@ for each other. PostgreSQL keeps its normal transactions; services use condition
 row locks where it matters.
 """
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -41,6 +43,12 @@ def private_sqlite_file(url: str) -> None:
     path = Path(name)
     if not path.parent.exists():
         path.parent.mkdir(mode=0o700, parents=True)
+    elif path.parent.stat().st_mode & 0o077:
+        log.warning(
+            "the directory of %s is open to other users: give the database a directory of its "
+            "own with mode 0700 (the file itself is kept 0600)",
+            path,
+        )
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
     for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
         if each.exists() and each.stat().st_mode & 0o077:
