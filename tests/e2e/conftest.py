@@ -6,6 +6,7 @@ Built on ``tests.support`` (documented there); every fixture stops what it start
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -33,7 +34,6 @@ from tests.support.cabinet import ControllerProcess, locker_body
 from tests.support.demo_run import DemoRun
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.postgres import SqliteDatabases
-from tests.support.waiting import wait_until
 from xinbao.codes import derive_locker_key
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
@@ -84,15 +84,18 @@ def enrolled_staff(engine: Engine, username: str) -> str:
 def staff_pass(cloud: Cloud, username: str, secret: str, locker_id: str = LOCKER_ID) -> str:
     """What the member does on the dashboard before a shift: log in with password and TOTP,
     then ask for a staff pass for the cabinet (POST /api/v1/staff/me/passes)."""
-    totp = pyotp.TOTP(secret)
-
-    def logged_in() -> str | None:
-        body = {"username": username, "password": STAFF_PASSWORD, "totp": totp.now()}
-        r = cloud.client.post("/api/v1/staff/login", json=body)
-        return r.json()["access_token"] if r.status_code == 200 else None
-
-    # A code is taken once: if this step was spent already, the next one comes within 30 s.
-    token = wait_until(logged_in, 35, f"{username}'s dashboard log-in")
+    # A TOTP step is taken once, and wrong codes count towards the log-in throttle: one try,
+    # with the first step not spent yet (the cloud allows one step ahead for phone clocks).
+    with Session(cloud.engine) as session:
+        spent = session.exec(select(Staff.totp_last_step).where(Staff.username == username)).one()
+    step = max(int(time.time() // 30), (spent if spent is not None else -1) + 1)
+    while step > int(time.time() // 30) + 1:
+        time.sleep(0.5)
+    code = pyotp.TOTP(secret).at(step * 30)
+    body = {"username": username, "password": STAFF_PASSWORD, "totp": code}
+    r = cloud.client.post("/api/v1/staff/login", json=body)
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
     r = cloud.client.post(
         "/api/v1/staff/me/passes",
         json={"locker_id": locker_id},
