@@ -516,3 +516,27 @@ def test_a_staff_pass_for_a_cabinet_then_log_out_ends_the_token(page, dashboard)
         f"{dashboard.url}/api/v1/staff/me", headers={"Authorization": f"Bearer {token}"}
     )
     assert ended.status_code == 401
+
+
+def test_an_admin_deactivates_a_member_on_the_staff_page(page, dashboard):
+    made = dashboard.api.post(
+        "/api/v1/staff", json={"username": "li.wei", "password": "a long password"}
+    )
+    assert made.status_code == 201, made.text
+    member = httpx.post(
+        f"{dashboard.url}/api/v1/staff/login",
+        json={"username": "li.wei", "password": "a long password"},
+    ).json()["access_token"]
+    log_in(page, dashboard)
+    go(page, "staff")
+    row = page.locator('tr[data-username="li.wei"]')
+    expect(row).to_have_attribute("data-active", "true")
+    expect(page.locator('tr[data-username="admin"] button')).to_have_count(0)  # not oneself
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator('button[data-action="deactivate"]').click()
+    expect(row).to_have_attribute("data-active", "false")
+    shot(page, "staff-accounts")
+    ended = httpx.get(
+        f"{dashboard.url}/api/v1/staff/me", headers={"Authorization": f"Bearer {member}"}
+    )
+    assert ended.status_code == 401

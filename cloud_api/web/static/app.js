@@ -11,6 +11,7 @@ import * as lockers from "./views/lockers.js";
 import * as records from "./views/records.js";
 import * as remoteOpen from "./views/remote_open.js";
 import * as sms from "./views/sms.js";
+import * as staff from "./views/staff.js";
 import * as staffPass from "./views/staff_pass.js";
 import * as tasks from "./views/tasks.js";
 
@@ -22,6 +23,7 @@ const VIEWS = {
   alarms,
   "remote-open": remoteOpen,
   "staff-pass": staffPass,
+  staff,
   commands,
   sms,
   audit,
