@@ -382,7 +382,7 @@ class CommandDesk:
 
     def _staff(self, payload: StaffCredentials) -> dict[str, Any]:
         count = self._store.replace_staff(
-            StaffMember(s.staff_no, s.name, s.totp_secret, list(s.roles), -1) for s in payload.staff
+            StaffMember(s.staff_no, s.name, list(s.roles), s.pass_floor) for s in payload.staff
         )
         return {"staff": count}
 

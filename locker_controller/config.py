@@ -164,7 +164,7 @@ class ControllerConfig(_Section):
     door_left_open_after_s: float = Field(default=120.0, gt=0, le=86_400)
     reopen_window_s: float = Field(default=60.0, ge=0, le=3600)
     code_digits: int = Field(default=8, ge=6, le=10)
-    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_threshold: int = Field(default=5, ge=1, le=10)
     lockout_base_s: float = Field(default=30.0, gt=0, le=86_400)
     lockout_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
     # Failures leak away (one per lockout_forgive_s); levels drop one per quiet

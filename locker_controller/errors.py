@@ -7,7 +7,7 @@
      +-- CodeRefused          a typed code was not accepted (reason: wrong, expired, locked_out,
      |                        malformed, out_of_service, compartments_unavailable, ...); the
      |                        kiosk shows a message per reason
-     +-- StaffRefused         staff login or action refused (bad TOTP, no session, no room)
+     +-- StaffRefused         staff login or action refused (bad pass, no session, no room)
 
 Errors of firmware_bridge are translated into CompartmentUnavailable once, at the board edge
 (locker_controller/cabinet.py), so nothing above it knows about serial ports.

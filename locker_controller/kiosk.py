@@ -51,7 +51,7 @@ MESSAGES = {
     # The same words the cloud uses (xinbao.allocation): a fault is not "full".
     **APPLICANT_MESSAGES,
     "no_reopen": ("没有可重新打开的箱门", "There is no door to reopen."),
-    "bad_credentials": ("工号或动态码错误", "Wrong staff number or one-time code."),
+    "bad_credentials": ("工号或工作证码错误", "Wrong staff number or staff pass."),
     "no_session": ("请重新登录", "Please log in again."),
     "no_handover": ("没有对应的业务", "No such item for this action."),
     "no_compartment": ("没有该箱格", "No such compartment."),
@@ -180,7 +180,8 @@ class ReopenIn(BaseModel):
 
 class StaffLoginIn(BaseModel):
     staff_no: str = Field(min_length=1, max_length=32)
-    totp: str = Field(max_length=16)
+    # The 10-digit staff pass for this cabinet, from the dashboard (xinbao.staff_pass).
+    staff_pass: str = Field(max_length=16)
 
 
 class StaffActionIn(BaseModel):
@@ -304,7 +305,7 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
         if (refused := limited(request)) is not None:
             return refused
         try:
-            token = controller.staff.login(body.staff_no, body.totp)
+            token = controller.staff.login(body.staff_no, body.staff_pass)
         except StaffRefused as err:
             status = {"locked_out": 429, "not_permitted": 403}.get(err.reason, 401)
             return refuse(err.reason, status)

@@ -299,15 +299,19 @@ class CabinetReport(_Message):
             return None
 
 
-class StaffSecret(_Message):
+class StaffEntry(_Message):
+    """Who may log in at this cabinet with a staff pass (xinbao.staff_pass). No secret of the
+    member's travels or is stored: the cabinet checks passes with its own locker key."""
+
     staff_no: Annotated[str, Field(min_length=1, max_length=32)]
-    name: str
-    totp_secret: Annotated[str, Field(min_length=16, max_length=128)]
-    roles: list[str] = Field(default_factory=list)
+    name: Annotated[str, Field(max_length=200)]
+    roles: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list, max_length=8)
+    # Passes numbered below this are refused (a TOTP reset or a deactivation raised it).
+    pass_floor: Annotated[int, Field(ge=0, le=2**62)] = 0
 
 
 class StaffCredentials(_Message):
-    staff: list[StaffSecret]
+    staff: list[StaffEntry] = Field(max_length=100_000)
 
 
 # What a locker lets the cloud change over the air (``config`` command): name -> (type,
@@ -315,7 +319,8 @@ class StaffCredentials(_Message):
 RUNTIME_SETTINGS: dict[str, tuple[type, float, float]] = {
     "door_left_open_after_s": (float, 1.0, 86_400.0),
     "poll_interval_s": (float, 0.02, 60.0),
-    "lockout_threshold": (int, 1, 100),
+    # More than 10 wrong codes before a lockout gives guessers too many free tries.
+    "lockout_threshold": (int, 1, 10),
 }
 
 

@@ -83,7 +83,8 @@ class DemoStack:
         self.controller: Child | None = None
         self.http = httpx.AsyncClient(timeout=10.0)
         self.staff_headers: dict[str, str] = {}
-        self._staff: tuple[int, str] | None = None  # the demo staff's id and role
+        # The demo staff's id, role and token generation (security.issue_token).
+        self._staff: tuple[int, str, int] | None = None
         self.master_key = b""
 
     # --- addresses -------------------------------------------------------------------------
@@ -104,11 +105,6 @@ class DemoStack:
     def integrator_headers(self) -> dict[str, str]:
         assert self.state is not None
         return {"X-API-Key": self.state.api_key}
-
-    @property
-    def totp_secret(self) -> str:
-        assert self.state is not None
-        return self.state.totp_secret
 
     async def staff_number(self) -> str:
         """The demo staff's number at the cabinets (what the cloud syncs to the lockers)."""
@@ -234,10 +230,11 @@ class DemoStack:
                     # be printed and survives a restart; enrolment itself is the real path.
                     staff.totp_secret = state.totp_secret
                     session.commit()
-                    staff_service.confirm_totp(
-                        session, staff, pyotp.TOTP(state.totp_secret).now(), utcnow()
-                    )
-            self._staff = (staff.id, staff.role)
+                    # With the code of the step before: confirming spends it, and the
+                    # person reading the banner may type the current one at once.
+                    earlier = pyotp.TOTP(state.totp_secret).at(utcnow() - timedelta(seconds=30))
+                    staff_service.confirm_totp(session, staff, earlier, utcnow())
+            self._staff = (staff.id, staff.role, staff.token_generation)
             if not state.api_key:
                 _, state.api_key = bootstrap.create_api_key(
                     engine,
@@ -288,14 +285,22 @@ class DemoStack:
 
         Not a log-in with the staff's one-time code: the cloud takes each TOTP code once
         (replay guard), and the person reading the banner is about to type the current one
-        into the dashboard."""
+        into the dashboard. It counts as a full log-in (the demo holds the TOTP secret), so the
+        scenario can ask for a staff pass for the cabinet."""
         from cloud_api.core.config import Settings
         from cloud_api.core.security import issue_token
         from cloud_api.models.common import utcnow
 
         assert self._staff is not None
+        staff_id, role, generation = self._staff
         token = issue_token(
-            Settings(demo=True).token_key, *self._staff, utcnow(), timedelta(hours=24)
+            Settings(demo=True).token_key,
+            staff_id,
+            role,
+            utcnow(),
+            timedelta(hours=24),
+            generation=generation,
+            mfa=True,
         )
         self.staff_headers = {"Authorization": f"Bearer {token}"}
         response = await self.http.get(

@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     reminder_hours: list[float] = Field(default=[24, 72])
     overdue_code_keeps_working: bool = True
 
-    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_threshold: int = Field(default=5, ge=1, le=10)
     lockout_base_seconds: float = Field(default=30, gt=0)
     lockout_max_seconds: float = Field(default=3600, gt=0)
     # Staff log-in throttle, per user name (services/staff_login.py).

@@ -7,6 +7,8 @@ for each other. PostgreSQL keeps its normal transactions; services use condition
 row locks where it matters.
 """
 
+import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+log = logging.getLogger(__name__)
 
 
 def normalise_url(url: str) -> str:
@@ -68,9 +71,35 @@ def describe_error(url: str, err: Exception) -> str:
     return f"PostgreSQL at {where} (database {parsed.database}): {detail}"
 
 
+def private_sqlite_file(url: str) -> None:
+    """A SQLite database file is created 0600 (its -wal and -shm files take that mode), and a
+    directory made for it 0700; an existing file readable by others is narrowed to 0600. (An
+    existing directory is left alone: it may be shared, like the working directory.)"""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return
+    name = parsed.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return
+    path = Path(name)
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    elif path.parent.stat().st_mode & 0o077:
+        log.warning(
+            "the directory of %s is open to other users: give the database a directory of its "
+            "own with mode 0700 (the file itself is kept 0600)",
+            path,
+        )
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for each in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if each.exists() and each.stat().st_mode & 0o077:
+            os.chmod(each, 0o600)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        private_sqlite_file(url)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -104,6 +133,7 @@ def migrate(url: str, revision: str = "head", *, app_role: str | None = None) ->
 
     ``app_role`` (PostgreSQL): ``url`` is the tables' owner, and this role, which the API
     runs as, gets only the rights the service uses (grant_app_role)."""
+    private_sqlite_file(normalise_url(url))
     command.upgrade(alembic_config(url), revision)
     if app_role is not None:
         grant_app_role(url, app_role)

@@ -8,14 +8,14 @@ before it is published, so whichever API process receives the reply can match it
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
 from cloud_api.models.handover import ACTIVE_STATES, Handover
-from cloud_api.models.locker import Compartment
+from cloud_api.models.locker import Compartment, Locker
 from cloud_api.models.monitoring import LockerCommand
 from cloud_api.models.record import ApprovalRecord
-from cloud_api.models.staff import Staff
+from cloud_api.models.staff import Role, Staff
 from xinbao.codes import derive_locker_key
 from xinbao.contract import (
     Command,
@@ -24,7 +24,7 @@ from xinbao.contract import (
     ReservationSync,
     Revocation,
     StaffCredentials,
-    StaffSecret,
+    StaffEntry,
     sign_command,
 )
 from xinbao.lockout import mobile_digest, mobile_last_digits
@@ -104,21 +104,34 @@ def sync_payload(
     return ReservationSync(upserts=upserts, revocations=revocations)
 
 
-def staff_payload(session: Session) -> StaffCredentials:
-    """Every active staff member with a confirmed TOTP. Staff accounts carry no site yet, so
-    every locker gets the whole list (the locker checks TOTP off line)."""
+def locker_site(session: Session, locker_id: str) -> str | None:
+    """The site of a registered locker; None for a locker the cloud does not know."""
+    return session.scalar(select(Locker.site).where(Locker.id == locker_id))
+
+
+def staff_payload(session: Session, site: str | None) -> StaffCredentials:
+    """Who may log in with a staff pass at the lockers of ``site``: active members with a
+    confirmed TOTP (a pass needs it) whose role and site cover it. No secret is sent: the
+    locker checks passes with its own key (xinbao.staff_pass). An unknown site: nobody."""
+    if site is None:
+        return StaffCredentials(staff=[])
     rows = session.scalars(
         select(Staff)
-        .where(Staff.active.is_(True), Staff.totp_confirmed.is_(True))
+        .where(
+            Staff.active.is_(True),
+            Staff.totp_confirmed.is_(True),
+            Staff.role.in_([r.value for r in Role]),
+            or_(Staff.role == Role.admin.value, Staff.site.is_(None), Staff.site == site),
+            func.length(Staff.username) <= _STAFF_NO_MAX,
+        )
         .order_by(Staff.username)
     )
     return StaffCredentials(
         staff=[
-            StaffSecret(
-                staff_no=s.username, name=s.username, totp_secret=s.totp_secret, roles=[s.role]
+            StaffEntry(
+                staff_no=s.username, name=s.username, roles=[s.role], pass_floor=s.pass_floor
             )
             for s in rows
-            if s.totp_secret and len(s.username) <= _STAFF_NO_MAX
         ]
     )
 

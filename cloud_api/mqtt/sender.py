@@ -147,7 +147,7 @@ class CommandSender:
             reservations = commands.sync_payload(
                 session, locker_id, self._settings.code_digits, master_key=self._settings.master_key
             )
-            staff = commands.staff_payload(session)
+            staff = commands.staff_payload(session, commands.locker_site(session, locker_id))
             mark = events_mark(session, locker_id)
             session.commit()
         reservations = reservations.model_copy(update={"events_upto": mark})
@@ -162,10 +162,10 @@ class CommandSender:
         )
 
     def push_staff(self, locker_id: str, staff: StaffCredentials | None = None) -> str:
-        """The staff credentials as they are now, noted by digest (see staff_sync)."""
+        """Who may log in at this locker as it is now, noted by digest (see staff_sync)."""
         if staff is None:
             with Session(self._engine) as session:
-                staff = commands.staff_payload(session)
+                staff = commands.staff_payload(session, commands.locker_site(session, locker_id))
         return self.send(
             locker_id,
             CommandType.STAFF_CREDENTIALS,

@@ -57,7 +57,7 @@ class Walk:
     cloud: object
     controller: object
     sim: object
-    staff_secret: str
+    staff_pass: str
     data_dir: object
     seed: int
     restarts: bool = False
@@ -216,7 +216,7 @@ class Walk:
         return f"XA-W{self.seed % 10000:04d}-{self.serial:04d}"
 
     def login(self) -> None:
-        self.token = staff_login(self.controller, self.staff_secret)
+        self.token = staff_login(self.controller, self.staff_pass)
 
     def staff_post(self, path: str, body: dict):
         if not self.token:

@@ -2,18 +2,18 @@
 two things every test driving it at the kiosk does: log the staff member in, wait for a door.
 
 Fixtures, for a test module to import: ``sim`` (the demo cabinet's simulator),
-``staff_secret`` (the member's TOTP secret, enrolled before the controller starts),
-``uplink`` (the cabinet's own network path to the broker, which a test can cut while the
-broker and the cloud carry on) and ``controller`` (``xinbao controller`` through that
-uplink, started once the staff member is enrolled).
+``staff_pass`` (the member's staff pass for the cabinet, from the dashboard API; the member is
+enrolled before the controller starts), ``uplink`` (the cabinet's own network path to the
+broker, which a test can cut while the broker and the cloud carry on) and ``controller``
+(``xinbao controller`` through that uplink, started once the staff member is enrolled).
 """
 
 from collections.abc import Iterator
 
-import pyotp
 import pytest
 
 from tests.e2e.conftest import LOCKER_ID, enrolled_staff
+from tests.e2e.conftest import staff_pass as pass_from_dashboard
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.journey import STAFF_NO
 from tests.support.proxy import CuttableLink
@@ -27,9 +27,9 @@ def sim():
 
 
 @pytest.fixture
-def staff_secret(cloud) -> str:
+def staff_pass(cloud) -> str:
     # Enrolled before the controller starts: the first sync carries the staff list.
-    return enrolled_staff(cloud.engine, STAFF_NO)
+    return pass_from_dashboard(cloud, STAFF_NO, enrolled_staff(cloud.engine, STAFF_NO))
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def uplink(broker) -> Iterator[CuttableLink]:
 
 
 @pytest.fixture
-def controller(tmp_path, sim, cloud, uplink, staff_secret) -> Iterator[ControllerProcess]:
+def controller(tmp_path, sim, cloud, uplink, staff_pass) -> Iterator[ControllerProcess]:
     """The cabinet's controller on ``sim``, reaching the broker through ``uplink``; started
     once the staff member is enrolled, so the first staff list it gets names them."""
     ctl = ControllerProcess.for_cabinet(
@@ -55,13 +55,11 @@ def controller(tmp_path, sim, cloud, uplink, staff_secret) -> Iterator[Controlle
     ctl.stop()
 
 
-def staff_login(controller: ControllerProcess, staff_secret: str) -> str:
+def staff_login(controller: ControllerProcess, staff_pass: str) -> str:
     """The staff member's session token at the cabinet, once its staff list names them."""
 
     def logged_in():
-        r = controller.post(
-            "/api/staff/login", {"staff_no": STAFF_NO, "totp": pyotp.TOTP(staff_secret).now()}
-        )
+        r = controller.post("/api/staff/login", {"staff_no": STAFF_NO, "staff_pass": staff_pass})
         return r.json().get("token") if r.status_code == 200 else None
 
     return wait_until(logged_in, 45, "the staff log-in at the cabinet")

@@ -7,6 +7,7 @@ locker: a remote open that is answered and one that times out, a config change, 
 recovery of an overdue licence. Screenshots are kept in test-artifacts/.
 """
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -106,7 +107,9 @@ def live(db_url, broker) -> Iterator[Live]:
             api.headers["Authorization"] = f"Bearer {token}"
             uri = _ok(api.post("/api/v1/staff/me/totp"))["provisioning_uri"]
             totp = pyotp.TOTP(pyotp.parse_uri(uri).secret)
-            _ok(api.post("/api/v1/staff/me/totp/confirm", json={"code": totp.now()}))
+            # The step before: the confirmation spends it, the page log-in takes the current.
+            earlier = totp.at(time.time() - 30)
+            _ok(api.post("/api/v1/staff/me/totp/confirm", json={"code": earlier}))
             _ok(api.post("/api/v1/lockers", json=locker_body(LOCKER)), 201)
             locker = FakeLocker(broker.port, LOCKER, derive_locker_key(settings.master_key, LOCKER))
             locker.responder = answer

@@ -90,7 +90,6 @@ class _Stack:
     sim_url = "http://sim.test"
     integrator_headers = {"X-API-Key": "k"}
     staff_headers = {"Authorization": "Bearer t"}
-    totp_secret = "JBSWY3DPEHPK3PXP"
 
     def __init__(self, handler) -> None:
         self.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))

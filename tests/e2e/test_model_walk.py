@@ -19,7 +19,7 @@ from tests.e2e.model_walk import Walk
 from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
     controller,
     sim,
-    staff_secret,
+    staff_pass,
     uplink,
 )
 
@@ -31,12 +31,12 @@ RESTARTS = os.environ.get("XINBAO_WALK_RESTARTS", "") == "1"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_model_walk(seed, cloud, controller, sim, staff_secret, broker, uplink, tmp_path, request):
+def test_model_walk(seed, cloud, controller, sim, staff_pass, broker, uplink, tmp_path, request):
     walk = Walk(
         cloud,
         controller,
         sim,
-        staff_secret,
+        staff_pass,
         tmp_path / "controller" / "data",
         seed,
         restarts=RESTARTS,

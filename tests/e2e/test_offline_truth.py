@@ -20,7 +20,7 @@ from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
     controller,
     sim,
     staff_login,
-    staff_secret,
+    staff_pass,
     uplink,
     wait_door,
 )
@@ -64,7 +64,7 @@ def deposit(controller, sim, cloud, h: dict) -> int:
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgres"], indirect=True)
 def test_drop_off_cancelled_while_the_cabinet_is_off_line(
-    cloud, controller, sim, uplink, staff_secret, tmp_path
+    cloud, controller, sim, uplink, staff_pass, tmp_path
 ):
     data_dir = tmp_path / "controller" / "data"
     wait_until(lambda: on_line(cloud), STEP_S, "the locker on line")
@@ -121,7 +121,7 @@ def test_drop_off_cancelled_while_the_cabinet_is_off_line(
     assert deposit(controller, sim, cloud, second) == 2
     wait_until(lambda: handover(cloud, second["id"])["state"] == "deposited", STEP_S, "2 in")
     # Staff collect the first applicant's documents like any other drop-off.
-    token = staff_login(controller, staff_secret)
+    token = staff_login(controller, staff_pass)
     opened = kiosk_ok(controller.post("/api/staff/collect", {"token": token, "compartment": 1}))
     assert opened["compartment"] == 1
     wait_door(controller, 1, True, STEP_S)

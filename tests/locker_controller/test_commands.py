@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 import pytest
 
 from locker_controller.commands import REJECTIONS_RECORDED, RETAINED_AGE_S, RejectionGate
-from tests.locker_controller.conftest import LOCKER_KEY, Cloud, wait_until
+from tests.locker_controller.conftest import LOCKER_ID, LOCKER_KEY, Cloud, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
+from tests.support.passes import pass_now
 from tests.support.proxy import RetainClearingLink
 from xinbao.codes import code_for
 from xinbao.contract import (
@@ -21,7 +21,7 @@ from xinbao.contract import (
     ReservationSync,
     Revocation,
     StaffCredentials,
-    StaffSecret,
+    StaffEntry,
     Telemetry,
     UnlockPayload,
     sign_command,
@@ -128,24 +128,25 @@ def test_a_retained_command_is_refused_even_when_the_broker_clears_the_flag(
 def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()
-    secret = pyotp.random_base32()
     cmd = cloud.command(
         CommandType.STAFF_CREDENTIALS,
-        StaffCredentials(
-            staff=[StaffSecret(staff_no="S001", name="Li", totp_secret=secret, roles=["admin"])]
-        ),
+        StaffCredentials(staff=[StaffEntry(staff_no="S001", name="Li", roles=["admin"])]),
     )
     assert cloud.reply_to(cmd.request_id).result == {"staff": 1}
-    bad = ctl.post("/api/staff/login", {"staff_no": "S001", "totp": "000000"})
-    if pyotp.TOTP(secret).verify("000000", valid_window=1):  # 1 in 300,000: the guess is right
-        bad = ctl.post("/api/staff/login", {"staff_no": "S999", "totp": "000000"})
+    good = pass_now(LOCKER_KEY, LOCKER_ID, "S001")
+    wrong = "0000000000" if good != "0000000000" else "0000000001"
+    bad = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": wrong})
     assert bad.status_code == 401 and bad.json()["reason"] == "bad_credentials"
-    otp = pyotp.TOTP(secret).now()
-    login = ctl.post("/api/staff/login", {"staff_no": "S001", "totp": otp})
+    # The pass of this member at another cabinet is no pass here.
+    elsewhere = pass_now(LOCKER_KEY, "XA-0002", "S001")
+    refused = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": elsewhere})
+    assert refused.status_code == 401
+    login = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": good})
     assert login.status_code == 200, login.text
     token = login.json()["token"]
-    # The same one-time code cannot log in twice.
-    assert ctl.post("/api/staff/login", {"staff_no": "S001", "totp": otp}).status_code == 401
+    # The pass is good for the shift: a second log-in with it works too.
+    again = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": good})
+    assert again.status_code == 200
     opened = ctl.post("/api/staff/maintenance", {"token": token, "compartment": 2})
     assert opened.status_code == 200 and opened.json()["compartment"] == 2
     assert sim.compartment(1, 2).door_open is True
@@ -155,6 +156,25 @@ def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     wait_until(lambda: "staff_action" in cloud.event_types(), 10, "staff_action event")
     types = cloud.event_types()
     assert "staff_login" in types and "code_refused" in types
+
+    # The cloud raised the floor (the member's TOTP was reset): older passes stop here.
+    cmd = cloud.command(
+        CommandType.STAFF_CREDENTIALS,
+        StaffCredentials(
+            staff=[StaffEntry(staff_no="S001", name="Li", roles=["admin"], pass_floor=1)]
+        ),
+    )
+    assert cloud.reply_to(cmd.request_id).result == {"staff": 1}
+    def log_in(typed: str) -> int:
+        return ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": typed}).status_code
+
+    assert log_in(good) == 401
+    newer = pass_now(LOCKER_KEY, LOCKER_ID, "S001", counter=1)
+    assert log_in(newer) == 200
+    # Deactivated: the next sync leaves the member out, and their pass stops working.
+    cmd = cloud.command(CommandType.STAFF_CREDENTIALS, StaffCredentials(staff=[]))
+    assert cloud.reply_to(cmd.request_id).result == {"staff": 0}
+    assert log_in(newer) == 401
 
 
 def beats(cloud) -> list[Telemetry]:

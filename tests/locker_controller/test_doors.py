@@ -188,14 +188,12 @@ def test_bad_kiosk_input_is_a_clear_4xx(tmp_path, sim, make_controller):
 
 
 def test_staff_load_then_applicant_pickup(tmp_path, sim, make_controller):
-    import pyotp
-
     from locker_controller.store import StaffMember
+    from tests.support.passes import pass_now
 
-    secret = pyotp.random_base32()
     seed(tmp_path, Handover(12, "pickup", None, "M", 77, 8, None, "reserved", "REC-1"))
     store = Store(tmp_path / "data" / "controller.sqlite3")
-    store.replace_staff([StaffMember("S002", "Wang", secret, ["loader"], -1)])
+    store.replace_staff([StaffMember("S002", "Wang", ["loader"])])
     store.close()
     ctl = make_controller()
     ctl.start()
@@ -203,7 +201,8 @@ def test_staff_load_then_applicant_pickup(tmp_path, sim, make_controller):
     early = ctl.code(code_for(LOCKER_KEY, 77))
     assert early.status_code == 400 and early.json()["reason"] == "not_ready"
     token = ctl.post(
-        "/api/staff/login", {"staff_no": "S002", "totp": pyotp.TOTP(secret).now()}
+        "/api/staff/login",
+        {"staff_no": "S002", "staff_pass": pass_now(LOCKER_KEY, "XA-TEST-1", "S002")},
     ).json()["token"]
     loaded = ctl.post("/api/staff/load", {"token": token, "handover_id": 12})
     assert loaded.status_code == 200, loaded.text

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -19,7 +18,7 @@ from locker_controller.store import Handover
 from tests.locker_controller.conftest import LOCKER_KEY, wait_until
 from tests.locker_controller.test_doors import handover, seed, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
-from tests.locker_controller.test_staff import SECRETS, seed_world
+from tests.locker_controller.test_staff import seed_world, staff_pass
 from tests.support.browser import launch_chromium, screenshot
 from xinbao.codes import code_for
 from xinbao.lockout import mobile_digest
@@ -211,7 +210,7 @@ def test_a_fresh_page_shows_the_lockout_and_opens_with_the_mobile_digits(
 def staff_log_in(page: Page, staff_no: str) -> None:
     page.click("#staff-button")
     page.fill("#staff-no", staff_no)
-    page.fill("#staff-totp", pyotp.TOTP(SECRETS[staff_no]).now())
+    page.fill("#staff-pass", staff_pass(staff_no))
     page.click("#staff-login-submit")
     expect(page.locator("#staff-panel-screen")).to_be_visible(timeout=WAIT_MS)
 
@@ -223,7 +222,7 @@ def test_staff_collect_and_recover_from_the_panel(tmp_path, sim, make_controller
     page = open_kiosk(ctl)
     page.click("#staff-button")
     page.fill("#staff-no", "S001")
-    page.fill("#staff-totp", "12345")
+    page.fill("#staff-pass", "12345")
     page.click("#staff-login-submit")
     expect(page.locator("#staff-login-message")).to_contain_text("Wrong staff number")
     page.click("#staff-cancel")

@@ -23,6 +23,7 @@ from cloud_api.models.monitoring import (
     LockerEventRecord,
 )
 from cloud_api.services import alarms, audit, codes, lockers
+from cloud_api.services import staff as staff_service
 from xinbao.contract import CommandType, ContractError, check_runtime_settings
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
@@ -143,9 +144,11 @@ def configure_locker(
     bridge: BridgeDep,
 ):
     """Change runtime settings of one locker (``door_left_open_after_s``, ``poll_interval_s``,
-    ``lockout_threshold``): audited, sent as a signed ``config`` command, and answered with
-    the command once the locker replied or the command timeout passed (``status``)."""
-    lockers.get_locker(session, locker_id)
+    ``lockout_threshold``, each within its bounds): audited, sent as a signed ``config``
+    command, and answered with the command once the locker replied or the command timeout
+    passed (``status``). Needs an admin or a supervisor of the locker's site."""
+    locker = lockers.get_locker(session, locker_id)
+    staff_service.require_site_authority(staff, locker, "changing a locker's settings")
     session.commit()  # end the read: the wait below must not hold SQLite's write lock
     if bridge is None:
         raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")

@@ -1,7 +1,7 @@
 """The shared lockout state machine's state per locker (xinbao/lockout.py)
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 00:00:00
 
 Failures now decay by time and a lockout window counts what it refused: the whole state is
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
