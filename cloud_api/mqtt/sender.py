@@ -41,6 +41,7 @@ from xinbao.contract import (
 )
 
 log = logging.getLogger(__name__)
+FULL_SYNC = "full_sync"  # noted on a full sync's command row (until its reply replaces it)
 
 # Publishes one command (QoS 1, never retained) on a locker's commands topic; LinkDown if
 # the broker connection cannot take it.
@@ -61,6 +62,7 @@ class CommandSender:
         self._clock = clock
         self._lock = threading.Lock()
         self._waiters: dict[str, threading.Event] = {}
+        self._resynced: dict[str, float] = {}  # locker -> when a lost sync was sent again
 
     @property
     def timeout_s(self) -> float:
@@ -151,7 +153,7 @@ class CommandSender:
             mark = events_mark(session, locker_id)
             session.commit()
         reservations = reservations.model_copy(update={"events_upto": mark})
-        self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations)
+        self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations, note={FULL_SYNC: True})
         self.push_staff(locker_id, staff)
         log.info(
             "full sync to %s: %d reservations, %d staff, events held up to seq %d",
@@ -330,6 +332,7 @@ class CommandSender:
     def _time_out(self, overdue: list[LockerCommand]) -> int:
         now = self._clock()
         moved = 0
+        unsynced: set[str] = set()
         with Session(self._engine, expire_on_commit=False) as session:
             for command in overdue:
                 # Conditional: a reply (or another process's sweep) may have come first.
@@ -348,8 +351,34 @@ class CommandSender:
                 )
                 if command.remote_open_id is not None:
                     self._remote_open_timed_out(session, command, now)
+                # (A lost staff list is sent again by the staff round; a lost full sync by
+                # the locker's next presence.)
+                full = isinstance(command.result, dict) and command.result.get(FULL_SYNC)
+                if command.type == CommandType.SYNC_RESERVATIONS.value and not full:
+                    unsynced.add(command.locker_id)
             session.commit()
+        self._sync_again(unsynced)
         return moved
+
+    def _sync_again(self, lockers: set[str]) -> None:
+        """A sync nobody answered may never have arrived (published while the locker's
+        session was being made again after a broker restart, say): an on-line locker gets a
+        full sync (at most once a minute), so a code the cloud issued is never
+        missing at the cabinet until its next reconnect. (An off-line one gets it on its
+        return anyway.)"""
+        now = time.monotonic()
+        for locker_id in sorted(lockers):
+            if now - self._resynced.get(locker_id, -1e9) < max(60.0, 10 * self.timeout_s):
+                continue  # a locker that answers nothing is not flooded with full syncs
+            with Session(self._engine) as session:
+                link = session.get(LockerLink, locker_id)
+                online = bool(link and link.online)
+            if not online:
+                continue
+            self._resynced[locker_id] = now
+            log.warning("%s: a sync went unanswered: sending a full sync", locker_id)
+            with contextlib.suppress(LinkDown):
+                self.sync_locker(locker_id)
 
     def _remote_open_timed_out(self, session: Session, command: LockerCommand, now) -> None:
         moved = session.execute(

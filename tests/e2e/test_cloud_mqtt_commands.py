@@ -252,3 +252,25 @@ def test_a_slow_staff_round_does_not_hold_up_the_lockers_events(cloud, fake_lock
         wait_until(lambda: cloud.stored_event(event.event_id), 10, "the event stored")
     finally:
         release.set()
+
+
+def test_an_unanswered_sync_is_followed_by_a_full_sync(cloud, fake_locker):
+    """A reservation's sync published while the locker's session was being made again (a
+    broker restart) is lost; the locker stays on line in the cloud's eyes. Before, its code
+    was missing at the cabinet until the next reconnect (model walk seed 1168); now the
+    unanswered sync is followed by a full sync that carries it."""
+    fake_locker.online()
+    wait_until(lambda: cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 10, "on line")
+    cloud.record("XA-CMD-9")
+    handover = cloud.dropoff("XA-CMD-9")
+
+    def full_with_it():
+        for c in fake_locker.received("sync_reservations"):
+            p = c.parsed_payload()
+            if p.full and any(u.handover_id == handover["id"] for u in p.upserts):
+                return c
+        return None
+
+    full = wait_until(full_with_it, 30, "a full sync after the unanswered one")
+    assert commands(cloud, status="timeout", type="sync_reservations")
+    fake_locker.reply(full.request_id, result={"upserted": 1, "revoked": 0})
