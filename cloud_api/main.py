@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from fastapi import Depends, FastAPI
 
 from cloud_api.api import problems
-from cloud_api.api.deps import get_current_staff
+from cloud_api.api.deps import get_current_admin, get_current_staff
 from cloud_api.api.routes import (
     audit,
     bench,
@@ -122,6 +122,7 @@ def create_app(
         app,
         SmsContext(engine=engine, settings=sms_settings, provider=provider),
         staff_dependencies=[Depends(get_current_staff)],
+        admin_dependencies=[Depends(get_current_admin)],
     )
     if settings.bench_routes:
         app.include_router(bench.router)

@@ -4,9 +4,12 @@ Two routers, because they need different guards:
 
 - ``router``: ``POST /api/v1/sms/twilio/status``, called by Twilio. No login: each request is
   proven by its ``X-Twilio-Signature``.
-- ``staff_router``: ``GET /api/v1/sms/outbox`` and ``GET /api/v1/sms/console-inbox``. It has no
-  guard of its own; mount it with the staff dependency:
-  ``app.include_router(staff_router, dependencies=[Depends(current_staff)])``.
+- ``staff_router``: ``GET /api/v1/sms/outbox``. It has no guard of its own; ``mount_sms``
+  includes it with the staff dependency it is given.
+- ``admin_router``: ``GET /api/v1/sms/console-inbox``, with the admin dependency. The inbox
+  holds every code the console provider "sent", so whoever reads it can open every
+  compartment: administrators only, and only when the console provider is configured (with
+  Twilio it is not mounted at all, and answers 404 if a console provider is swapped in).
 
 Both read their engine, settings and provider from ``app.state.sms`` (an ``SmsContext``);
 ``mount_sms`` sets that and includes both routers.
@@ -99,6 +102,7 @@ ContextDep = Annotated[SmsContext, Depends(get_context)]
 
 router = APIRouter(prefix=PREFIX, tags=["sms"])
 staff_router = APIRouter(prefix=PREFIX, tags=["sms"])
+admin_router = APIRouter(prefix=PREFIX, tags=["sms"])
 
 
 def _signed_url(request: Request, settings: SmsSettings) -> str:
@@ -256,10 +260,10 @@ class ConsoleSmsPublic(BaseModel):
     sent_at: datetime
 
 
-@staff_router.get(
+@admin_router.get(
     "/console-inbox",
     response_model=list[ConsoleSmsPublic],
-    summary="Messages the console provider 'sent' (demo and tests only)",
+    summary="Messages the console provider 'sent' (demo and tests only; administrators)",
     responses={404: {"description": "the console provider is not in use"}},
 )
 def console_inbox(
@@ -268,7 +272,9 @@ def console_inbox(
     to: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
-    if not isinstance(context.provider, ConsoleProvider):
+    if context.settings.provider != "console" or not isinstance(
+        context.provider, ConsoleProvider
+    ):
         return problem_response(
             request,
             SmsProblem(
@@ -287,9 +293,13 @@ def mount_sms(
     app: FastAPI,
     context: SmsContext,
     *,
-    staff_dependencies: list[Any] | None = None,
+    staff_dependencies: list[Any],
+    admin_dependencies: list[Any],
 ) -> None:
-    """Install the context and both routers; ``staff_dependencies`` guard the staff ones."""
+    """Install the context and the routers; the dependencies guard the staff and admin ones
+    (required: an unguarded inbox would hand out every code)."""
     app.state.sms = context
     app.include_router(router)
-    app.include_router(staff_router, dependencies=staff_dependencies or [])
+    app.include_router(staff_router, dependencies=staff_dependencies)
+    if context.settings.provider == "console":
+        app.include_router(admin_router, dependencies=admin_dependencies)
