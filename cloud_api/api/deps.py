@@ -52,6 +52,16 @@ class Principal:
     scopes: frozenset[str]
     staff: Staff | None = None
 
+    def owner(self, *, reading: bool = False) -> str | None:
+        """Whose records and handovers this caller may touch: its own name for an integrator
+        key (to read others' it needs records:read:all; to change them nothing suffices),
+        None (everyone's) for staff."""
+        if self.staff is not None:
+            return None
+        if reading and Scope.records_read_all.value in self.scopes:
+            return None
+        return self.name
+
 
 def _bearer(authorization: str | None) -> str | None:
     if not authorization:

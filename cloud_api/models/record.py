@@ -36,6 +36,9 @@ class ApprovalRecord(RecordBase, table=True):
     mobile: str = Field(max_length=20)
     matter_name: str = Field(max_length=500)
     status: str = Field(default=RecordStatus.submitted.value, max_length=32)
+    # The credential that created it ("api_key:3", "staff:li"): an integrator sees only the
+    # records its key created, unless the key has the records:read:all scope.
+    created_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )

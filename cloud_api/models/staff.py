@@ -22,6 +22,9 @@ class Scope(StrEnum):
     handovers_write = "handovers:write"
     lockers_write = "lockers:write"
     lockers_read = "lockers:read"
+    # Read every integrator's records and handovers, not only the key's own (a supervising
+    # system); it grants no writes to others' records.
+    records_read_all = "records:read:all"
 
 
 class Staff(SQLModel, table=True):

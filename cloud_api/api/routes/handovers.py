@@ -1,4 +1,7 @@
-"""Drop-offs for integrators, and the applicant's code resend."""
+"""Drop-offs for integrators, and the applicant's code resend.
+
+An integrator's key sees and cancels only handovers it created or made for its own records;
+another key's are answered as missing (404)."""
 
 from typing import Annotated
 
@@ -35,13 +38,15 @@ def request_dropoff(
     applicant a drop-off code by SMS. With an ``Idempotency-Key``, a repeat (even a concurrent
     one) gets the first answer and reserves nothing more."""
     if not idempotency_key:
-        handover = handovers.request_dropoff(session, policy, body, who.name, now)
+        handover = handovers.request_dropoff(session, policy, body, who.name, now, who.owner())
         sync_handover(bridge, handover)
         return handovers.public(session, handover)
     reserved: list = []
 
     def reserve() -> tuple[int, dict]:
-        handover = handovers.reserve_dropoff(session, policy, body, who.name, now)
+        handover = handovers.reserve_dropoff(
+            session, policy, body, who.name, now, who.owner()
+        )
         reserved.append(handover)
         return 201, handovers.public(session, handover).model_dump(mode="json")
 
@@ -55,7 +60,9 @@ def request_dropoff(
 
 @router.get("/{handover_id}", response_model=HandoverPublic)
 def get_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter):
-    return handovers.public(session, handovers.get(session, handover_id))
+    """A handover this key created, or one of its records' (any with ``records:read:all``)."""
+    handover = handovers.get(session, handover_id, who.owner(reading=True))
+    return handovers.public(session, handover)
 
 
 @router.post("/{handover_id}/cancel", response_model=HandoverPublic)
@@ -63,7 +70,7 @@ def cancel_handover(
     handover_id: DbId, session: SessionDep, who: HandoversWriter, now: NowDep, bridge: BridgeDep
 ):
     """Cancel a reservation whose item is not in yet; its code stops working."""
-    handover = handovers.get(session, handover_id)
+    handover = handovers.get(session, handover_id, who.owner())
     handovers.cancel(session, handover, who.name, now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
