@@ -39,6 +39,8 @@ from cloud_api.sms.dispatcher import SmsDispatcher
 from cloud_api.sms.providers import SmsProvider, build_provider
 from cloud_api.sms.routes import SmsContext, mount_sms
 from cloud_api.web import mount_web
+from cloud_api.web.api_docs import mount_docs
+from xinbao.security_headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,13 @@ def create_app(
         summary="Approval records, lockers, drop-off and pickup codes, staff, audit trail.",
         version="1",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN; web/api_docs.py serves
+        # /docs from the package instead.
+        docs_url=None,
+        redoc_url=None,
     )
+    # Every response: CSP (this origin only), no framing, no sniffing, no referrer.
+    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.engine = engine
     app.state.clock = clock
@@ -127,4 +135,5 @@ def create_app(
     if settings.bench_routes:
         app.include_router(bench.router)
     mount_web(app)
+    mount_docs(app)
     return app
