@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from fastapi import Depends, FastAPI
 
 from cloud_api.api import problems
-from cloud_api.api.deps import get_current_admin, get_current_staff
+from cloud_api.api.deps import get_current_admin, get_current_staff, refuse_repeated_query
 from cloud_api.api.routes import (
     audit,
     bench,
@@ -112,6 +112,7 @@ def create_app(
         # /docs from the package instead.
         docs_url=None,
         redoc_url=None,
+        dependencies=[Depends(refuse_repeated_query)],
     )
     # Every response: CSP (this origin only), no framing, no sniffing, no referrer.
     app.add_middleware(SecurityHeaders)
@@ -123,9 +124,12 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.bridge = bridge
     problems.install(app)
-    for module in (records, lockers, handovers, staff, audit, monitoring, sms_outbox):
+    for module in (records, lockers, handovers, audit, monitoring):
         app.include_router(module.router)
-    app.include_router(staff.keys_router)
+    # Routers that do not declare their own particular problems (docs/api.md lists them).
+    app.include_router(staff.router, responses=problems.problem_responses(401, 404, 409, 429))
+    app.include_router(sms_outbox.router, responses=problems.problem_responses(409))
+    app.include_router(staff.keys_router, responses=problems.problem_responses(409))
     mount_sms(
         app,
         SmsContext(engine=engine, settings=sms_settings, provider=provider),
@@ -136,4 +140,5 @@ def create_app(
         app.include_router(bench.router)
     mount_web(app)
     mount_docs(app)
+    problems.declare_problems(app)
     return app

@@ -79,7 +79,7 @@ class StaffPublic(SQLModel):
 class LoginRequest(SQLModel):
     # No control characters: no account has them, and PostgreSQL refuses NUL in text.
     username: Annotated[str, AfterValidator(no_control)] = PydanticField(
-        min_length=1, max_length=64
+        min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
     password: str = PydanticField(min_length=1, max_length=200)
     totp: str | None = PydanticField(default=None, max_length=10)

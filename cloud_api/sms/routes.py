@@ -19,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -132,7 +133,40 @@ async def _read_form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-@router.post("/twilio/status", status_code=204, summary="Twilio message status callback")
+_CALLBACK_FORM = {
+    "type": "object",
+    "required": ["MessageSid", "MessageStatus"],
+    "properties": {
+        "MessageSid": {"type": "string", "pattern": _SID.pattern},
+        "MessageStatus": {"type": "string", "enum": sorted(_TWILIO_STATUS)},
+        "ErrorCode": {"type": "string"},
+        "AccountSid": {"type": "string"},
+    },
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    problem = {"content": {"application/problem+json": {"schema": {"type": "object"}}}}
+    return {status: {"description": HTTPStatus(status).phrase, **problem} for status in statuses}
+
+
+@router.post(
+    "/twilio/status",
+    status_code=204,
+    summary="Twilio message status callback",
+    # The body is read by hand (the signature covers the raw form), so it is declared here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": _CALLBACK_FORM}},
+        },
+        "parameters": [
+            {"name": "X-Twilio-Signature", "in": "header", "schema": {"type": "string"}},
+            {"name": "message_id", "in": "query", "schema": {"type": "string"}},
+        ],
+    },
+    responses=_problems(400, 403, 404, 413, 415, 503),
+)
 async def twilio_status(request: Request, context: ContextDep) -> Response:
     try:
         form = await _read_form(request)
@@ -264,7 +298,7 @@ class ConsoleSmsPublic(BaseModel):
     "/console-inbox",
     response_model=list[ConsoleSmsPublic],
     summary="Messages the console provider 'sent' (demo and tests only; administrators)",
-    responses={404: {"description": "the console provider is not in use"}},
+    responses=_problems(404),  # the console provider is not in use
 )
 def console_inbox(
     request: Request,

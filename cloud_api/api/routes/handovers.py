@@ -16,6 +16,7 @@ from cloud_api.api.deps import (
     SessionDep,
 )
 from cloud_api.api.locker_sync import BridgeDep, sync_handover
+from cloud_api.api.problems import problem_responses
 from cloud_api.models.handover import DropoffRequest, HandoverPublic, ResendRequest
 from cloud_api.services import handovers, idempotency
 
@@ -23,7 +24,13 @@ router = APIRouter(prefix="/api/v1/handovers", tags=["handovers"])
 HandoverRef = Annotated[str, Path(min_length=8, max_length=32, pattern=r"^[A-Za-z0-9_-]+$")]
 
 
-@router.post("/dropoff", response_model=HandoverPublic, status_code=201)
+@router.post(
+    "/dropoff",
+    response_model=HandoverPublic,
+    status_code=201,
+    # 404: the record or locker named in the body; 409: its state, or no free compartment.
+    responses=problem_responses(404, 409),
+)
 def request_dropoff(
     body: DropoffRequest,
     session: SessionDep,
@@ -65,7 +72,9 @@ def get_handover(handover_id: DbId, session: SessionDep, who: HandoversWriter):
     return handovers.public(session, handover)
 
 
-@router.post("/{handover_id}/cancel", response_model=HandoverPublic)
+@router.post(
+    "/{handover_id}/cancel", response_model=HandoverPublic, responses=problem_responses(409)
+)
 def cancel_handover(
     handover_id: DbId, session: SessionDep, who: HandoversWriter, now: NowDep, bridge: BridgeDep
 ):
@@ -76,7 +85,9 @@ def cancel_handover(
     return handovers.public(session, handover)
 
 
-@router.post("/by-ref/{ref}/resend", response_model=HandoverPublic)
+@router.post(
+    "/by-ref/{ref}/resend", response_model=HandoverPublic, responses=problem_responses(409, 429)
+)
 def resend_code(
     ref: HandoverRef,
     body: ResendRequest,

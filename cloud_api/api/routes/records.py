@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from cloud_api.api.deps import IdempotencyKey, NowDep, PolicyDep, RecordsWriter, SessionDep
 from cloud_api.api.locker_sync import BridgeDep, sync_handover
+from cloud_api.api.problems import problem_responses
 from cloud_api.models.common import ApplicationNumber
 from cloud_api.models.record import RecordCreate, RecordPublic, RecordTransition, RecordUpdate
 from cloud_api.services import handovers, idempotency, records
@@ -19,7 +20,10 @@ router = APIRouter(prefix="/api/v1/records", tags=["records"])
     "",
     response_model=RecordPublic,
     status_code=201,
-    responses={200: {"description": "the same record existed already"}},
+    responses={
+        200: {"description": "the same record existed already"},
+        **problem_responses(409),
+    },
 )
 def create_record(
     body: RecordCreate,
@@ -47,7 +51,11 @@ def create_record(
     return answer
 
 
-@router.put("/{application_number}", response_model=RecordPublic)
+@router.put(
+    "/{application_number}",
+    response_model=RecordPublic,
+    responses={201: {"description": "created", "model": RecordPublic}, **problem_responses(409)},
+)
 def put_record(
     application_number: ApplicationNumber,
     body: RecordUpdate,
@@ -78,7 +86,11 @@ def get_record(application_number: ApplicationNumber, session: SessionDep, who: 
     )
 
 
-@router.post("/{application_number}/transitions", response_model=RecordPublic)
+@router.post(
+    "/{application_number}/transitions",
+    response_model=RecordPublic,
+    responses=problem_responses(409),
+)
 def move_record(
     application_number: ApplicationNumber,
     body: RecordTransition,
