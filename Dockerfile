@@ -27,7 +27,8 @@ COPY deploy ./deploy
 # volume copies this ownership when it is first created); /run/xinbao its rendered config.
 RUN useradd --system --uid 10001 --home-dir /var/lib/xinbao --shell /usr/sbin/nologin xinbao \
     && mkdir -p /var/lib/xinbao /run/xinbao \
-    && chown xinbao:xinbao /var/lib/xinbao /run/xinbao
+    && chown xinbao:xinbao /var/lib/xinbao /run/xinbao \
+    && chmod 0700 /var/lib/xinbao
 USER xinbao
 
 # API 8000, kiosk 8080, simulator bus 7000 and control panel 8700.

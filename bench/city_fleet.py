@@ -75,7 +75,7 @@ class Locker:
 
     async def connect(self) -> None:
         self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
-        self.writer.write(connect_packet(f"locker-{self.id}", f"{self.root}/presence"))
+        self.writer.write(connect_packet(self.id, f"{self.root}/presence"))
         kind, body = await self._read()
         if kind >> 4 != 2 or body[1] != 0:
             raise ConnectionError(f"{self.id}: CONNACK refused ({body!r})")

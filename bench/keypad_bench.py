@@ -62,7 +62,8 @@ def write_config(path: Path, data_dir: Path, dev: str, port: int) -> None:
     path.write_text(
         f'locker_id = "{LOCKER_ID}"\nmaster_key_hex = "{MASTER.hex()}"\n'
         f'data_dir = "{data_dir}"\npoll_interval_s = 0.2\n\n'
-        f'[kiosk]\nhost = "127.0.0.1"\nport = {port}\n\n'
+        # The bench is one client typing codes back to back: no per-client rate limit.
+        f'[kiosk]\nhost = "127.0.0.1"\nport = {port}\nrate_burst = 10000\nrate_per_s = 10000\n\n'
         f'[[buses]]\nport = "{dev}"\nprotocol = "kerong-cu16"\nbaud = {BAUD}\n'
         f"  [[buses.boards]]\n  address = 1\n  channels = {CHANNELS}\n  pulse_ms = 100\n\n"
         + compartments

@@ -15,6 +15,12 @@ from cloud_api.errors import ConfigError
 audit_app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 
+def describe_error(url: str, err: Exception) -> str:
+    from cloud_api.core.db import describe_error as describe
+
+    return describe(url, err)
+
+
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
@@ -53,6 +59,9 @@ def api_command(
     host: Annotated[str, typer.Option(help="address to bind")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
     migrate: Annotated[bool, typer.Option(help="apply database migrations first")] = True,
+    migrate_only: Annotated[
+        bool, typer.Option(help="apply the migrations (and the API role's grants), then exit")
+    ] = False,
 ) -> None:
     """Serve the cloud REST API (OpenAPI at /openapi.json)."""
     import uvicorn
@@ -71,11 +80,27 @@ def api_command(
         _fail(str(err))
     if settings.demo:
         refuse_demo_off_loopback(host)
+    from sqlalchemy.engine import make_url
+
+    from cloud_api.core.db import RoleError
+
     try:
-        if migrate:
+        if (migrate or migrate_only) and settings.owner_database_url:
+            # Migrations as the owner; the API itself runs as DATABASE_URL's role, which gets
+            # rows-only rights and so cannot disable the audit triggers (docs/deploy.md).
+            app_role = make_url(settings.database_url).username
+            if not app_role:
+                _fail("DATABASE_URL names no role to grant (XINBAO_OWNER_DATABASE_URL is set)")
+            run_migrations(settings.owner_database_url, app_role=app_role)
+        elif migrate or migrate_only:
             run_migrations(settings.database_url)
+    except RoleError as err:
+        _fail(f"cannot set up the API's database role: {err}")
     except SQLAlchemyError as err:
-        _fail(f"cannot migrate the database: {err.__class__.__name__}: {err}")
+        _fail(f"cannot migrate the database: {describe_error(settings.database_url, err)}")
+    if migrate_only:
+        typer.echo("database migrated")
+        return
     app = create_app(settings, sms_settings=sms_settings)
     uvicorn.run(app, host=host, port=port, log_level="info")
 
@@ -84,34 +109,82 @@ def _session():
     from sqlmodel import Session
 
     from cloud_api.core.config import load_settings
-    from cloud_api.core.db import make_engine
+    from cloud_api.core.db import existing_sqlite_file, make_engine
+    from cloud_api.services import audit
 
     try:
-        # Inspecting the trail needs no secrets: demo mode keeps their check quiet.
+        # Reading the trail needs only the audit key: XINBAO_AUDIT_KEY, or the master secret
+        # it is derived from. Demo mode keeps the other secrets' checks quiet (and with
+        # neither set, the demo key: a production trail then fails to verify, never passes).
         settings = load_settings(demo=True)
     except ConfigError as err:
         _fail(str(err))
+    audit.use_key(settings.audit_key())
+    # A read-only command never creates a database behind the user's back.
+    sqlite_file = existing_sqlite_file(settings.database_url)
+    if sqlite_file is not None and not sqlite_file.is_file():
+        said = "DATABASE_URL" if _database_url_given() else "DATABASE_URL is not set and"
+        _fail(
+            f"{said} {settings.database_url} names no database file ({sqlite_file.resolve()}): "
+            "point DATABASE_URL at the API's database"
+        )
     engine = make_engine(settings.database_url)
     return engine, Session(engine)
 
 
+def _database_url_given() -> bool:
+    import os
+
+    return any(os.environ.get(n) for n in ("DATABASE_URL", "XINBAO_DATABASE_URL"))
+
+
 @audit_app.command("verify")
-def audit_verify() -> None:
+def audit_verify(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoint",
+            help="signed head checkpoints (XINBAO_AUDIT_CHECKPOINT_FILE): every entry they "
+            "vouch for must still be there, unchanged",
+            dir_okay=False,
+        ),
+    ] = None,
+) -> None:
     """Check every link of the audit chain; exit 1 at the first broken one."""
     from sqlalchemy.exc import SQLAlchemyError
 
     from cloud_api.services import audit
 
+    checkpoints = None
+    if checkpoint is not None:
+        try:
+            checkpoints = audit.read_checkpoints(checkpoint)
+        except audit.CheckpointError as err:
+            _fail(str(err), 1)
+        if not checkpoints:
+            _fail(f"{checkpoint} holds no checkpoint", 1)
     engine, session = _session()
     try:
         with session:
-            verdict = audit.verify(session)
+            verdict = audit.verify(session, checkpoints=checkpoints)
     except SQLAlchemyError as err:
-        _fail(f"cannot read the audit trail: {err.__class__.__name__}")
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
     finally:
         engine.dispose()
     if verdict.ok:
         typer.echo(f"audit trail intact: {verdict.checked} entries")
+        if checkpoints is not None:
+            typer.echo(
+                f"every one of {verdict.checkpoints} signed checkpoints matches "
+                f"(latest: entry {max(c.seq for c in checkpoints)})"
+            )
+        else:
+            typer.echo("no checkpoint given: a cut-off tail is not detectable (--checkpoint)")
+        if verdict.unkeyed:
+            typer.echo(
+                f"warning: entries 1..{verdict.unkeyed} predate the keyed chain (plain "
+                "SHA-256 links): only a checkpoint taken since vouches for them"
+            )
         # Noted by an inspector, this vouches for every entry up to now (docs/api.md).
         typer.echo(f"head hash: {verdict.head_hash}")
         return
@@ -122,6 +195,34 @@ def audit_verify() -> None:
         err=True,
     )
     raise typer.Exit(1)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    file: Annotated[
+        Path, typer.Option("--file", help="append-only file to add the signed head to")
+    ],
+) -> None:
+    """Append the signed audit head to a checkpoint file (for a cron job; the API processes
+    do it themselves when XINBAO_AUDIT_CHECKPOINT_FILE is set)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from cloud_api.services import audit
+
+    engine, session = _session()
+    try:
+        with session:
+            written = audit.write_checkpoint(session, file)
+    except SQLAlchemyError as err:
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
+    except OSError as err:
+        _fail(f"cannot write {file}: {err.strerror}")
+    finally:
+        engine.dispose()
+    if written is None:
+        typer.echo("the audit trail is empty: nothing to checkpoint")
+        return
+    typer.echo(f"checkpoint: entry {written.seq}, hash {written.hash}")
 
 
 @audit_app.command("export")
@@ -141,7 +242,7 @@ def audit_export(
         tmp.replace(csv_path)
     except SQLAlchemyError as err:
         tmp.unlink(missing_ok=True)
-        _fail(f"cannot read the audit trail: {err.__class__.__name__}")
+        _fail(f"cannot read the audit trail: {describe_error(str(engine.url), err)}")
     except OSError as err:
         tmp.unlink(missing_ok=True)
         _fail(f"cannot write {csv_path}: {err.strerror}")

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from fastapi import Depends, FastAPI
 
@@ -32,6 +33,7 @@ from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
 from cloud_api.models.common import utcnow
 from cloud_api.mqtt import CloudBridge
+from cloud_api.services import audit as audit_trail
 from cloud_api.services import bootstrap, policy, sms_relevance
 from cloud_api.services.scheduler import Scheduler
 from cloud_api.sms.config import SmsSettings
@@ -53,6 +55,7 @@ def create_app(
     clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     engine = make_engine(settings.database_url)
+    audit_trail.use_key(settings.audit_key())
     sms_settings = sms_settings or SmsSettings()
     provider = sms_provider or build_provider(sms_settings)
     handover_policy = policy.from_settings(settings)
@@ -89,6 +92,18 @@ def create_app(
                     name="scheduler",
                 ),
             ]
+            if settings.audit_checkpoint_file:
+                tasks.append(
+                    asyncio.create_task(
+                        audit_trail.checkpoint_forever(
+                            engine,
+                            Path(settings.audit_checkpoint_file),
+                            stop,
+                            settings.audit_checkpoint_seconds,
+                        ),
+                        name="audit-checkpoints",
+                    )
+                )
         if bridge is not None:
             bridge.start()
         try:

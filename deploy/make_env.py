@@ -37,6 +37,8 @@ def make_env(locker_id: str, admin_username: str = "admin") -> dict[str, str]:
     master = _secret()
     return {
         "POSTGRES_PASSWORD": _secret(),
+        # The API's own database role (deploy/postgres/init-api-role.sh), which owns nothing.
+        "POSTGRES_API_PASSWORD": _secret(),
         "XINBAO_MASTER_SECRET": master,
         "XINBAO_TOKEN_SECRET": _secret(),
         "XINBAO_FIRST_ADMIN_USERNAME": admin_username,

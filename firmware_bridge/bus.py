@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from firmware_bridge.board_book import BoardBook
 from firmware_bridge.config import BoardConfig, board_table, check_address
@@ -151,23 +151,33 @@ class LockBus:
         settings of the protocol, ``protocol.scan_addresses``)."""
         return self.survey(addresses).answered
 
-    def survey(self, addresses: Iterable[int] | None = None) -> ScanResult:
+    def survey(
+        self,
+        addresses: Iterable[int] | None = None,
+        progress: Callable[[int, int, int, str], object] | None = None,
+    ) -> ScanResult:
         """Like ``scan``, and also the addresses where something answered garbled (two
-        boards on one DIP address, noise, the wrong protocol), with what was heard."""
+        boards on one DIP address, noise, the wrong protocol), with what was heard.
+        ``progress(address, tried, of, verdict)`` hears of each address as it is done
+        (verdict: ``answers``, ``silent`` or ``garbled``)."""
         candidates = list(self.protocol.scan_addresses if addresses is None else addresses)
         for address in candidates:
             check_address(self.protocol, address)
         result = ScanResult(answered=[], garbled={})
-        for address in candidates:
+        for tried, address in enumerate(candidates, 1):
             try:
                 self._status(self.config(address), retries=0)
             except BoardTimeout:
-                continue
+                verdict = "silent"
             except ProtocolError as err:
                 log.warning("scan: address %s answered garbled: %s", address, err)
                 result.garbled[address] = err.reason
-                continue
-            result.answered.append(address)
+                verdict = "garbled"
+            else:
+                result.answered.append(address)
+                verdict = "answers"
+            if progress is not None:
+                progress(address, tried, len(candidates), verdict)
         return result
 
     def door_reports(self, wait: float = 0.0) -> list[DoorReport]:

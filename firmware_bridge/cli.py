@@ -51,6 +51,11 @@ TIMEOUT = typer.Option(None, "--timeout", help="seconds to wait for each reply")
 RETRIES = typer.Option(2, "--retries", help="extra attempts after a silent or garbled reply")
 RS485 = typer.Option(False, "--rs485", help="drive RTS for direction (half-duplex adapters)")
 VERBOSE = typer.Option(False, "--verbose", "-v", help="log every retry and dropped byte")
+PROGRESS = typer.Option(
+    None,
+    "--progress/--no-progress",
+    help="one stderr line per address tried (default: when stderr is a terminal)",
+)
 
 _EXIT_FOR: list[tuple[type[BridgeError], int]] = [
     (ConfigError, EXIT_BAD_ARGUMENT),
@@ -125,13 +130,14 @@ def scan(
     ),
     timeout: float | None = TIMEOUT,
     rs485: bool = RS485,
+    progress: bool | None = PROGRESS,
     verbose: bool = VERBOSE,
 ) -> None:
-    """List the boards that answer a status query."""
+    """List the boards that answer a status query (progress on stderr as it goes)."""
     with _one_line_errors(verbose):
         wanted = _addresses(addresses) if addresses else None
         with _open(port, protocol, baud, timeout, 0, rs485) as bus:
-            found = bus.survey(wanted)
+            found = bus.survey(wanted, progress=_progress(progress, protocol))
     for address in found.answered:
         typer.echo(f"board {address}: answers")
     if found.garbled:
@@ -139,7 +145,104 @@ def scan(
         which = ("address " if len(garbled) == 1 else "addresses ") + ", ".join(map(str, garbled))
         raise _fail(f"{which} answered garbled (two boards on one DIP address?)", EXIT_GARBLED)
     if not found.answered:
-        raise _fail(f"no {protocol} board answered on {port}", EXIT_SILENT)
+        line = baud or get_protocol(protocol).baud
+        raise _fail(
+            f"no {protocol} board answered on {port} at {line} baud: check the baud rate, the "
+            "protocol (xinbao board detect tries them all) and the A/B wiring",
+            EXIT_SILENT,
+        )
+
+
+def _progress(wanted: bool | None, what: str) -> _ScanProgress | None:
+    """Progress lines for a technician at a terminal; a script's stderr keeps one line per
+    failure unless it asks for them."""
+    on = sys.stderr.isatty() if wanted is None else wanted
+    return _ScanProgress(what) if on else None
+
+
+class _ScanProgress:
+    """One stderr line per address tried: where the scan is and what it found so far."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.found: list[int] = []
+
+    def __call__(self, address: int, tried: int, of: int, verdict: str) -> None:
+        if verdict == "answers":
+            self.found.append(address)
+        so_far = ", ".join(map(str, self.found)) or "none"
+        typer.echo(
+            f"{self.what}: [{tried}/{of}] address {address}: {verdict} (found so far: {so_far})",
+            err=True,
+        )
+
+
+def _bauds(protocol: str, wanted: list[int] | None) -> list[int]:
+    """The protocol's own baud rate first, then the other rates such boards are set to."""
+    own = get_protocol(protocol).baud
+    return wanted or [own, *(b for b in (9600, 19200) if b != own)]
+
+
+@board_app.command(epilog=EXIT_HELP)
+def detect(
+    port: str = PORT,
+    protocols: str | None = typer.Option(
+        None, "--protocols", help=f"comma-separated (default: all: {', '.join(PROTOCOLS)})"
+    ),
+    bauds: str | None = typer.Option(
+        None, "--bauds", help="comma-separated rates (default: each protocol's, 9600, 19200)"
+    ),
+    addresses: str | None = typer.Option(
+        None, "--addresses", help="which addresses to try (default: each protocol's DIP range)"
+    ),
+    timeout: float | None = typer.Option(
+        0.2, "--timeout", help="seconds to wait for each reply (raise it on slow adapters)"
+    ),
+    rs485: bool = RS485,
+    progress: bool | None = PROGRESS,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Find which protocol the boards on a bus speak: every protocol at its usual baud rates,
+    each address of its DIP range. Prints one line per protocol and rate that found boards."""
+    with _one_line_errors(verbose):
+        names = [n.strip() for n in protocols.split(",")] if protocols else list(PROTOCOLS)
+        for name in names:
+            get_protocol(name)  # an unknown name is refused before the port is touched
+        rates = _numbers(bauds, "--bauds") if bauds else None
+        wanted = _addresses(addresses) if addresses else None
+        found: list[tuple[str, int, list[int]]] = []
+        garbled: set[int] = set()
+        for name in names:
+            for rate in _bauds(name, rates):
+                candidates = wanted
+                if wanted is not None:
+                    candidates = [a for a in wanted if a in get_protocol(name).addresses]
+                with _open(port, name, rate, timeout, 0, rs485) as bus:
+                    result = bus.survey(candidates, progress=_progress(progress, f"{name} {rate}"))
+                garbled.update(result.garbled)
+                if result.answered:
+                    found.append((name, rate, result.answered))
+                    break  # this protocol answers at this rate: the others add nothing
+    for name, rate, answered in found:
+        boards = ", ".join(map(str, answered))
+        typer.echo(f"{name} at {rate} baud: board{'s' if len(answered) > 1 else ''} {boards}")
+    if not found:
+        hint = " (something answered garbled: wiring or noise?)" if garbled else ""
+        raise _fail(
+            f"no board answered on {port} with any protocol tried{hint}: check power, the "
+            "A/B wiring and the adapter",
+            EXIT_SILENT,
+        )
+
+
+def _numbers(text: str, option: str) -> list[int]:
+    try:
+        found = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated numbers, not {text!r}") from None
+    if not found or any(n <= 0 for n in found):
+        raise ConfigError(f"{option} takes positive numbers, not {text!r}")
+    return found
 
 
 @board_app.command(epilog=EXIT_HELP)
@@ -223,3 +326,122 @@ def pulse_time(
         with _open(port, protocol, baud, None, 0, rs485, [config]) as bus:
             stored = bus.set_pulse_time(board, ms)
     typer.echo(f"board {board}: pulse time {stored} ms sent (boards do not confirm it)")
+
+
+@board_app.command("map", epilog=EXIT_HELP)
+def map_cabinet(
+    port: str = PORT,
+    protocol: str = PROTOCOL,
+    boards: str | None = typer.Option(
+        None, "--boards", help="board addresses to map, e.g. 1-2 (default: those a scan finds)"
+    ),
+    channels: int | None = typer.Option(
+        None, "--channels", help="locks per board (default: as many as each board reports)"
+    ),
+    answers: typer.FileText | None = typer.Option(
+        None,
+        "--answers",
+        help="answers to the questions, one line per channel: 'NUMBER SIZE' or '-' (none "
+        "opened); for scripts and tests",
+    ),
+    out: str | None = typer.Option(
+        None, "--out", help="write the [[compartments]] TOML here (default: stdout)"
+    ),
+    pulse_ms: int | None = typer.Option(None, "--pulse-ms", help="lock pulse length"),
+    baud: int | None = BAUD,
+    timeout: float | None = TIMEOUT,
+    rs485: bool = RS485,
+    verbose: bool = VERBOSE,
+) -> None:
+    """Wiring wizard: open each channel of each board in turn, ask which compartment opened
+    and its size, and print the controller's [[compartments]] section."""
+    ask = _Answers(answers) if answers is not None else _Prompter()
+    mapped: list[tuple[int, str, int, int]] = []
+    with _one_line_errors(verbose):
+        wanted = _addresses(boards) if boards else None
+        if wanted is None:
+            with _open(port, protocol, baud, timeout, 0, rs485) as bus:
+                wanted = bus.survey(progress=_progress(None, protocol)).answered
+            if not wanted:
+                raise _fail(f"no {protocol} board answered on {port}", EXIT_SILENT)
+        configs = [BoardConfig(protocol, b, channels=channels, pulse_ms=pulse_ms) for b in wanted]
+        with _open(port, protocol, baud, timeout, 2, rs485, configs) as bus:
+            for board in wanted:
+                count = channels or len(bus.status(board).channels)
+                for channel in range(1, count + 1):
+                    outcome = bus.unlock(board, channel).outcome
+                    typer.echo(
+                        f"board {board} channel {channel}: pulsed ({outcome.value})", err=True
+                    )
+                    answer = ask(board, channel, {n for n, *_ in mapped})
+                    if answer == "quit":
+                        break
+                    if answer is not None:
+                        number, size = answer
+                        mapped.append((number, size, board, channel))
+                else:
+                    continue
+                break  # "q": stop the whole walk
+    if not mapped:
+        raise _fail("no compartment was named: nothing to write", EXIT_BAD_ARGUMENT)
+    text = "".join(
+        f'[[compartments]]\nnumber = {n}\nsize = "{s}"\nboard = {b}\nchannel = {c}\n\n'
+        for n, s, b, c in sorted(mapped)
+    )
+    if out:
+        with open(out, "w", encoding="utf-8") as f:
+            f.write(text)
+        typer.echo(f"{len(mapped)} compartments written to {out}", err=True)
+    else:
+        typer.echo(text, nl=False)
+
+
+_SIZES = ("S", "M", "L", "XL")
+
+
+def _parse_answer(text: str, taken: set[int]) -> tuple[int, str] | str | None:
+    """'12 M' -> (12, 'M'); '-' or '' -> None (nothing opened); 'q' -> 'quit'."""
+    words = text.split()
+    if not words or words == ["-"]:
+        return None
+    if words[0].lower() in ("q", "quit"):
+        return "quit"
+    if len(words) != 2 or not words[0].isdigit() or words[1].upper() not in _SIZES:
+        raise ValueError(f"answer 'NUMBER SIZE' (size one of {', '.join(_SIZES)}), '-' or 'q'")
+    number = int(words[0])
+    if not 1 <= number <= 10_000:
+        raise ValueError("a compartment number is 1 to 10000")
+    if number in taken:
+        raise ValueError(f"compartment {number} is already mapped")
+    return number, words[1].upper()
+
+
+class _Prompter:
+    def __call__(self, board: int, channel: int, taken: set[int]):
+        while True:
+            text = typer.prompt(
+                f"board {board} channel {channel}: which compartment opened, and its size "
+                "(e.g. '12 M'; '-' none; 'q' stop)",
+                default="-",
+                show_default=False,
+                err=True,
+            )
+            try:
+                return _parse_answer(text, taken)
+            except ValueError as err:
+                typer.echo(f"  {err}", err=True)
+
+
+class _Answers:
+    def __init__(self, source) -> None:
+        self.lines = [line.strip() for line in source.read().splitlines()]
+        self.at = 0
+
+    def __call__(self, board: int, channel: int, taken: set[int]):
+        if self.at >= len(self.lines):
+            return "quit"
+        line, self.at = self.lines[self.at], self.at + 1
+        try:
+            return _parse_answer(line, taken)
+        except ValueError as err:
+            raise ConfigError(f"--answers line {self.at} ({line!r}): {err}") from None

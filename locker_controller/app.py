@@ -55,6 +55,7 @@ class Controller:
             config, self.store, self.events, self.doors, self.operations, self.apply_setting
         )
         self.commands.synced = self.keypad.warm
+        self.commands.lift_lockout = self.lockout.lift
         self.keypad.warm()
         self.publisher = OutboxPublisher(self.store, self.events)
         self.link: MqttLink | None = None
@@ -86,7 +87,10 @@ class Controller:
             "out_of_service": self.doors.out_of_service(),
             "busy": self.operations.busy(),
             "locked_for_s": self.lockout.remaining(),
+            "lockout_level": self.lockout.level(),
             "doors": {n: d.open for n, d in self.doors.doors.items()},
+            # Every door read often enough since start-up to be trusted (debounce_polls).
+            "doors_settled": all(d.settled for d in self.doors.doors.values()),
         }
 
     def telemetry(self) -> Telemetry:
@@ -116,6 +120,12 @@ class Controller:
                 self.heartbeats_sent += 1
             self.commands.prune()
 
+    async def _lockout_loop(self, interval: float = 1.0) -> None:
+        """Report each lockout window when it ends, typed at or not (lockout_ended)."""
+        while True:
+            await asyncio.sleep(interval)
+            self.lockout.tick()
+
     async def run(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         self.cabinet.open()
@@ -126,7 +136,7 @@ class Controller:
                     self.config.locker_id,
                     loop,
                     self.commands.received,
-                    self.publisher.link_up,
+                    self._link_up,
                     self.publisher.acknowledged,
                 )
                 self.publisher.attach(self.link)
@@ -142,11 +152,17 @@ class Controller:
             self.cabinet.close()
             self.store.close()
 
+    def _link_up(self) -> None:
+        # Subscribed to our commands: the next one may be a retained one (commands.py).
+        self.commands.subscribed()
+        self.publisher.link_up()
+
     async def _serve(self, stop: asyncio.Event) -> None:
         server = None
         tasks = [
             asyncio.create_task(self.doors.run(), name="doors"),
             asyncio.create_task(self.publisher.run(), name="outbox"),
+            asyncio.create_task(self._lockout_loop(), name="lockout"),
         ]
         if self.config.mqtt is not None:
             tasks.append(

@@ -17,7 +17,13 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from firmware_bridge.errors import BoardTimeout, BridgeError, LinkError, ProtocolError
-from firmware_bridge.status import BoardHealth, BoardStatus, UnlockOutcome, UnlockResult
+from firmware_bridge.status import (
+    BoardHealth,
+    BoardStatus,
+    DoorReport,
+    UnlockOutcome,
+    UnlockResult,
+)
 from locker_controller.config import BusSettings, ControllerConfig
 from locker_controller.errors import CompartmentUnavailable, ConfigError
 
@@ -134,6 +140,28 @@ class Cabinet:
 
     async def unlock(self, number: int) -> UnlockResult:
         return await self.finish_unlock(number, self.start_unlock(number))
+
+    async def door_reports(self, bus: int) -> list[DoorReport]:
+        """Door changes the bus's boards pushed unasked (8A firmware that reports them),
+        decoded while the bus was busy with other exchanges; [] where the bus has none."""
+        take = getattr(self._buses[bus], "door_reports", None)
+        if take is None:
+            return []
+        try:
+            return await self._run(bus, take)
+        except BridgeError as err:
+            log.warning("bus %s: door reports unreadable: %s", bus, err)
+            return []
+
+    def wiring_at(self, bus: int, board: int, channel: int) -> Wiring | None:
+        return next(
+            (
+                w
+                for w in self.wiring.values()
+                if w.bus == bus and w.board == board and w.channel == channel
+            ),
+            None,
+        )
 
     async def status(self, bus: int, board: int) -> BoardStatus:
         try:

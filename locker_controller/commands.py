@@ -2,7 +2,16 @@
 
 A command is acted on only when it is signed with this locker's key, not expired, not
 retained and its request_id was never seen (xinbao.contract.verify_command does the first
-three; the seen ids live in SQLite so a replay after a restart is refused too). Anything
+three; the seen ids live in SQLite so a replay after a restart is refused too).
+
+Retained is judged twice. The broker's retain flag, and, because a broker or bridge may clear
+that flag on delivery, the command's own age: the controller subscribes with a clean session,
+so the only message a broker can hand it that was published before the subscription is the
+topic's retained one, and a broker hands that over first, at once. So the first command after
+each subscription is refused as retained when it was issued more than RETAINED_AGE_S before
+the subscription. (An honest command refused this way, the cabinet's clock far ahead of the
+cloud's, costs one round: the cloud's full sync is repeated when ``online`` is announced
+again.) Anything
 malformed or hostile is logged, audited as ``command_rejected`` and dropped; past
 REJECTIONS_RECORDED a minute, rejections are only counted (RejectionGate). Replies go
 through the outbox (EventLog.reply), in the transaction of the command's effect.
@@ -46,14 +55,24 @@ log = logging.getLogger(__name__)
 SEEN_REQUESTS_KEPT = timedelta(days=7)
 # Local progress of a handover; a sync never moves a handover backwards (the cloud may not
 # have our latest event yet).
-_STATE_RANK = {"reserved": 0, "deposited": 1, "overdue": 2, "collected": 3, "recovered": 3}
+HELD = "held"  # see store.LIVE_STATES
+_STATE_RANK = {
+    "reserved": 0,
+    "deposited": 1,
+    HELD: 1,  # the cloud listing it again (it followed the deposit) makes it deposited
+    "overdue": 2,
+    "collected": 3,
+    "recovered": 3,
+}
 # States in which the handover's item is in the cabinet, in the compartment the cabinet knows.
-_ITEM_INSIDE = ("deposited", "overdue")
+_ITEM_INSIDE = ("deposited", "overdue", HELD)
 # A flood of hostile messages must not grow the outbox without limit: the first few
 # rejections in a window are recorded one by one (and answered), the rest only counted and
 # reported as one command_rejected "flood" event when the window ends.
 REJECTIONS_RECORDED = 20
 REJECTION_WINDOW_S = 60.0
+# The first command after a subscription, issued this long before it, is a retained one.
+RETAINED_AGE_S = 30.0
 
 
 class RejectionGate:
@@ -122,16 +141,35 @@ class CommandDesk:
         self.gate = RejectionGate()
         self.cloud_spoke: Callable[[], None] = lambda: None
         self.synced: Callable[[], None] = lambda: None  # new codes: the keypad digests them
+        # Staff lifted the lockouts from the dashboard (the Controller wires its Lockout).
+        self.lift_lockout: Callable[[str], dict[str, Any]] = lambda by: {"lifted": []}
         self._summary_timer: asyncio.TimerHandle | None = None
+        # When we last subscribed to our commands topic, until the first message after it.
+        self._subscribed_at: datetime | None = None
+
+    def subscribed(self) -> None:
+        """The link subscribed to our commands topic (each (re)connect): the next message
+        may be the topic's retained one."""
+        self._subscribed_at = datetime.now(UTC)
 
     def received(self, raw: bytes, retained: bool) -> None:
         """Entry point for every message on our commands topic (called on the loop)."""
+        subscribed_at, self._subscribed_at = self._subscribed_at, None
         try:
             command = verify_command(self._key, raw, retained=retained)
+            rid = str(command.request_id)
+            if subscribed_at is not None and command.issued_at < subscribed_at - timedelta(
+                seconds=RETAINED_AGE_S
+            ):
+                raise CommandRejected(
+                    "retained",
+                    f"first command after subscribing, issued at {command.issued_at}: a "
+                    "retained one whose flag the broker cleared",
+                    rid,
+                )
         except CommandRejected as err:
             self._rejected(err)
             return
-        rid = str(command.request_id)
         if command.type is CommandType.UNLOCK:
             if not self._store.remember_request(rid):
                 self._rejected(CommandRejected("replayed", "request_id seen before", rid))
@@ -205,7 +243,14 @@ class CommandDesk:
             return self._staff(payload)
         if command.type is CommandType.CONFIG:
             return self._config(payload)
-        return {"pong": True}
+        if command.type is CommandType.LIFT_LOCKOUT:
+            log.warning("lockouts lifted by %s: %s", payload.by, payload.reason[:200])
+            return self.lift_lockout(payload.by)
+        # A ping (the cloud's periodic look, cloud_api/mqtt/sender.py) carries what this
+        # cabinet sees, for the cloud to reconcile between full syncs.
+        if self._doors is None:
+            return {"pong": True}
+        return {"pong": True, "cabinet": self._cabinet_report().model_dump(mode="json")}
 
     async def _unlock_and_answer(self, command) -> None:
         rid = str(command.request_id)
@@ -246,10 +291,31 @@ class CommandDesk:
                         payload.events_upto.seq,
                         again,
                     )
+            # An item this cabinet holds is never forgotten because the cloud ended its
+            # handover (cancelled while we were off line, say, and the deposit event not yet
+            # applied there): its code stops ("held"), the door stays the item's until staff
+            # take it out or the cloud, following the deposit, lists it again.
+            holding = {
+                h.handover_id: h.compartment
+                for h in self._store.live_handovers()
+                if h.state in _ITEM_INSIDE and h.compartment is not None
+            }
+            ended = [r.handover_id for r in payload.revocations]
             if payload.full:
-                self._store.delete_handovers_except(u.handover_id for u in payload.upserts)
-            for r in payload.revocations:
-                self._store.delete_handover(r.handover_id)
+                wanted = {u.handover_id for u in payload.upserts}
+                self._store.delete_handovers_except(wanted | set(holding))
+                ended += [hid for hid in holding if hid not in wanted]
+            held = sorted({hid for hid in ended if hid in holding})
+            for hid in ended:
+                if hid in holding:
+                    self._store.set_handover_state(hid, HELD)
+                else:
+                    self._store.delete_handover(hid)
+            if held:
+                log.warning("the cloud ended handovers whose items are inside here: %s", held)
+                result["items_kept"] = [
+                    {"handover_id": hid, "compartment": holding[hid]} for hid in held
+                ]
             kept = []
             for u in payload.upserts:
                 old = self._store.handover(u.handover_id)
@@ -282,6 +348,7 @@ class CommandDesk:
                         u.expires_at.astimezone(UTC) if u.expires_at else None,
                         state,
                         u.record_ref,
+                        u.mobile_digest,
                     )
                 )
             if kept:
@@ -315,7 +382,7 @@ class CommandDesk:
 
     def _staff(self, payload: StaffCredentials) -> dict[str, Any]:
         count = self._store.replace_staff(
-            StaffMember(s.staff_no, s.name, s.totp_secret, list(s.roles), -1) for s in payload.staff
+            StaffMember(s.staff_no, s.name, list(s.roles), s.pass_floor) for s in payload.staff
         )
         return {"staff": count}
 

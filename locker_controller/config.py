@@ -103,6 +103,10 @@ class KioskSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
+    # Requests to /api/code, /api/reopen and /api/staff/login per client: a burst, then a
+    # steady rate. A person types a code in seconds; a script flooding the keypad gets 429s.
+    rate_burst: int = Field(default=20, ge=1, le=10_000)
+    rate_per_s: float = Field(default=1.0, gt=0, le=10_000)
 
 
 class BoardSettings(_Section):
@@ -161,9 +165,13 @@ class ControllerConfig(_Section):
     door_left_open_after_s: float = Field(default=120.0, gt=0, le=86_400)
     reopen_window_s: float = Field(default=60.0, ge=0, le=3600)
     code_digits: int = Field(default=8, ge=6, le=10)
-    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_threshold: int = Field(default=5, ge=1, le=10)
     lockout_base_s: float = Field(default=30.0, gt=0, le=86_400)
     lockout_max_s: float = Field(default=3600.0, gt=0, le=7 * 86_400)
+    # Failures leak away (one per lockout_forgive_s); levels drop one per quiet
+    # lockout_level_decay_s. Successes reset nothing (xinbao/lockout.py).
+    lockout_forgive_s: float = Field(default=720.0, gt=0, le=86_400)
+    lockout_level_decay_s: float = Field(default=2400.0, gt=0, le=7 * 86_400)
     staff_session_s: float = Field(default=300.0, gt=0, le=86_400)
     mqtt: MqttSettings | None = None
     kiosk: KioskSettings = Field(default_factory=KioskSettings)
@@ -298,7 +306,7 @@ def parse_config(source: str, *, name: str = "config") -> ControllerConfig:
     except ValidationError as err:
         first = err.errors()[0]
         loc = tuple(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
+        message = _in_words(first)
         index = _line_index(source)
         nested = _PATH_IN_MESSAGE.match(message)
         if nested:  # a cross-field check names the entry it is about
@@ -308,7 +316,81 @@ def parse_config(source: str, *, name: str = "config") -> ControllerConfig:
             message = nested.group(2)
         field = ".".join(str(p) for p in loc) or None
         line = _locate(index, loc) if loc else None
-        raise ConfigError(f"{name}: {message}", line=line, field=field) from None
+        place = _place(raw, loc) if loc else None
+        raise ConfigError(message, line=line, field=field, place=place, source=name) from None
+
+
+def _place(raw: dict, loc: tuple) -> str:
+    """A setting's path in the words of the file's reader: compartments by their number,
+    buses and boards counted from 1 (``compartment 3, size``; ``bus 1, board 2, address``)."""
+    words: list[str] = []
+    node: object = raw
+    parts = list(loc)
+    while parts:
+        part = parts.pop(0)
+        if parts and isinstance(parts[0], int) and isinstance(node, dict):
+            index = parts.pop(0)
+            items = node.get(part)
+            entry = items[index] if isinstance(items, list) and index < len(items) else None
+            node = entry
+            label = {"compartments": "compartment", "buses": "bus", "boards": "board"}.get(
+                part, part
+            )
+            known = (
+                entry.get("number" if part == "compartments" else "address")
+                if isinstance(entry, dict)
+                else None
+            )
+            if part == "compartments" and isinstance(known, int):
+                words.append(f"compartment {known}")
+            elif part == "boards" and isinstance(known, int):
+                words.append(f"board {known}")
+            elif part == "buses":
+                words.append(f"bus {index + 1}")
+            else:
+                words.append(f"{label} entry {index + 1}")
+        else:
+            words.append(str(part))
+            node = node.get(part) if isinstance(node, dict) else None
+    return ", ".join(words)
+
+
+_WORDS = {
+    "missing": lambda e: "is missing",
+    "int_parsing": lambda e: "must be a whole number",
+    "int_type": lambda e: "must be a whole number",
+    "int_from_float": lambda e: "must be a whole number",
+    "float_parsing": lambda e: "must be a number",
+    "float_type": lambda e: "must be a number",
+    "bool_parsing": lambda e: "must be true or false",
+    "bool_type": lambda e: "must be true or false",
+    "string_type": lambda e: "must be text in quotes",
+    "greater_than": lambda e: f"must be more than {e['ctx']['gt']}",
+    "greater_than_equal": lambda e: f"must be at least {e['ctx']['ge']}",
+    "less_than": lambda e: f"must be less than {e['ctx']['lt']}",
+    "less_than_equal": lambda e: f"must be at most {e['ctx']['le']}",
+    "multiple_of": lambda e: f"must be a multiple of {e['ctx']['multiple_of']}",
+    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
+}
+
+
+def _in_words(error: dict) -> str:
+    """pydantic's message as a person would say it ("unknown setting 'colour'", "must be
+    at least 1"), with the value that was given where it helps."""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown setting {error['loc'][-1]!r}: remove it, or check its spelling"
+    said = _WORDS.get(kind)
+    if said is None:
+        return error["msg"].removeprefix("Value error, ")
+    try:
+        text = said(error)
+    except (KeyError, TypeError):
+        return error["msg"].removeprefix("Value error, ")
+    given = error.get("input")
+    if kind != "missing" and isinstance(given, str | int | float) and not isinstance(given, bool):
+        text += f" (not {given!r})"
+    return text
 
 
 def load_config(path: Path) -> ControllerConfig:

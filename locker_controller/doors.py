@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_bridge.status import BoardStatus, UnlockOutcome, UnlockResult
+from firmware_bridge.status import BoardStatus, DoorReport, UnlockOutcome, UnlockResult
 from locker_controller.cabinet import Cabinet, PollFailure
 from locker_controller.config import ControllerConfig
 from locker_controller.door_model import Door, DoorListener
@@ -181,8 +181,23 @@ class DoorWatcher:
         while True:
             for address in self._cabinet.boards(bus):
                 await self.poll_board(bus, address)
+            for report in await self._cabinet.door_reports(bus):
+                self.apply_report(bus, report)
             self.check_timers()
             await asyncio.sleep(self.poll_interval_s)
+
+    def apply_report(self, bus: int, report: DoorReport) -> None:
+        """A door change a board pushed of its own accord (8A firmware that reports them):
+        the board settled it before sending, so it counts at once, without waiting for
+        ``debounce_polls`` polls; the event says ``via: report``."""
+        wiring = self._cabinet.wiring_at(bus, report.board, report.status.channel)
+        if wiring is None:
+            return  # a channel no compartment is wired to
+        door = self.doors[wiring.number]
+        board = self.boards.get((bus, report.board))
+        if not door.settled or board is None or not board.reachable:
+            return  # the polls set the baseline (and a silent board's report is stale)
+        self._debounce_door(door, not report.status.locked, settled=True)
 
     async def poll_board(self, bus: int, address: int) -> None:
         state = self.boards[(bus, address)]
@@ -250,7 +265,7 @@ class DoorWatcher:
             return  # never seen: the door's first reading saves it
         self._store.save_door(door.number, DoorRecord(is_open, door.occupied, door.changed_at))
 
-    def _debounce_door(self, door: Door, is_open: bool) -> None:
+    def _debounce_door(self, door: Door, is_open: bool, *, settled: bool = False) -> None:
         believed = door.open if door.open is not None else (door.known and door.known.open)
         if door.open is None and door.known is None:
             # Never seen, not even before a restart: a baseline, not an event.
@@ -271,26 +286,36 @@ class DoorWatcher:
         if door.open_candidate != is_open:
             door.open_candidate, door.open_count = is_open, 0
         door.open_count += 1
-        if door.open_count < self._config.debounce_polls:
+        if door.open_count < self._config.debounce_polls and not settled:
             return
         door.open_candidate, door.open_count = None, 0
         while_down = door.open is None
+        via = "report" if settled else None
         if is_open:
             by_us = (
                 time.monotonic() < door.expect_open_until
                 or door.waiting_since is not None
                 or (while_down and self.listener.waiting(door.number) is not None)
             )
-            self._set_open(door, True, by="command" if by_us else "forced", while_down=while_down)
+            by = "command" if by_us else "forced"
+            self._set_open(door, True, by=by, while_down=while_down, via=via)
         else:
-            self._set_open(door, False, while_down=while_down)
+            self._set_open(door, False, while_down=while_down, via=via)
 
     def _set_open(
-        self, door: Door, is_open: bool, by: str = "command", *, while_down: bool = False
+        self,
+        door: Door,
+        is_open: bool,
+        by: str = "command",
+        *,
+        while_down: bool = False,
+        via: str | None = None,
     ) -> None:
         if door.open is is_open:
             return
         extra = {"while_down": True} if while_down else {}
+        if via is not None:
+            extra["via"] = via
         if is_open:
             # The opening, the door state and the purpose marked opened commit together.
             with self._store.transaction():

@@ -7,7 +7,7 @@
      +-- CodeRefused          a typed code was not accepted (reason: wrong, expired, locked_out,
      |                        malformed, out_of_service, compartments_unavailable, ...); the
      |                        kiosk shows a message per reason
-     +-- StaffRefused         staff login or action refused (bad TOTP, no session, no room)
+     +-- StaffRefused         staff login or action refused (bad pass, no session, no room)
 
 Errors of firmware_bridge are translated into CompartmentUnavailable once, at the board edge
 (locker_controller/cabinet.py), so nothing above it knows about serial ports.
@@ -21,12 +21,23 @@ class ControllerError(Exception):
 
 
 class ConfigError(ControllerError):
-    def __init__(self, message: str, *, line: int | None = None, field: str | None = None):
-        where = []
+    """``field`` is the setting's path (``compartments.2.size``, 0-based) for programs;
+    ``place`` says the same in words for people (``compartment 3, size``)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        field: str | None = None,
+        place: str | None = None,
+        source: str | None = None,
+    ):
+        where = [source] if source else []
         if line is not None:
             where.append(f"line {line}")
-        if field:
-            where.append(f"field '{field}'")
+        if place or field:
+            where.append(place or f"field '{field}'")
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
         self.line = line
         self.field = field

@@ -26,6 +26,7 @@ from locker_controller.placement import Placement
 from locker_controller.store import Handover, Store
 from xinbao.codes import MAX_DIGITS, MIN_DIGITS, match_counter
 from xinbao.contract import EventType
+from xinbao.lockout import mobile_matches, well_formed_mobile_digits
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class DoorOpened:
     compartment: int
     outcome: UnlockOutcome
+    handover_id: int | None = None
 
 
 class Keypad:
@@ -76,34 +78,47 @@ class Keypad:
         counter = match_counter(self._key, code, handovers, digits=len(code))
         return handovers.get(counter) if counter is not None else None
 
-    async def submit(self, code: str) -> DoorOpened:
+    async def submit(self, code: str, mobile: str | None = None) -> DoorOpened:
+        """Open the door of a typed code. During a lockout guesses are not checked: a code
+        opens only together with the last 4 digits of the mobile it was sent to (``mobile``),
+        which a guesser lacks and the applicant has (xinbao/lockout.py)."""
         code = code.strip() if isinstance(code, str) else ""
         if not (MIN_DIGITS <= len(code) <= MAX_DIGITS and code.isascii() and code.isdigit()):
             raise CodeRefused("malformed", "a code is 6 to 10 digits")
-        self._lockout.check()
-        handover = self._find(code)
-        if handover is None:
-            raise self._lockout.failed("wrong")
-        now = datetime.now(UTC)
-        if handover.state not in ("reserved", "deposited", "overdue"):
-            raise self._lockout.failed("used", handover_id=handover.handover_id)
-        if handover.kind == PICKUP and handover.state == "reserved":
-            raise self._lockout.failed("not_ready", handover_id=handover.handover_id)
-        # Overdue pickups keep working until staff recover the item (DESIGN.md §3).
-        if handover.state == "reserved" and handover.expired(now):
-            raise self._lockout.failed("expired", handover_id=handover.handover_id)
-        if handover.kind == DROPOFF and handover.state != "reserved":
-            raise self._lockout.failed("used", handover_id=handover.handover_id)
+        if mobile is not None and not well_formed_mobile_digits(mobile):
+            raise CodeRefused("malformed_mobile", "the last 4 digits of the mobile")
+        second_factor = False
+        if self._lockout.remaining() > 0:
+            if mobile is None:
+                raise self._lockout.refused()
+            handover = self.codes.match(code, self._store.live_handovers())
+            if (
+                handover is None
+                or not mobile_matches(
+                    self._key, handover.handover_id, mobile, handover.mobile_digest
+                )
+                or self._unusable(handover) is not None
+            ):
+                # One answer whichever part was wrong: nothing to learn from it.
+                raise self._lockout.refused(second_factor=True)
+            second_factor = True
+        else:
+            handover = self._find(code)
+            if handover is None:
+                raise self._lockout.failed("wrong")
+            if (why := self._unusable(handover)) is not None:
+                raise self._lockout.failed(why, handover_id=handover.handover_id)
         number, purpose = self._compartment_for(handover)
 
         def accept() -> None:
-            self._lockout.succeeded()
+            # An accepted code resets no lockout counter: failures decay by time only.
             self._events.record(
                 EventType.CODE_ACCEPTED,
                 number,
                 handover_id=handover.handover_id,
                 kind=handover.kind,
                 **_placed(purpose),
+                **({"second_factor": "mobile"} if second_factor else {}),
             )
 
         try:
@@ -112,7 +127,21 @@ class Keypad:
             )
         except CompartmentUnavailable:
             raise CodeRefused("out_of_service", f"compartment {number}") from None
-        return DoorOpened(number, result.outcome)
+        return DoorOpened(number, result.outcome, handover.handover_id)
+
+    @staticmethod
+    def _unusable(handover: Handover) -> str | None:
+        """Why a matched code opens nothing now (None: it opens)."""
+        if handover.state not in ("reserved", "deposited", "overdue"):
+            return "used"
+        if handover.kind == PICKUP and handover.state == "reserved":
+            return "not_ready"
+        # Overdue pickups keep working until staff recover the item (DESIGN.md §3).
+        if handover.state == "reserved" and handover.expired(datetime.now(UTC)):
+            return "expired"
+        if handover.kind == DROPOFF and handover.state != "reserved":
+            return "used"
+        return None
 
     def _compartment_for(self, handover: Handover) -> tuple[int, Purpose]:
         purpose = Purpose(kind=handover.kind, handover_id=handover.handover_id)
@@ -157,15 +186,27 @@ class Keypad:
         )
         raise CodeRefused(reason, detail or f"compartment {number}")
 
-    async def reopen(self, number: int) -> DoorOpened:
-        """Open again a door that jammed shortly before, for the same purpose."""
+    def reopenable(self, number: int) -> Purpose | None:
+        """The errand a door that jammed shortly before still waits for, if any."""
         purpose = self._operations.waiting(number)
         if purpose is None or not self._doors.recently_jammed(number, self._reopen_window_s):
+            return None
+        return purpose
+
+    async def reopen(
+        self, number: int, handover_id: int | None = None, staff_no: str | None = None
+    ) -> DoorOpened:
+        """Open again a door that jammed shortly before, for the same purpose. The kiosk
+        asks only for the session that typed the code (``handover_id``, from its reopen
+        ticket) or for staff (``staff_no``)."""
+        purpose = self.reopenable(number)
+        if purpose is None or (staff_no is None and purpose.handover_id != handover_id):
             raise CodeRefused("no_reopen", f"compartment {number} has nothing to reopen")
         again = replace(purpose, pulsed=False, began_at=time.time())
+        by = {"staff_no": staff_no} if staff_no else {}
         try:
             result = await self._doors.open_door(
-                number, again, handover_id=purpose.handover_id, reopen=True
+                number, again, handover_id=purpose.handover_id, reopen=True, **by
             )
         except CompartmentUnavailable:
             raise CodeRefused("out_of_service", f"compartment {number}") from None

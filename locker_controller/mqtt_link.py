@@ -59,7 +59,9 @@ class MqttLink:
         s = self._settings
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=f"locker-{self._locker_id}",
+            # The broker binds client ids to accounts on the lockers' listener
+            # (use_username_as_clientid, deploy/mosquitto): the locker id is both.
+            client_id=self._locker_id,
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )

@@ -1,13 +1,18 @@
-"""Staff at the cabinet: staff number + TOTP opens a short staff session for door actions.
+"""Staff at the cabinet: staff number + staff pass opens a short staff session for door actions.
 
-TOTP is checked offline against the secrets synced for this site (staff_credentials
-command). A TOTP value is accepted once: the time step used is stored, so a code read over a
-shoulder cannot be replayed within its 30-second window. Wrong logins count towards the same
-cabinet lockout as wrong codes. A session ends after ``staff_session_s`` without use.
+A staff pass (xinbao.staff_pass) is a 10-digit code for this cabinet and one shift, issued by
+the cloud to a member after a full dashboard log-in (password + TOTP). The cabinet checks it
+off line with a key derived from its own locker key; it holds no secret of the member's, so a
+stolen cabinet lets no one log in anywhere else. Who may log in, their roles and the floor
+below which their passes are void come with the staff sync (staff_credentials command); a
+member the cloud drops (deactivated, moved to another site) is refused from that sync on.
+Wrong log-ins count towards a lockout of that staff number alone
+(locker_controller/lockout.py), never the keypad's. A session ends after ``staff_session_s``
+without use.
 
-What a member may do follows the roles synced with their secret (``ACTION_ROLES``); the cloud
-sends its own roles (admin, staff), a site may also give narrower ones. A refused action is
-audited as code_refused "staff_not_permitted".
+What a member may do follows the roles synced (``ACTION_ROLES``): the cloud's roles are
+admin, supervisor, staff and technician; a site may also give narrower ones. A refused action
+is audited as code_refused "staff_not_permitted".
 """
 
 from __future__ import annotations
@@ -17,8 +22,6 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-import pyotp
 
 from firmware_bridge.status import UnlockOutcome
 from locker_controller.config import ControllerConfig
@@ -36,15 +39,16 @@ from locker_controller.operations import (
 from locker_controller.outbox import EventLog
 from locker_controller.placement import Placement
 from locker_controller.store import Handover, Store
+from xinbao import staff_pass
 from xinbao.contract import EventType
 
 # Who may do what at the cabinet. Opening any door (maintenance) is not part of the daily
 # load/collect work, so the cloud's plain "staff" role does not include it.
 ACTION_ROLES: dict[str, frozenset[str]] = {
-    "load": frozenset({"admin", "staff", "loader"}),
-    "collect": frozenset({"admin", "staff", "collector"}),
-    "recover": frozenset({"admin", "staff", "collector"}),
-    "maintenance": frozenset({"admin", "technician"}),
+    "load": frozenset({"admin", "supervisor", "staff", "loader"}),
+    "collect": frozenset({"admin", "supervisor", "staff", "collector"}),
+    "recover": frozenset({"admin", "supervisor", "staff", "collector"}),
+    "maintenance": frozenset({"admin", "supervisor", "technician"}),
 }
 
 
@@ -75,6 +79,8 @@ class StaffDesk:
         lockout: Lockout,
     ) -> None:
         self._session_s = config.staff_session_s
+        self._locker_id = config.locker_id
+        self._pass_key = staff_pass.derive_pass_key(config.locker_key)
         self._store = store
         self._events = events
         self._doors = doors
@@ -83,32 +89,38 @@ class StaffDesk:
         self._placement = Placement(store, operations, doors)
         self._sessions: dict[str, StaffSession] = {}
 
-    def login(self, staff_no: str, otp: str) -> str:
+    def login(self, staff_no: str, typed_pass: str) -> str:
+        member = self._store.staff_member(staff_no)
+        # Each staff number has its own lockout (unknown numbers share one): a guesser at the
+        # keypad or at another staff number never locks this member out.
+        counter = member.staff_no if member else None
         try:
-            self._lockout.check()
+            self._lockout.staff_check(counter)
         except CodeRefused as err:
             raise StaffRefused("locked_out", f"retry after {err.retry_after} s") from None
-        member = self._store.staff_member(staff_no)
-        step = self._matching_step(member.totp_secret, otp) if member else None
-        if member is None or step is None or step <= member.last_step:
-            self._lockout.failed("staff_login_failed", staff_no=staff_no[:32])
-            raise StaffRefused("bad_credentials", "staff number or one-time code is wrong")
+        if member is None or not self._pass_ok(member, typed_pass):
+            self._lockout.staff_failed(counter, staff_no=staff_no[:32])
+            raise StaffRefused("bad_credentials", "staff number or staff pass is wrong")
         actions = permitted_actions(member.roles)
         if not actions:
             # Who they are is proven (not a guess for the lockout), but they may do nothing.
-            with self._store.transaction():
-                self._store.set_staff_step(staff_no, step)
-                self._not_permitted(staff_no, "login")
+            self._not_permitted(staff_no, "login")
             raise StaffRefused("not_permitted", f"roles {member.roles} allow no action here")
         token = secrets.token_urlsafe(24)
         with self._store.transaction():
-            self._store.set_staff_step(staff_no, step)
-            self._lockout.succeeded()
             self._events.record(EventType.STAFF_LOGIN, None, staff_no=staff_no)
         session = StaffSession(staff_no, member.name, actions, 0.0, self._session_s)
         session.touch()
         self._sessions[token] = session
         return token
+
+    def _pass_ok(self, member, typed_pass: str) -> bool:
+        if not isinstance(typed_pass, str):
+            return False
+        counters = range(member.pass_floor, member.pass_floor + staff_pass.COUNTER_SPAN)
+        return staff_pass.match_pass(
+            self._pass_key, self._locker_id, member.staff_no, typed_pass, time.time(), counters
+        )
 
     def _not_permitted(self, staff_no: str, action: str) -> None:
         self._events.record(
@@ -118,19 +130,6 @@ class StaffDesk:
             staff_no=staff_no,
             action=action,
         )
-
-    @staticmethod
-    def _matching_step(secret: str, otp: str) -> int | None:
-        if not (isinstance(otp, str) and otp.isascii() and otp.isdigit() and len(otp) == 6):
-            return None
-        totp = pyotp.TOTP(secret)
-        now = time.time()
-        found = None
-        for offset in (-1, 0, 1):  # one step of clock drift either way
-            moment = now + offset * totp.interval
-            if secrets.compare_digest(totp.at(moment), otp):
-                found = int(moment // totp.interval)
-        return found
 
     def logout(self, token: str) -> None:
         self._sessions.pop(token, None)
@@ -171,7 +170,7 @@ class StaffDesk:
             found["collect"] = [
                 _task(h)
                 for h in live
-                if h.kind == DROPOFF_KIND and h.state == "deposited" and h.compartment
+                if h.kind == DROPOFF_KIND and h.state in ("deposited", "held") and h.compartment
             ]
         if "recover" in session.actions:
             found["recover"] = [
@@ -179,7 +178,9 @@ class StaffDesk:
                 for h in live
                 if h.kind == PICKUP_KIND
                 and h.compartment
-                and (h.state == "overdue" or (h.state == "deposited" and h.expired(now)))
+                and (
+                    h.state in ("overdue", "held") or (h.state == "deposited" and h.expired(now))
+                )
             ]
         if "maintenance" in session.actions:
             found["compartments"] = [
@@ -252,14 +253,14 @@ class StaffDesk:
     async def collect(self, token: str, number: int) -> UnlockOutcome:
         """Take dropped-off documents out of a compartment."""
         session = self.session(token, "collect")
-        handover = self._handover_in(number, "dropoff", ("deposited",))
+        handover = self._handover_in(number, "dropoff", ("deposited", "held"))
         purpose = Purpose(STAFF_COLLECT, handover, session.staff_no)
         return await self._open(session, number, purpose, "collect")
 
     async def recover(self, token: str, number: int) -> UnlockOutcome:
         """Take back a licence that was never collected."""
         session = self.session(token, "recover")
-        handover = self._handover_in(number, "pickup", ("deposited", "overdue"))
+        handover = self._handover_in(number, "pickup", ("deposited", "overdue", "held"))
         purpose = Purpose(STAFF_RECOVER, handover, session.staff_no)
         return await self._open(session, number, purpose, "recover")
 

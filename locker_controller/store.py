@@ -4,12 +4,18 @@ commands, and (outbox_store.py) the outbox of events and command replies.
 Everything the controller has promised the cloud lives here before it is acted on or sent,
 committed with ``synchronous=FULL`` so a commit survives power loss.
 
-Codes are never stored: a handover holds the HOTP counter its code derives from.
+Codes are never stored: a handover holds the HOTP counter its code derives from. Staff
+secrets are not stored either: the staff table says who may log in with a staff pass, which
+the cabinet checks with its own locker key (xinbao.staff_pass).
+
+The database (and SQLite's -wal and -shm files, which take its mode) is created 0600 in a
+data directory kept at 0700: the cabinet's user alone reads it.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -40,14 +46,14 @@ CREATE TABLE IF NOT EXISTS handovers (
     digits INTEGER NOT NULL,
     expires_at TEXT,
     state TEXT NOT NULL,
-    record_ref TEXT
+    record_ref TEXT,
+    mobile_digest TEXT
 );
 CREATE TABLE IF NOT EXISTS staff (
     staff_no TEXT PRIMARY KEY,
     name TEXT NOT NULL,
-    totp_secret TEXT NOT NULL,
     roles TEXT NOT NULL,
-    last_step INTEGER NOT NULL DEFAULT -1
+    pass_floor INTEGER NOT NULL DEFAULT 0
 );
 -- The last door state the controller saw, so a restart can tell what happened while it was
 -- down (closed, forced, item taken). Written in the transaction of the event it causes.
@@ -60,7 +66,9 @@ CREATE TABLE IF NOT EXISTS doors (
 CREATE TABLE IF NOT EXISTS seen_requests (request_id TEXT PRIMARY KEY, seen_at TEXT NOT NULL);
 """
 
-LIVE_STATES = ("reserved", "deposited", "overdue")
+# "held": the cloud ended the handover (revoked its code) while its item is inside here; the
+# code opens nothing, the door stays the item's until staff take it out.
+LIVE_STATES = ("reserved", "deposited", "overdue", "held")
 
 
 @dataclass(frozen=True)
@@ -84,6 +92,8 @@ class Handover:
     expires_at: datetime | None
     state: str
     record_ref: str | None
+    # Keyed digest of the mobile's last 4 digits (xinbao.lockout): opens during a lockout.
+    mobile_digest: str | None = None
 
     def expired(self, now: datetime) -> bool:
         return self.expires_at is not None and now >= self.expires_at
@@ -100,32 +110,62 @@ class DoorRecord:
 class StaffMember:
     staff_no: str
     name: str
-    totp_secret: str
     roles: list[str]
-    last_step: int
+    pass_floor: int = 0
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _private_file(path: Path) -> None:
+    """The data directory 0700 and the database file 0600, created so (no moment with wider
+    rights) and narrowed if an older version left them readable to others."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    for name in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if name.exists():
+            os.chmod(name, 0o600)
+
+
 class Store(OutboxTables):
     def __init__(self, path: Path) -> None:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            _private_file(path)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves, one place, see transaction().
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            # Deleted rows are overwritten, not left in free pages for a copied file to show.
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute("PRAGMA busy_timeout=5000")
+            self._forget_staff_secrets()
             self._db.executescript(SCHEMA + OUTBOX_SCHEMA)
             self._upgrade_outbox()
+            columns = {r[1] for r in self._db.execute("PRAGMA table_info(handovers)")}
+            if "mobile_digest" not in columns:
+                self._db.execute("ALTER TABLE handovers ADD COLUMN mobile_digest TEXT")
+        except OSError as err:
+            raise StoreError(f"cannot prepare the state database {path}: {err}") from None
         except sqlite3.Error as err:
             raise StoreError(f"cannot open the state database {path}: {err}") from None
         self._depth = 0
 
     def close(self) -> None:
         self._db.close()
+
+    def _forget_staff_secrets(self) -> None:
+        """A database from before staff passes holds every member's TOTP secret: drop that
+        table (the next staff sync fills the new one) and wipe it from the file and the WAL."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(staff)")}
+        if "totp_secret" not in columns:
+            return
+        self._db.execute("DROP TABLE staff")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.execute("VACUUM")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -234,17 +274,18 @@ class Store(OutboxTables):
         return Handover(row[0], row[1], row[2], row[3], row[4], row[5], expires, *row[7:])
 
     _HANDOVER_COLUMNS = (
-        "handover_id, kind, compartment, size, counter, digits, expires_at, state, record_ref"
+        "handover_id, kind, compartment, size, counter, digits, expires_at, state, record_ref,"
+        " mobile_digest"
     )
 
     def upsert_handover(self, h: Handover) -> None:
         with self.transaction():
             self._db.execute(
-                f"INSERT INTO handovers({self._HANDOVER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?) "
+                f"INSERT INTO handovers({self._HANDOVER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT(handover_id) DO UPDATE SET kind=excluded.kind, "
                 "compartment=excluded.compartment, size=excluded.size, counter=excluded.counter,"
                 " digits=excluded.digits, expires_at=excluded.expires_at, state=excluded.state,"
-                " record_ref=excluded.record_ref",
+                " record_ref=excluded.record_ref, mobile_digest=excluded.mobile_digest",
                 (
                     h.handover_id,
                     h.kind,
@@ -255,6 +296,7 @@ class Store(OutboxTables):
                     h.expires_at.isoformat() if h.expires_at else None,
                     h.state,
                     h.record_ref,
+                    h.mobile_digest,
                 ),
             )
 
@@ -278,7 +320,7 @@ class Store(OutboxTables):
 
     def live_handovers(self) -> list[Handover]:
         rows = self._db.execute(
-            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?) "
+            f"SELECT {self._HANDOVER_COLUMNS} FROM handovers WHERE state IN (?,?,?,?) "
             "ORDER BY handover_id",
             LIVE_STATES,
         ).fetchall()
@@ -310,33 +352,23 @@ class Store(OutboxTables):
     # --- staff --------------------------------------------------------------------------
 
     def replace_staff(self, members: Iterable[StaffMember]) -> int:
-        """The synced set replaces the old one; a member's used TOTP step is kept."""
+        """The synced set replaces the old one (members left out can no longer log in)."""
         members = list(members)
         with self.transaction():
-            keep = [m.staff_no for m in members]
-            marks = ",".join("?" * len(keep))
-            self._db.execute(f"DELETE FROM staff WHERE staff_no NOT IN ({marks})", keep)
-            for m in members:
-                self._db.execute(
-                    "INSERT INTO staff(staff_no, name, totp_secret, roles) VALUES (?,?,?,?) "
-                    "ON CONFLICT(staff_no) DO UPDATE SET name=excluded.name, "
-                    "totp_secret=excluded.totp_secret, roles=excluded.roles",
-                    (m.staff_no, m.name, m.totp_secret, json.dumps(m.roles)),
-                )
+            self._db.execute("DELETE FROM staff")
+            self._db.executemany(
+                "INSERT INTO staff(staff_no, name, roles, pass_floor) VALUES (?,?,?,?)",
+                [(m.staff_no, m.name, json.dumps(m.roles), m.pass_floor) for m in members],
+            )
         return len(members)
 
     def staff_member(self, staff_no: str) -> StaffMember | None:
         row = self._db.execute(
-            "SELECT staff_no, name, totp_secret, roles, last_step FROM staff WHERE staff_no=?",
-            (staff_no,),
+            "SELECT staff_no, name, roles, pass_floor FROM staff WHERE staff_no=?", (staff_no,)
         ).fetchone()
         if row is None:
             return None
-        return StaffMember(row[0], row[1], row[2], json.loads(row[3]), row[4])
-
-    def set_staff_step(self, staff_no: str, step: int) -> None:
-        with self.transaction():
-            self._db.execute("UPDATE staff SET last_step=? WHERE staff_no=?", (step, staff_no))
+        return StaffMember(row[0], row[1], json.loads(row[2]), row[3])
 
     # --- commands seen ------------------------------------------------------------------
 

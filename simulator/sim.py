@@ -48,6 +48,7 @@ class Simulator:
         truth: GroundTruth | None = None,
     ) -> None:
         specs = list(boards)
+        self.labels: dict[tuple[int, int], str] = {}  # (board, channel) -> the cabinet's name
         if not specs:
             raise SpecError("a bus needs at least one board")
         if not all(isinstance(s, BoardSpec) for s in specs):
@@ -111,6 +112,12 @@ class Simulator:
     def compartment(self, board: int, channel: int) -> CompartmentState:
         return self.board(board).compartment(channel).state()
 
+    def label(self, board: int, channel: int, text: str) -> None:
+        """Name a channel as the cabinet does (its compartment number, e.g. ``#5 S``); the
+        panel shows it beside board and channel."""
+        self.board(board).compartment(channel)  # SpecError for a channel that is not there
+        self.labels[(board, channel)] = str(text)[:40]
+
     def snapshot(self) -> list[dict[str, Any]]:
         """Every board and compartment, JSON-ready (the control API's GET /boards)."""
         return [
@@ -118,7 +125,10 @@ class Simulator:
                 "bus": self.name,
                 "address": b.address,
                 "protocol": b.spec.protocol,
-                "channels": [s.to_dict() for s in b.states()],
+                "channels": [
+                    {**s.to_dict(), "label": self.labels.get((b.address, s.channel))}
+                    for s in b.states()
+                ],
                 "faults": [f.to_dict() for f in b.faults],
             }
             for b in self.boards

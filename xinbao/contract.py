@@ -143,6 +143,9 @@ class EventType(StrEnum):
     CODE_ACCEPTED = "code_accepted"
     CODE_REFUSED = "code_refused"
     LOCKOUT = "lockout"
+    # One per lockout window when it ends or is lifted: how many guesses it refused
+    # unchecked (they are counted, never sent one by one; xinbao/lockout.py).
+    LOCKOUT_ENDED = "lockout_ended"
     DEPOSITED = "deposited"
     COLLECTED = "collected"
     STAFF_LOGIN = "staff_login"
@@ -209,6 +212,7 @@ class CommandType(StrEnum):
     STAFF_CREDENTIALS = "staff_credentials"
     CONFIG = "config"
     PING = "ping"
+    LIFT_LOCKOUT = "lift_lockout"
 
 
 class UnlockPayload(_Message):
@@ -229,6 +233,9 @@ class Reservation(_Message):
     expires_at: AwareDatetime | None = None
     state: Literal["reserved", "deposited", "overdue"]
     record_ref: str | None = None
+    # Keyed digest of the last 4 digits of the mobile the code went to
+    # (xinbao.lockout.mobile_digest): during a lockout the code opens with those digits.
+    mobile_digest: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
 
 
 class Revocation(_Message):
@@ -292,15 +299,19 @@ class CabinetReport(_Message):
             return None
 
 
-class StaffSecret(_Message):
+class StaffEntry(_Message):
+    """Who may log in at this cabinet with a staff pass (xinbao.staff_pass). No secret of the
+    member's travels or is stored: the cabinet checks passes with its own locker key."""
+
     staff_no: Annotated[str, Field(min_length=1, max_length=32)]
-    name: str
-    totp_secret: Annotated[str, Field(min_length=16, max_length=128)]
-    roles: list[str] = Field(default_factory=list)
+    name: Annotated[str, Field(max_length=200)]
+    roles: list[Annotated[str, Field(max_length=32)]] = Field(default_factory=list, max_length=8)
+    # Passes numbered below this are refused (a TOTP reset or a deactivation raised it).
+    pass_floor: Annotated[int, Field(ge=0, le=2**62)] = 0
 
 
 class StaffCredentials(_Message):
-    staff: list[StaffSecret]
+    staff: list[StaffEntry] = Field(max_length=100_000)
 
 
 # What a locker lets the cloud change over the air (``config`` command): name -> (type,
@@ -308,7 +319,8 @@ class StaffCredentials(_Message):
 RUNTIME_SETTINGS: dict[str, tuple[type, float, float]] = {
     "door_left_open_after_s": (float, 1.0, 86_400.0),
     "poll_interval_s": (float, 0.02, 60.0),
-    "lockout_threshold": (int, 1, 100),
+    # More than 10 wrong codes before a lockout gives guessers too many free tries.
+    "lockout_threshold": (int, 1, 10),
 }
 
 
@@ -338,12 +350,20 @@ class PingPayload(_Message):
     pass
 
 
+class LiftLockoutPayload(_Message):
+    """Staff on the dashboard lift the cabinet's lockouts (keypad and staff log-ins)."""
+
+    by: Annotated[str, Field(min_length=1, max_length=100)]
+    reason: Annotated[str, Field(max_length=500)] = ""
+
+
 PAYLOAD_MODELS: dict[CommandType, type[_Message]] = {
     CommandType.UNLOCK: UnlockPayload,
     CommandType.SYNC_RESERVATIONS: ReservationSync,
     CommandType.STAFF_CREDENTIALS: StaffCredentials,
     CommandType.CONFIG: ConfigPayload,
     CommandType.PING: PingPayload,
+    CommandType.LIFT_LOCKOUT: LiftLockoutPayload,
 }
 
 

@@ -2,8 +2,9 @@
 
 Each actor uses only what that actor has in real life: the approval system the integrator
 API (API key), the applicant the SMS (read from the console inbox) and the kiosk, the staff
-the kiosk (staff number + TOTP) and the staff API, the tester's hands the simulator's control
-API. Every step has a timeout; the first step that fails ends the run and is named.
+the kiosk (staff number + a staff pass from the staff API) and the staff API, the tester's
+hands the simulator's control API. Every step has a timeout; the first step that fails ends
+the run and is named.
 """
 
 from __future__ import annotations
@@ -16,14 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import pyotp
 
 from xinbao.demo_processes import DemoError
 from xinbao.demo_setup import LOCKER_ID, STAFF_USERNAME, board_of
 from xinbao.demo_stack import DemoStack, Say
 
 MOBILE = "+8613800138000"
-# Long enough for a TOTP step to pass (the cabinet takes each staff code once).
 STEP_TIMEOUT_S = 45.0
 _POLL_S = 0.2
 _CODE_IN_SMS = re.compile(r"(?:开箱码|取件码|[Cc]ode )(\d{6,10})(?!\d)")
@@ -83,7 +82,7 @@ class FullJourney:
             ("door opened in the simulator", self.door_opened),
             ("documents put in, door closed", self.put_in_and_close),
             ("'deposited' reached the cloud (MQTT)", self.dropoff_deposited),
-            ("staff logged in at the cabinet (staff number + TOTP)", self.staff_login),
+            ("staff logged in at the cabinet (staff number + staff pass)", self.staff_login),
             ("staff collected the documents at the cabinet", self.staff_collect),
             ("documents received in the cloud", self.documents_received),
             ("record approved", self.approve),
@@ -304,12 +303,20 @@ class FullJourney:
 
     async def staff_login(self) -> str:
         staff_no = await self.stack.staff_number()
+        # What staff do on the dashboard before a shift: a pass for this cabinet.
+        issued = await self._api(
+            "POST",
+            "/api/v1/staff/me/passes",
+            self.stack.staff_headers,
+            json={"locker_id": LOCKER_ID},
+        )
+        staff_pass = issued["staff_pass"]
 
         async def check() -> str:
-            # The staff secrets reach the cabinet by MQTT (staff_credentials command).
+            # Who may log in reaches the cabinet by MQTT (staff_credentials command).
             response = await self.http.post(
                 f"{self.stack.kiosk_url}/api/staff/login",
-                json={"staff_no": staff_no, "totp": pyotp.TOTP(self.stack.totp_secret).now()},
+                json={"staff_no": staff_no, "staff_pass": staff_pass},
             )
             if response.status_code != 200:
                 raise _NotYet(f"staff log-in refused: {response.json().get('reason')}")

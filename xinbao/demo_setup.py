@@ -142,8 +142,11 @@ class DataDir:
         if fresh and self.state_file.exists():
             shutil.rmtree(self.path)
         try:
-            self.log_dir.mkdir(parents=True, exist_ok=True)
-            self.controller_dir.mkdir(exist_ok=True)
+            # The demo's databases and secrets: for this user only.
+            self.path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            os.chmod(self.path, 0o700)
+            self.log_dir.mkdir(mode=0o700, exist_ok=True)
+            self.controller_dir.mkdir(mode=0o700, exist_ok=True)
         except OSError as err:
             raise DataDirError(f"cannot create {self.path}: {err.strerror}") from None
         if self.state_file.exists():

@@ -29,6 +29,7 @@ from xinbao.broker import BrokerStartError, EmbeddedBroker
 from xinbao.demo_processes import HOST, Child, DemoError, Ports, UsageError, wait_for_http
 from xinbao.demo_setup import (
     BUSES,
+    COMPARTMENTS,
     LOCKER_ID,
     MQTT_CLOUD_USER,
     STAFF_USERNAME,
@@ -82,7 +83,8 @@ class DemoStack:
         self.controller: Child | None = None
         self.http = httpx.AsyncClient(timeout=10.0)
         self.staff_headers: dict[str, str] = {}
-        self._staff: tuple[int, str] | None = None  # the demo staff's id and role
+        # The demo staff's id, role and token generation (security.issue_token).
+        self._staff: tuple[int, str, int] | None = None
         self.master_key = b""
 
     # --- addresses -------------------------------------------------------------------------
@@ -103,11 +105,6 @@ class DemoStack:
     def integrator_headers(self) -> dict[str, str]:
         assert self.state is not None
         return {"X-API-Key": self.state.api_key}
-
-    @property
-    def totp_secret(self) -> str:
-        assert self.state is not None
-        return self.state.totp_secret
 
     async def staff_number(self) -> str:
         """The demo staff's number at the cabinets (what the cloud syncs to the lockers)."""
@@ -242,10 +239,11 @@ class DemoStack:
                     # be printed and survives a restart; enrolment itself is the real path.
                     staff.totp_secret = state.totp_secret
                     session.commit()
-                    staff_service.confirm_totp(
-                        session, staff, pyotp.TOTP(state.totp_secret).now(), utcnow()
-                    )
-            self._staff = (staff.id, staff.role)
+                    # With the code of the step before: confirming spends it, and the
+                    # person reading the banner may type the current one at once.
+                    earlier = pyotp.TOTP(state.totp_secret).at(utcnow() - timedelta(seconds=30))
+                    staff_service.confirm_totp(session, staff, earlier, utcnow())
+            self._staff = (staff.id, staff.role, staff.token_generation)
             if not state.api_key:
                 _, state.api_key = bootstrap.create_api_key(
                     engine,
@@ -269,6 +267,9 @@ class DemoStack:
                     [BoardSpec(protocol=bus.protocol, address=bus.address, channels=bus.channels)],
                 )
                 ptys.append(sim.start_pty())
+            buses = list(cabinet.buses.values())
+            for c in COMPARTMENTS:  # the panel names each door by its compartment, as staff do
+                buses[c.bus].label(BUSES[c.bus].address, c.channel, f"#{c.number} {c.size}")
             cabinet.start_control(HOST, self.ports.sim)
         except SimulatorError as err:
             raise UsageError(f"cannot start the simulator: {err} (--sim-port)") from None
@@ -295,13 +296,21 @@ class DemoStack:
 
         Not a log-in with the staff's one-time code: the cloud takes each TOTP code once
         (replay guard), and the person reading the banner is about to type the current one
-        into the dashboard."""
+        into the dashboard. It counts as a full log-in (the demo holds the TOTP secret), so the
+        scenario can ask for a staff pass for the cabinet."""
         from cloud_api.core.security import issue_token
         from cloud_api.models.common import utcnow
 
         assert self._staff is not None and self.state is not None
+        staff_id, role, generation = self._staff
         token = issue_token(
-            self.state.token_secret.encode(), *self._staff, utcnow(), timedelta(hours=24)
+            self.state.token_secret.encode(),
+            staff_id,
+            role,
+            utcnow(),
+            timedelta(hours=24),
+            generation=generation,
+            mfa=True,
         )
         self.staff_headers = {"Authorization": f"Bearer {token}"}
         response = await self.http.get(

@@ -61,6 +61,8 @@ class Principal:
     name: str  # as it appears in the audit trail, e.g. "staff:li" or "api_key:3"
     scopes: frozenset[str]
     staff: Staff | None = None
+    # A staff token from a log-in with password and TOTP (what a staff pass needs).
+    full_login: bool = False
 
     def owner(self, *, reading: bool = False) -> str | None:
         """Whose records and handovers this caller may touch: its own name for an integrator
@@ -84,12 +86,17 @@ def _bearer(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _staff_from_token(session: Session, settings: Settings, token: str, now: datetime) -> Staff:
+def _staff_from_token(
+    session: Session, settings: Settings, token: str, now: datetime
+) -> tuple[Staff, security.TokenClaims]:
     claims = security.read_token(settings.token_key, token, now)
     staff = session.get(Staff, claims.staff_id)
     if staff is None or not staff.active:
         raise AuthError("this account is disabled: ask an administrator")
-    return staff
+    # Logged out, password changed, TOTP reset or deactivated since: the token is over.
+    if claims.generation != staff.token_generation:
+        raise AuthError("this session has ended (logged out or account changed): log in again")
+    return staff, claims
 
 
 # Declared as security schemes, so the OpenAPI document says how to authenticate (and tools
@@ -122,9 +129,12 @@ def get_principal(
     # The raw header, not the parsed credentials: a malformed one gets its own message.
     token = _bearer(request.headers.get("authorization"))
     if token is not None:
-        staff = _staff_from_token(session, settings, token, now)
+        staff, claims = _staff_from_token(session, settings, token, now)
         principal = Principal(
-            f"staff:{staff.username}", staff_service.ROLE_SCOPES[staff.role], staff
+            f"staff:{staff.username}",
+            staff_service.ROLE_SCOPES.get(staff.role, frozenset()),
+            staff,
+            full_login=claims.mfa,
         )
     elif x_api_key:
         key = staff_service.authenticate_api_key(session, x_api_key.strip())
@@ -161,7 +171,14 @@ async def get_current_admin(staff: Annotated[Staff, Depends(get_current_staff)])
     return staff
 
 
+async def get_staff_principal(principal: PrincipalDep) -> Principal:
+    if principal.staff is None:
+        raise Forbidden("this needs a staff log-in, not an API key")
+    return principal
+
+
 CurrentStaff = Annotated[Staff, Depends(get_current_staff)]
+StaffPrincipal = Annotated[Principal, Depends(get_staff_principal)]
 CurrentAdmin = Annotated[Staff, Depends(get_current_admin)]
 RecordsWriter = Annotated[Principal, Depends(require(Scope.records_write))]
 HandoversWriter = Annotated[Principal, Depends(require(Scope.handovers_write))]

@@ -7,13 +7,15 @@ guessable token secret lets anyone sign a staff token. Both must hold 128 bits o
 unless it is given its own (a demo that starts several processes passes them on).
 """
 
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Self
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_api.errors import ConfigError
@@ -43,9 +45,27 @@ class Settings(BaseSettings):
         default="sqlite:///./xinbao.db",
         validation_alias=AliasChoices("DATABASE_URL", "XINBAO_DATABASE_URL", "database_url"),
     )
+    # PostgreSQL: the tables' owner, for migrations only (``xinbao api`` migrates with it,
+    # then grants DATABASE_URL's role the rows-only rights it needs, core/db.py). Unset: the
+    # migrations run as DATABASE_URL's role, which then owns the tables (SQLite, tests).
+    owner_database_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("XINBAO_OWNER_DATABASE_URL", "owner_database_url"),
+        repr=False,
+    )
     demo: bool = False
     master_secret: SecretStr = SecretStr("")
     token_secret: SecretStr = SecretStr("")
+    # The audit chain's HMAC key (services/audit.py); unset = derived from the master secret.
+    # Never stored in the database. Set it on its own to let an inspector verify the trail
+    # without holding the master secret (which derives every locker key).
+    audit_key_secret: SecretStr = Field(
+        default=SecretStr(""), validation_alias=AliasChoices("XINBAO_AUDIT_KEY", "audit_key")
+    )
+    # Signed audit head checkpoints are appended here (outside the database) every
+    # audit_checkpoint_seconds; `xinbao audit verify --checkpoint FILE` checks them.
+    audit_checkpoint_file: str | None = None
+    audit_checkpoint_seconds: float = Field(default=300, gt=0, le=24 * 3600)
 
     code_digits: int = Field(default=DEFAULT_DIGITS, ge=MIN_DIGITS, le=MAX_DIGITS)
     token_ttl_minutes: int = Field(default=480, ge=1, le=7 * 24 * 60)
@@ -55,7 +75,7 @@ class Settings(BaseSettings):
     reminder_hours: list[float] = Field(default=[24, 72])
     overdue_code_keeps_working: bool = True
 
-    lockout_threshold: int = Field(default=5, ge=1, le=100)
+    lockout_threshold: int = Field(default=5, ge=1, le=10)
     lockout_base_seconds: float = Field(default=30, gt=0)
     lockout_max_seconds: float = Field(default=3600, gt=0)
     # Staff log-in throttle, per user name (services/staff_login.py).
@@ -88,8 +108,25 @@ class Settings(BaseSettings):
     mqtt_shared: Literal["auto", "on", "off"] = "auto"
     mqtt_command_timeout_seconds: float = Field(default=10, gt=0, le=300)
     mqtt_command_ttl_seconds: float = Field(default=300, ge=10, le=7 * 24 * 3600)
+    # Each locker's ingest budget per API process (mqtt/intake.py): messages a second, and at
+    # once. Beyond it a locker's messages are counted and refused (a "flooding" alarm). Keep
+    # the burst well below the broker's max_inflight_messages (100): the messages a locker has
+    # waiting in the worker hold the cloud's in-flight window, and a full window would stop
+    # every other locker's messages at the broker. 0: no budget.
+    mqtt_locker_rate: float = Field(default=20, ge=0, le=100_000)
+    mqtt_locker_burst: int = Field(default=40, ge=1, le=1_000_000)
     # How often the bridge looks for staff changes to push to on-line lockers.
     mqtt_staff_round_seconds: float = Field(default=5, gt=0, le=3600)
+    # How often each on-line locker is asked for its view (a ping whose reply the cloud
+    # reconciles, cloud_api/mqtt/reconcile.py) when no full sync did so meanwhile.
+    mqtt_view_round_seconds: float = Field(default=600, ge=1, le=24 * 3600)
+
+    @field_validator("database_url", "owner_database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        from cloud_api.core.db import check_url
+
+        return value if value is None else check_url(value)
 
     @model_validator(mode="after")
     def _secrets(self) -> Self:
@@ -122,6 +159,9 @@ class Settings(BaseSettings):
                 "XINBAO_MASTER_SECRET and XINBAO_TOKEN_SECRET must differ: whoever sees one "
                 "must not hold the other"
             )
+        audit_key = self.audit_key_secret.get_secret_value()
+        if audit_key and len(audit_key) < _MIN_SECRET_LENGTH:
+            raise ConfigError(f"XINBAO_AUDIT_KEY must be at least {_MIN_SECRET_LENGTH} characters")
         if any(not 0 < h < 24 * 365 for h in self.reminder_hours):
             raise ConfigError("XINBAO_REMINDER_HOURS must be hours between 0 and a year")
         if self.lockout_max_seconds < self.lockout_base_seconds:
@@ -146,6 +186,14 @@ class Settings(BaseSettings):
                 "set both XINBAO_FIRST_ADMIN_USERNAME and XINBAO_FIRST_ADMIN_PASSWORD, or neither"
             )
         return self
+
+    def audit_key(self) -> bytes:
+        """The audit chain's key: XINBAO_AUDIT_KEY, else derived from the master secret."""
+        own = self.audit_key_secret.get_secret_value()
+        if own:
+            return hashlib.sha256(b"xinbao/audit-key/v1|" + own.encode()).digest()
+        master = self.master_secret.get_secret_value().encode()
+        return hmac.new(master, b"xinbao/audit-chain/v1", hashlib.sha256).digest()
 
     @property
     def master_key(self) -> bytes:
@@ -182,6 +230,8 @@ def load_settings(**overrides) -> Settings:
         return Settings(**overrides)
     except ValidationError as err:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in err.errors()
+            f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+            f"{e['msg'].removeprefix('Value error, ')}"
+            for e in err.errors()
         )
         raise ConfigError(f"bad settings: {problems}") from None

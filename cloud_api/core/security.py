@@ -57,13 +57,25 @@ class TokenClaims:
     staff_id: int
     role: str
     expires_at: datetime
+    # The account's token generation when issued: a token of an older one is refused.
+    generation: int = 0
+    # Issued after password and TOTP (not a password-only log-in before enrolment).
+    mfa: bool = False
 
 
-def issue_token(key: bytes, staff_id: int, role: str, now: datetime, ttl: timedelta) -> str:
+def issue_token(
+    key: bytes,
+    staff_id: int,
+    role: str,
+    now: datetime,
+    ttl: timedelta,
+    generation: int = 0,
+    mfa: bool = False,
+) -> str:
     expires = now + ttl
-    payload = json.dumps(
-        {"sub": staff_id, "role": role, "exp": int(expires.timestamp())}, separators=(",", ":")
-    ).encode()
+    claims = {"sub": staff_id, "role": role, "exp": int(expires.timestamp())}
+    claims |= {"gen": generation, "mfa": mfa}
+    payload = json.dumps(claims, separators=(",", ":")).encode()
     body = _b64(payload)
     sig = hmac.new(key, _TOKEN_LABEL + body.encode(), hashlib.sha256).digest()
     return f"{body}.{_b64(sig)}"
@@ -87,8 +99,10 @@ def read_token(key: bytes, token: str, now: datetime) -> TokenClaims:
             staff_id=int(payload["sub"]),
             role=str(payload["role"]),
             expires_at=datetime.fromtimestamp(int(payload["exp"]), tz=now.tzinfo),
+            generation=int(payload.get("gen", 0)),
+            mfa=payload.get("mfa") is True,
         )
-    except (KeyError, TypeError, ValueError, OverflowError):
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
         raise AuthError("the bearer token is malformed: log in again") from None
     if claims.expires_at <= now:
         raise AuthError("the bearer token has expired: log in again")

@@ -30,6 +30,9 @@ class AuditHead(SQLModel, table=True):
     id: int = Field(primary_key=True, sa_column_kwargs={"autoincrement": False})
     last_seq: int
     last_hash: str = Field(max_length=64)
+    # The first entry linked with the keyed HMAC (services/audit.py); those before it were
+    # written with plain SHA-256 before migration 0007.
+    keyed_from: int = Field(default=1, sa_column_kwargs={"server_default": "1"})
 
 
 class AuditEntryPublic(SQLModel):

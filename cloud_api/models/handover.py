@@ -135,6 +135,8 @@ class HandoverPublic(SQLModel):
 
 class CodeCheck(SQLModel):
     code: str = Field(min_length=1, max_length=32)
+    # During a lockout: the last 4 digits of the mobile the code was sent to.
+    mobile_last4: str | None = Field(default=None, regex=r"^[0-9]{4}$")
 
 
 class CodeCheckResult(SQLModel):

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field as PydanticField
-from sqlalchemy import Column, UniqueConstraint
+from sqlalchemy import Column, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from cloud_api.models.common import (
@@ -48,6 +48,10 @@ class Locker(LockerBase, table=True):
     failed_code_attempts: int = Field(default=0)
     lockout_level: int = Field(default=0)
     lockout_until: datetime | None = Field(default=None, sa_column=Column(UtcDateTime()))
+    # The whole state of the shared lockout machine (xinbao/lockout.py) as JSON text (text:
+    # queries take DISTINCT over lockers, which PostgreSQL's json type cannot compare); the
+    # three columns above mirror it for readers.
+    lockout_state: str | None = Field(default=None, sa_column=Column(Text()))
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )

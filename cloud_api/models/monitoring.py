@@ -76,6 +76,11 @@ class AlarmKind(StrEnum):
     item_still_inside = "item_still_inside"
     # The cabinet's view (reply to a full sync) differs from the cloud's (mqtt/reconcile.py).
     mismatch = "mismatch"
+    # The locker's account sent more messages than its ingest budget (mqtt/intake.py): the
+    # excess was counted, not applied. Staff look (a hostile account, a faulty controller).
+    flooding = "flooding"
+    # Keypad or staff log-in guesses reached the second lockout level (xinbao/lockout.py).
+    lockout = "lockout"
 
 
 class Alarm(SQLModel, table=True):

@@ -1,15 +1,17 @@
 """``CloudBridge``: the API process's MQTT client (paho-mqtt 2.x, MQTT 3.1.1).
 
 Threads: paho's network thread (``loop_start``) only receives and queues; one worker thread
-takes the messages in arrival order and acknowledges each (manual PUBACK) only after its
-transaction committed. So a crash between commit and PUBACK causes a redelivery, which the
-event_id constraint turns into a no-op, and a slow or failing database never stalls the
-keepalive. The ingest applies each locker's events in seq order (cloud_api.mqtt.ingest);
-between messages the worker also releases events held back for a predecessor (the ingest's
-own bookkeeping, so the same thread). The sweeps that only read and write the database
-(commands nobody answered, staff lists that changed) run on a chores thread of their own:
-with a city on line they take long enough that every locker's messages would wait behind
-them. Commands are cloud_api.mqtt.sender's, published from whichever thread asks (paho's
+takes the messages, lockers taking turns (cloud_api.mqtt.intake: one locker's flood cannot hold
+up another locker's messages, and what a locker sends beyond its budget is counted,
+acknowledged unapplied and reported as a ``flooding`` alarm), and acknowledges each (manual
+PUBACK) only after its transaction committed. So a crash between commit and PUBACK causes a
+redelivery, which the event_id constraint turns into a no-op, and a slow or failing database
+never stalls the keepalive. The ingest applies each locker's events in seq order
+(cloud_api.mqtt.ingest); between messages the worker also releases events held back for a
+predecessor (the ingest's own bookkeeping, so the same thread). The sweeps that only read and
+write the database (commands nobody answered, staff lists that changed) run on a chores thread
+of their own: with a city on line they take long enough that every locker's messages would wait
+behind them. Commands are cloud_api.mqtt.sender's, published from whichever thread asks (paho's
 publish is thread safe).
 
 Sessions are persistent (clean_session=False, a stable client id) so QoS 1 messages queued
@@ -25,7 +27,6 @@ applied once) if the probe does not come back.
 
 import logging
 import os
-import queue
 import re
 import socket
 import ssl
@@ -33,20 +34,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from sqlalchemy import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Session
 
 from cloud_api.core.config import Settings
 from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
 from cloud_api.mqtt.errors import LinkDown, MessageDropped
 from cloud_api.mqtt.ingest import Ingest
+from cloud_api.mqtt.intake import FairIntake
 from cloud_api.mqtt.sender import CommandSender
-from cloud_api.services import policy
+from cloud_api.services import alarms, policy
 from cloud_api.services.handovers import HandoverPolicy
 from xinbao.contract import (
     TOPIC_ROOT,
@@ -71,6 +74,14 @@ _SLOW_CHORE_S = 0.2
 # A message that sat this long in the worker's queue is reported (at most every _LAG_LOG_S).
 _LAG_WARN_S = 1.0
 _LAG_LOG_S = 10.0
+# Messages refused over a locker's budget are summarised this often (log and alarm); once a
+# locker has had none refused for _FLOOD_QUIET_S, it gets a full sync, whose events_upto mark
+# makes an honest cabinet send again what was refused.
+_FLOOD_ROUND_S = 1.0
+_FLOOD_QUIET_S = 10.0
+# An honest cabinet replaying its outbox after a long time off line can go over budget for a
+# moment; the flooding alarm is raised once a flood has had this many messages refused.
+FLOOD_ALARM_AFTER = 200
 
 
 @dataclass(frozen=True)
@@ -107,10 +118,15 @@ class CloudBridge:
         self.client_id = settings.mqtt_client_id or default_client_id()
         self._group = settings.mqtt_group
         self._staff_round_s = settings.mqtt_staff_round_seconds
+        self._view_round_s = settings.mqtt_view_round_seconds
         self._ingest = Ingest(engine, self._policy, self.client_id, clock)
         self.commands = CommandSender(settings, engine, self._publish_command, clock)
         self._ingest.resync = self.sync_handovers
-        self._queue: queue.Queue[_Message | None] = queue.Queue()
+        self._queue: FairIntake[_Message] = FairIntake(
+            settings.mqtt_locker_rate, settings.mqtt_locker_burst
+        )
+        # Lockers over budget lately -> (monotonic time of the last refusal, refused in all).
+        self._flooding: dict[str, tuple[float, int]] = {}
         self._stopping = threading.Event()
         self.connected = threading.Event()
         # Set once the broker granted this connection's subscriptions (SUBACK).
@@ -149,6 +165,7 @@ class CloudBridge:
 
     def start(self) -> None:
         self._stopping.clear()
+        self._queue.reopen()
         self._worker = threading.Thread(target=self._work, name="mqtt-ingest", daemon=True)
         self._worker.start()
         self._chores = threading.Thread(target=self._do_chores, name="mqtt-chores", daemon=True)
@@ -164,7 +181,7 @@ class CloudBridge:
 
     def stop(self) -> None:
         self._stopping.set()
-        self._queue.put(None)
+        self._queue.close()
         for thread in (self._worker, self._chores):
             if thread is not None:
                 thread.join(30)
@@ -233,11 +250,17 @@ class CloudBridge:
             self._probe_answered(client)
             client.ack(message.mid, message.qos)
             return
-        self._queue.put(
+        parts = message.topic.split("/")
+        locker = parts[3] if len(parts) == 5 else ""
+        taken = self._queue.put(
+            locker,
             _Message(
                 message.topic, bytes(message.payload), message.mid, message.qos, time.monotonic()
-            )
+            ),
         )
+        if not taken:
+            # Over the locker's budget: counted (FairIntake.take_refused), never applied.
+            client.ack(message.mid, message.qos)
 
     def _probe_answered(self, client: mqtt.Client) -> None:
         with self._lock:
@@ -266,15 +289,15 @@ class CloudBridge:
     # --- the worker thread --------------------------------------------------------------
 
     def _work(self) -> None:
-        due = {self._ingest.apply_held_back: (time.monotonic(), _ORDER_SWEEP_S)}
+        due = {
+            self._ingest.apply_held_back: (time.monotonic(), _ORDER_SWEEP_S),
+            self._note_floods: (time.monotonic(), _FLOOD_ROUND_S),
+        }
         while True:
-            try:
-                message = self._queue.get(timeout=0.25)
-            except queue.Empty:
-                message = False
-            if message is None:
+            message = self._queue.get(timeout=0.25)
+            if message is None and self._queue.closed:
                 return
-            if message is not False:
+            if message is not None:
                 self._note_lag(message)
                 if self._process(message):
                     self._client.ack(message.mid, message.qos)
@@ -295,6 +318,44 @@ class CloudBridge:
                 self._queue.qsize(),
             )
 
+    def _note_floods(self) -> None:
+        """Summarise the messages refused over budget since the last round: one log line
+        and the locker's flooding alarm (with the count) per locker, not a row per message."""
+        now = time.monotonic()
+        refused = self._queue.take_refused()
+        if refused:
+            at = self._clock()
+            with Session(self._engine) as session:
+                for locker_id, count in sorted(refused.items()):
+                    _, before = self._flooding.get(locker_id, (now, 0))
+                    total = before + count
+                    self._flooding[locker_id] = (now, total)
+                    log.warning(
+                        "locker %r is over its ingest budget (%s/s, burst %d): %d messages "
+                        "refused in the last round, %d in this flood",
+                        locker_id,
+                        self._queue.rate,
+                        self._queue.burst,
+                        count,
+                        total,
+                    )
+                    if locker_id and total >= FLOOD_ALARM_AFTER:
+                        # The first time: the whole flood so far; then each round's count.
+                        counted = total if before < FLOOD_ALARM_AFTER else count
+                        alarms.note_flood(session, locker_id, counted, at)
+                session.commit()
+        for locker_id, (last, total) in list(self._flooding.items()):
+            if now - last < _FLOOD_QUIET_S:
+                continue
+            del self._flooding[locker_id]
+            log.warning("locker %r flood over: %d messages refused in all", locker_id, total)
+            if locker_id and self.subscribed.is_set():
+                try:
+                    # Its events_upto mark makes an honest cabinet send again what was refused.
+                    self.sync_locker(locker_id)
+                except (LinkDown, MessageDropped, ContractError) as err:
+                    log.warning("no full sync to %r after its flood: %s", locker_id, err)
+
     # --- the chores thread --------------------------------------------------------------
 
     def _do_chores(self) -> None:
@@ -302,6 +363,7 @@ class CloudBridge:
         due = {
             self.commands.expire_unanswered: (start, _COMMAND_SWEEP_S),
             self._push_staff: (start + self._staff_round_s, self._staff_round_s),
+            self._ask_views: (start + self._view_round_s, min(self._view_round_s, 60.0)),
         }
         while not self._stopping.wait(0.25):
             _run_due(due)
@@ -309,6 +371,10 @@ class CloudBridge:
     def _push_staff(self) -> None:
         if self.subscribed.is_set():
             self.commands.push_changed_staff()
+
+    def _ask_views(self) -> None:
+        if self.subscribed.is_set():
+            self.commands.ask_views(timedelta(seconds=self._view_round_s))
 
     def _process(self, message: _Message) -> bool:
         """Apply one message; False only if it must not be acknowledged (we are stopping
@@ -373,12 +439,15 @@ class CloudBridge:
     def configure(self, locker_id: str, settings: dict, actor: str) -> LockerCommand:
         return self.commands.configure(locker_id, settings, actor)
 
+    def lift_lockout(self, locker_id: str, actor: str, reason: str) -> LockerCommand:
+        return self.commands.lift_lockout(locker_id, actor, reason)
+
     def wait_reply(self, request_id: str, timeout: float) -> LockerCommand:
         return self.commands.wait_reply(request_id, timeout)
 
 
 def _run_due(
-    due: dict[Callable[[], object], tuple[float, float]], waiting: queue.Queue | None = None
+    due: dict[Callable[[], object], tuple[float, float]], waiting: FairIntake | None = None
 ) -> None:
     """Run the chores whose time has come (chore -> (next run, interval), monotonic) and
     plan their next round. ``waiting``: the messages a slow chore holds up, if it does."""

@@ -8,14 +8,14 @@ before it is published, so whichever API process receives the reply can match it
 import uuid
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlmodel import Session
 
 from cloud_api.models.handover import ACTIVE_STATES, Handover
-from cloud_api.models.locker import Compartment
+from cloud_api.models.locker import Compartment, Locker
 from cloud_api.models.monitoring import LockerCommand
 from cloud_api.models.record import ApprovalRecord
-from cloud_api.models.staff import Staff
+from cloud_api.models.staff import Role, Staff
 from xinbao.codes import derive_locker_key
 from xinbao.contract import (
     Command,
@@ -24,15 +24,20 @@ from xinbao.contract import (
     ReservationSync,
     Revocation,
     StaffCredentials,
-    StaffSecret,
+    StaffEntry,
     sign_command,
 )
+from xinbao.lockout import mobile_digest, mobile_last_digits
 
 _STAFF_NO_MAX = 32
 
 
-def reservation(session: Session, handover: Handover, digits: int) -> Reservation | None:
-    """What the locker must know of a live handover to check its code off line."""
+def reservation(
+    session: Session, handover: Handover, digits: int, master_key: bytes | None = None
+) -> Reservation | None:
+    """What the locker must know of a live handover to check its code off line. With
+    ``master_key``: also the keyed digest of the last 4 digits of the mobile the code went
+    to, which opens the code during a lockout (xinbao/lockout.py); never the digits."""
     if handover.state not in {s.value for s in ACTIVE_STATES} or handover.code_counter is None:
         return None
     compartment = session.get(Compartment, handover.compartment_id)
@@ -50,11 +55,26 @@ def reservation(session: Session, handover: Handover, digits: int) -> Reservatio
         expires_at=handover.expires_at,
         state=handover.state,
         record_ref=record.application_number if record else None,
+        mobile_digest=_mobile_digest(master_key, handover, record),
     )
 
 
+def _mobile_digest(
+    master_key: bytes | None, handover: Handover, record: ApprovalRecord | None
+) -> str | None:
+    last = mobile_last_digits(record.mobile) if record is not None and master_key else None
+    if last is None:
+        return None
+    key = derive_locker_key(master_key, handover.locker_id)
+    return mobile_digest(key, handover.id, last)
+
+
 def sync_payload(
-    session: Session, locker_id: str, digits: int, handover_ids: list[int] | None = None
+    session: Session,
+    locker_id: str,
+    digits: int,
+    handover_ids: list[int] | None = None,
+    master_key: bytes | None = None,
 ) -> ReservationSync:
     """A full sync (``handover_ids`` None: every live handover, the locker forgets the rest),
     or upserts and revocations for the handovers named."""
@@ -67,14 +87,16 @@ def sync_payload(
             )
             .order_by(Handover.id)
         )
-        upserts = [r for h in live if (r := reservation(session, h, digits)) is not None]
+        upserts = [
+            r for h in live if (r := reservation(session, h, digits, master_key)) is not None
+        ]
         return ReservationSync(upserts=upserts, full=True)
     upserts, revocations = [], []
     for hid in handover_ids:
         handover = session.get(Handover, hid, populate_existing=True)
         if handover is None or handover.locker_id != locker_id:
             continue
-        found = reservation(session, handover, digits)
+        found = reservation(session, handover, digits, master_key)
         if found is None:
             revocations.append(Revocation(handover_id=hid, reason=handover.state))
         else:
@@ -82,21 +104,34 @@ def sync_payload(
     return ReservationSync(upserts=upserts, revocations=revocations)
 
 
-def staff_payload(session: Session) -> StaffCredentials:
-    """Every active staff member with a confirmed TOTP. Staff accounts carry no site yet, so
-    every locker gets the whole list (the locker checks TOTP off line)."""
+def locker_site(session: Session, locker_id: str) -> str | None:
+    """The site of a registered locker; None for a locker the cloud does not know."""
+    return session.scalar(select(Locker.site).where(Locker.id == locker_id))
+
+
+def staff_payload(session: Session, site: str | None) -> StaffCredentials:
+    """Who may log in with a staff pass at the lockers of ``site``: active members with a
+    confirmed TOTP (a pass needs it) whose role and site cover it. No secret is sent: the
+    locker checks passes with its own key (xinbao.staff_pass). An unknown site: nobody."""
+    if site is None:
+        return StaffCredentials(staff=[])
     rows = session.scalars(
         select(Staff)
-        .where(Staff.active.is_(True), Staff.totp_confirmed.is_(True))
+        .where(
+            Staff.active.is_(True),
+            Staff.totp_confirmed.is_(True),
+            Staff.role.in_([r.value for r in Role]),
+            or_(Staff.role == Role.admin.value, Staff.site.is_(None), Staff.site == site),
+            func.length(Staff.username) <= _STAFF_NO_MAX,
+        )
         .order_by(Staff.username)
     )
     return StaffCredentials(
         staff=[
-            StaffSecret(
-                staff_no=s.username, name=s.username, totp_secret=s.totp_secret, roles=[s.role]
+            StaffEntry(
+                staff_no=s.username, name=s.username, roles=[s.role], pass_floor=s.pass_floor
             )
             for s in rows
-            if s.totp_secret and len(s.username) <= _STAFF_NO_MAX
         ]
     )
 

@@ -11,6 +11,7 @@ from sqlalchemy import select, update
 from sqlmodel import Session
 
 from cloud_api.errors import NoFreeCompartment
+from cloud_api.models.common import utcnow
 from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.locker import Compartment, CompartmentState
 from cloud_api.models.monitoring import AlarmKind
@@ -28,6 +29,9 @@ notices = logging.getLogger("xinbao.notices")
 AUDITED = {
     EventType.CODE_REFUSED,
     EventType.LOCKOUT,
+    # One per lockout window, with the count of guesses it refused unchecked: the cabinet
+    # never sends those one by one (xinbao/lockout.py), so a keypad flood is O(1) lines here.
+    EventType.LOCKOUT_ENDED,
     EventType.COMMAND_REJECTED,
     EventType.STAFF_LOGIN,
     EventType.DOOR_FORCED,
@@ -46,6 +50,9 @@ CLEARS = {
     EventType.ITEM_REMOVED: AlarmKind.item_still_inside,
     EventType.COLLECTED: AlarmKind.item_still_inside,
 }
+
+# Ended in the cloud before anything went in; a locker off line may still take the item.
+ENDED_UNFILLED = (HandoverState.cancelled.value, HandoverState.expired.value)
 
 
 class Refused(Exception):
@@ -67,6 +74,22 @@ def apply_event(
         alarms.raise_alarm(session, locker_id, RAISES[kind], at, **said)
     if kind in CLEARS:
         alarms.clear_alarms(session, locker_id, CLEARS[kind], at, **place)
+    if kind is EventType.LOCKOUT and event.data.get("alarm") is True:
+        # The second lockout level: someone keeps guessing at this cabinet.
+        who = event.data.get("staff_no")
+        message = (
+            f"lockout level {event.data.get('level')}: "
+            + (f"staff log-ins as {str(who)[:32]}" if who else "keypad")
+            + " guessed at repeatedly"
+        )
+        alarms.raise_alarm(
+            session,
+            locker_id,
+            AlarmKind.lockout,
+            at,
+            seq=event.seq,
+            data={**event.data, "message": message},
+        )
     if kind in AUDITED:
         audit.append(
             session,
@@ -93,6 +116,8 @@ def apply_event(
             return kind in AUDITED
         if handover.state == HandoverState.reserved.value:
             _follow_compartment(session, locker_id, handover, event, at)
+        elif handover.state in ENDED_UNFILLED:
+            _deposited_after_end(session, locker_id, handover, event, at)
         handovers.report_deposited(session, policy, handover, _by(event, actor), at)
         if handover.kind == HandoverKind.dropoff:
             _tell_staff(locker_id, handover, event)
@@ -182,15 +207,7 @@ def _follow_compartment(
     displaced = None
     if target.handover_id not in (None, handover.id):
         displaced = session.get(Handover, target.handover_id)
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == target.id)
-        .values(state=CompartmentState.reserved.value, handover_id=handover.id)
-    )
-    session.execute(
-        update(Handover).where(Handover.id == handover.id).values(compartment_id=target.id)
-    )
-    handover.compartment_id = target.id
+    lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
     message = (
         f"handover {handover.id} ({handover.kind}) is in compartment {number}, "
         f"not {current.number} as the cloud had it"
@@ -201,11 +218,7 @@ def _follow_compartment(
     views = {"cloud": current.number, "cabinet": number}
     moved_other = _rehome(session, locker_id, displaced, current, handover)
     if not moved_other or moved_other.get("to") != current.number:
-        session.execute(
-            update(Compartment)
-            .where(Compartment.id == current.id, Compartment.handover_id == handover.id)
-            .values(state=CompartmentState.free.value, handover_id=None)
-        )
+        lockers.release_compartment(session, current.id, handover.id)
     audit.append(
         session,
         f"locker:{locker_id}",
@@ -238,6 +251,61 @@ def _follow_compartment(
     notices.warning("locker %s: %s", locker_id, message)
 
 
+def _deposited_after_end(
+    session: Session, locker_id: str, handover: Handover, event: LockerEvent, at: datetime
+) -> None:
+    """The cloud cancelled (or expired) the handover while the locker was off line and never
+    heard of it; the code was typed there and the item went in. The hardware wins: the
+    handover takes the compartment back (a reservation made on it meanwhile moves, as a
+    displaced one does), the caller deposits it, and staff get an alarm saying so."""
+    ended = handover.state
+    old = session.get(Compartment, handover.compartment_id)
+    number = event.compartment if event.compartment is not None else (old and old.number)
+    target = session.scalar(
+        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
+    )
+    if target is None:
+        raise Refused(f"locker {locker_id} has no compartment {number}")
+    displaced = None
+    if target.handover_id not in (None, handover.id):
+        displaced = session.get(Handover, target.handover_id)
+    moved_other = _rehome(session, locker_id, displaced, None, handover)
+    lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
+    message = (
+        f"handover {handover.id} ({handover.kind}) was {ended} in the cloud, but the cabinet "
+        f"took the item into compartment {number} while off line: it is inside"
+    )
+    detail = {"from": ended, "compartment": number, "seq": event.seq}
+    if moved_other:
+        detail["displaced"] = moved_other
+    audit.append(
+        session,
+        f"locker:{locker_id}",
+        "handover.deposited_after_end",
+        f"handover:{handover.id}",
+        detail,
+    )
+    alarms.raise_alarm(
+        session,
+        locker_id,
+        AlarmKind.placement,
+        at,
+        compartment=number,
+        seq=event.seq,
+        data={
+            "handover_id": handover.id,
+            "cloud": ended,
+            "cabinet": number,
+            "reason": "deposited_after_end",
+            "message": message,
+            **({"displaced": moved_other} if moved_other else {}),
+        },
+    )
+    # The cabinet hears the handover's state again (it kept the item, commands.py).
+    session.info.setdefault("resync", set()).add(handover.id)
+    notices.warning("locker %s: %s", locker_id, message)
+
+
 def _unusable(word: str | None) -> Unusable | None:
     try:
         return Unusable(word) if word else None
@@ -249,7 +317,7 @@ def _rehome(
     session: Session,
     locker_id: str,
     displaced: Handover | None,
-    vacated: Compartment,
+    vacated: Compartment | None,
     mover: Handover,
 ) -> dict | None:
     """Another handover held the compartment the item went into. If it is only reserved
@@ -261,23 +329,19 @@ def _rehome(
     if displaced.state != HandoverState.reserved.value:
         return {"handover_id": displaced.id, "state": displaced.state, "kept": True}
     old = session.get(Compartment, displaced.compartment_id)
-    if vacated.handover_id == mover.id and old is not None and vacated.size == old.size:
-        session.execute(
-            update(Compartment)
-            .where(Compartment.id == vacated.id)
-            .values(state=CompartmentState.reserved.value, handover_id=displaced.id)
-        )
+    if (
+        vacated is not None
+        and vacated.handover_id == mover.id
+        and old is not None
+        and vacated.size == old.size
+    ):
         home = vacated
     else:
         try:
             home = lockers.claim_compartment(session, locker_id, old.size if old else "M")
         except NoFreeCompartment:
-            return {"handover_id": displaced.id, "state": displaced.state, "homeless": True}
-        home.handover_id = displaced.id
-    session.execute(
-        update(Handover).where(Handover.id == displaced.id).values(compartment_id=home.id)
-    )
-    displaced.compartment_id = home.id
+            return _cancel_displaced(session, mover, displaced, old)
+    lockers.assign_compartment(session, displaced, home, CompartmentState.reserved)
     audit.append(
         session,
         f"locker:{mover.locker_id}",
@@ -292,6 +356,38 @@ def _rehome(
     )
     session.info.setdefault("resync", set()).add(displaced.id)
     return {"handover_id": displaced.id, "from": old.number if old else None, "to": home.number}
+
+
+def _cancel_displaced(
+    session: Session, mover: Handover, displaced: Handover, old: Compartment | None
+) -> dict:
+    """No compartment of its size is left for a reservation the cabinet's item displaced:
+    it cannot be kept, so it is cancelled (its code revoked at the cabinet by the resync),
+    and the caller's alarm names it for staff; nothing of it was inside."""
+    actor = f"locker:{mover.locker_id}"
+    session.execute(
+        update(Handover)
+        .where(Handover.id == displaced.id, Handover.state == HandoverState.reserved.value)
+        .values(state=HandoverState.cancelled.value, finished_at=utcnow(), updated_at=utcnow())
+    )
+    displaced.state = HandoverState.cancelled.value
+    number = old.number if old else None
+    audit.append(
+        session,
+        actor,
+        "handover.state",
+        f"handover:{displaced.id}",
+        {"from": "reserved", "to": "cancelled", "kind": displaced.kind, "reason": "displaced"},
+    )
+    audit.append(
+        session,
+        actor,
+        "code.revoked",
+        f"handover:{displaced.id}",
+        {"counter": displaced.code_counter, "reason": "displaced", "compartment": number},
+    )
+    session.info.setdefault("resync", set()).add(displaced.id)
+    return {"handover_id": displaced.id, "from": number, "cancelled": "no compartment left"}
 
 
 def _tell_staff(locker_id: str, handover: Handover, event: LockerEvent) -> None:

@@ -15,13 +15,13 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlmodel import Session
 
 from cloud_api.models.handover import ACTIVE_STATES, Handover
 from cloud_api.models.locker import Compartment, CompartmentState
 from cloud_api.models.monitoring import Alarm, AlarmKind
-from cloud_api.services import alarms, audit
+from cloud_api.services import alarms, audit, lockers
 from xinbao.contract import CabinetReport, CompartmentReport
 
 log = logging.getLogger(__name__)
@@ -80,8 +80,9 @@ def when_caught_up(
     if applied_seq < report.seq:
         return None
     if applied_seq > report.seq:
-        log.info("locker %s: its view at seq %d is older than seq %d", locker_id, report.seq,
-                 applied_seq)
+        log.info(
+            "locker %s: its view at seq %d is older than seq %d", locker_id, report.seq, applied_seq
+        )
         return []
     found = compare(session, locker_id, report, now)
     if found:
@@ -177,8 +178,7 @@ def _certain(
         and _item(seen_there)
         and cloud_there is not None
         and (
-            cloud_there.state == CompartmentState.free.value
-            or (cloud_there.handover_id == holder)
+            cloud_there.state == CompartmentState.free.value or (cloud_there.handover_id == holder)
         )
     )
 
@@ -193,20 +193,8 @@ def _move(
 ) -> bool:
     if handover is None:
         return False
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == right.id)
-        .values(state=CompartmentState.occupied.value, handover_id=handover.id)
-    )
-    session.execute(
-        update(Compartment)
-        .where(Compartment.id == wrong.id, Compartment.handover_id == handover.id)
-        .values(state=CompartmentState.free.value, handover_id=None)
-    )
-    session.execute(
-        update(Handover).where(Handover.id == handover.id).values(compartment_id=right.id)
-    )
-    handover.compartment_id = right.id
+    lockers.assign_compartment(session, handover, right, CompartmentState.occupied)
+    lockers.release_compartment(session, wrong.id, handover.id)
     audit.append(
         session,
         f"locker:{locker_id}",

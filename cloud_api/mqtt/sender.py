@@ -23,7 +23,7 @@ from sqlalchemy import Engine, select, update
 from sqlmodel import Session
 
 from cloud_api.core.config import Settings
-from cloud_api.models.monitoring import LockerCommand
+from cloud_api.models.monitoring import LockerCommand, LockerLink
 from cloud_api.models.remote_open import RemoteOpenRequest
 from cloud_api.models.staff import Staff
 from cloud_api.mqtt import commands, staff_sync
@@ -34,6 +34,8 @@ from xinbao.contract import (
     Command,
     CommandType,
     ConfigPayload,
+    LiftLockoutPayload,
+    PingPayload,
     StaffCredentials,
     UnlockPayload,
 )
@@ -127,7 +129,11 @@ class CommandSender:
         """Upserts and revocations for these handovers (after a create, cancel, resend, load)."""
         with Session(self._engine) as session:
             payload = commands.sync_payload(
-                session, locker_id, self._settings.code_digits, handover_ids
+                session,
+                locker_id,
+                self._settings.code_digits,
+                handover_ids,
+                self._settings.master_key,
             )
         if not payload.upserts and not payload.revocations:
             return None
@@ -138,8 +144,10 @@ class CommandSender:
         what the cloud holds of its events (the locker sends again what a broker lost) and
         the staff credentials."""
         with Session(self._engine) as session:
-            reservations = commands.sync_payload(session, locker_id, self._settings.code_digits)
-            staff = commands.staff_payload(session)
+            reservations = commands.sync_payload(
+                session, locker_id, self._settings.code_digits, master_key=self._settings.master_key
+            )
+            staff = commands.staff_payload(session, commands.locker_site(session, locker_id))
             mark = events_mark(session, locker_id)
             session.commit()
         reservations = reservations.model_copy(update={"events_upto": mark})
@@ -154,10 +162,10 @@ class CommandSender:
         )
 
     def push_staff(self, locker_id: str, staff: StaffCredentials | None = None) -> str:
-        """The staff credentials as they are now, noted by digest (see staff_sync)."""
+        """Who may log in at this locker as it is now, noted by digest (see staff_sync)."""
         if staff is None:
             with Session(self._engine) as session:
-                staff = commands.staff_payload(session)
+                staff = commands.staff_payload(session, commands.locker_site(session, locker_id))
         return self.send(
             locker_id,
             CommandType.STAFF_CREDENTIALS,
@@ -180,6 +188,36 @@ class CommandSender:
             log.info("staff credentials changed: sent to %d on-line lockers", len(pushed))
         return pushed
 
+    def ask_views(self, older_than: timedelta) -> list[str]:
+        """Ping every on-line locker that got no ping nor full sync for ``older_than``: the
+        reply carries its view and the cloud reconciles (periodic; with several API
+        processes the command table keeps them from asking twice)."""
+        since = self._clock() - older_than
+        looked = (
+            select(LockerCommand.id)
+            .where(
+                LockerCommand.locker_id == LockerLink.locker_id,
+                LockerCommand.type.in_(
+                    (CommandType.PING.value, CommandType.SYNC_RESERVATIONS.value)
+                ),
+                LockerCommand.issued_at >= since,
+            )
+            .exists()
+        )
+        with Session(self._engine) as session:
+            due = list(
+                session.scalars(
+                    select(LockerLink.locker_id).where(LockerLink.online.is_(True), ~looked)
+                )
+            )
+        asked = []
+        for locker_id in due:
+            with contextlib.suppress(LinkDown):  # the full sync on its return looks anyway
+                asked.append(self.send(locker_id, CommandType.PING, PingPayload()))
+        if asked:
+            log.info("asked %d on-line lockers for their view", len(asked))
+        return asked
+
     def configure(
         self, locker_id: str, settings: dict, actor: str, timeout: float | None = None
     ) -> LockerCommand:
@@ -200,6 +238,32 @@ class CommandSender:
                 locker_id,
                 CommandType.CONFIG,
                 ConfigPayload(settings=settings),
+                request_id=request_id,
+            )
+        except LinkDown:
+            return self.command(str(request_id))
+        return self.wait_reply(str(request_id), timeout or self.timeout_s)
+
+    def lift_lockout(
+        self, locker_id: str, actor: str, reason: str, timeout: float | None = None
+    ) -> LockerCommand:
+        """Send a ``lift_lockout`` command, audited, and wait for the locker's answer (which
+        lockouts it lifted); the command row with its outcome."""
+        request_id = uuid.uuid4()
+        with Session(self._engine) as session:
+            audit.append(
+                session,
+                actor,
+                "locker.lockout_lift",
+                f"locker:{locker_id}",
+                {"reason": reason, "request_id": str(request_id)},
+            )
+            session.commit()
+        try:
+            self.send(
+                locker_id,
+                CommandType.LIFT_LOCKOUT,
+                LiftLockoutPayload(by=actor[:100], reason=reason),
                 request_id=request_id,
             )
         except LinkDown:

@@ -1,10 +1,12 @@
-"""Staff credentials follow changes to on-line lockers, not only reconnects.
+"""Staff lists follow changes to on-line lockers, not only reconnects.
 
-A staff member created, enrolled (TOTP confirmed) or deactivated after a locker came on line
-must be able (or no longer able) to log in at it. The staff routes know nothing of MQTT, so
-the bridge looks instead: every few seconds it computes a digest of the credentials list and
-asks the database, in one query, which on-line lockers were last given another one (so a
-round where nothing changed loads no rows, however large the city). The digest sent is noted
+A staff member created, enrolled (TOTP confirmed), deactivated, moved to another site or whose
+passes were voided after a locker came on line must be able (or no longer able) to log in at
+it. Each site's lockers get their own list (the members whose role and site cover it). The
+staff routes know nothing of MQTT, so the bridge looks instead: every few seconds it computes
+a digest of each site's list and asks the database, in one query per site with on-line
+lockers, which of them were last given another one (so a round where nothing changed loads no
+command rows, however many lockers a site has). The digest sent is noted
 on the ``staff_credentials`` command row itself (``result.digest``; the locker's reply is
 merged in beside it), so the database says what each locker was given, whichever process
 sent it.
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine, func, not_, or_, select
 from sqlmodel import Session
 
+from cloud_api.models.locker import Locker
 from cloud_api.models.monitoring import LockerCommand, LockerLink
 from cloud_api.mqtt import commands
 from xinbao.contract import Command, CommandType, StaffCredentials
@@ -63,9 +66,10 @@ def _digest_of(command: LockerCommand | None) -> str | None:
     return command.result.get(DIGEST_KEY)
 
 
-def out_of_date(session: Session, current: str) -> list[str]:
-    """The on-line lockers whose newest staff list (not failed) is not ``current``: one query
-    that compares the digests in the database, so the usual answer (none) costs no rows."""
+def out_of_date(session: Session, site: str, current: str) -> list[str]:
+    """The on-line lockers of ``site`` whose newest staff list (not failed) is not
+    ``current``: one query that compares the digests in the database, so the usual answer
+    (none) costs no rows."""
     newest = (
         select(LockerCommand.locker_id, func.max(LockerCommand.id).label("id"))
         .where(LockerCommand.type == CommandType.STAFF_CREDENTIALS.value, _pushed())
@@ -76,10 +80,12 @@ def out_of_date(session: Session, current: str) -> list[str]:
     return list(
         session.scalars(
             select(LockerLink.locker_id)
+            .join(Locker, Locker.id == LockerLink.locker_id)
             .outerjoin(newest, newest.c.locker_id == LockerLink.locker_id)
             .outerjoin(LockerCommand, LockerCommand.id == newest.c.id)
             .where(
                 LockerLink.online.is_(True),
+                Locker.site == site,
                 or_(given.is_(None), given != current),
             )
             .order_by(LockerLink.locker_id)
@@ -92,15 +98,26 @@ def push_changed(
     prepare: Callable[[Session, str, StaffCredentials, dict], Command],
     publish: Callable[[str, Command], None],
 ) -> list[str]:
-    """Send the current list to every on-line locker that has an older one; their ids."""
+    """Send its site's current list to every on-line locker that has an older one; their
+    ids."""
+    stale: list[tuple[str, StaffCredentials, str]] = []
     with Session(engine, expire_on_commit=False) as session:
-        staff = commands.staff_payload(session)
-        current = digest(staff)
-        stale = out_of_date(session, current)
+        sites = session.scalars(
+            select(Locker.site)
+            .join(LockerLink, LockerLink.locker_id == Locker.id)
+            .where(LockerLink.online.is_(True))
+            .distinct()
+            .order_by(Locker.site)
+        ).all()
+        for site in sites:
+            staff = commands.staff_payload(session, site)
+            current = digest(staff)
+            stale += [(lid, staff, current) for lid in out_of_date(session, site, current)]
         session.commit()
+    stale.sort(key=lambda found: found[0])
     pushed = []
-    # One cheap read for all; the row lock only for the few that look out of date.
-    for locker_id in stale:
+    # One cheap read per site; the row lock only for the few that look out of date.
+    for locker_id, staff, current in stale:
         command = None
         with Session(engine, expire_on_commit=False) as session:
             link = session.get(LockerLink, locker_id, with_for_update=True)

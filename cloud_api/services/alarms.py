@@ -30,6 +30,10 @@ CLEARED_BY: dict[AlarmKind, tuple[str, ...]] = {
     AlarmKind.item_still_inside: ("item_removed", "collected"),
     # Cleared by the next full sync whose comparison agrees there, or by staff.
     AlarmKind.mismatch: (),
+    # Staff acknowledge it: someone must find out why the locker's account floods.
+    AlarmKind.flooding: (),
+    # Someone kept guessing: staff look, then acknowledge or lift the lockout.
+    AlarmKind.lockout: (),
 }
 
 
@@ -40,7 +44,7 @@ def _same_place(kind: AlarmKind, compartment: int | None, data: dict[str, Any]):
             alarm.data.get("board") == data.get("board")
             and alarm.data.get("bus") == data.get("bus")
         )
-    if kind is AlarmKind.locker_offline:
+    if kind in (AlarmKind.locker_offline, AlarmKind.flooding):
         return lambda alarm: True
     if kind is AlarmKind.placement:
         # One per handover moved: two items corrected into one compartment are two stories.
@@ -108,6 +112,30 @@ def raise_alarm(
     session.add(alarm)
     session.flush()
     return alarm
+
+
+def note_flood(session: Session, locker_id: str, refused: int, now: datetime) -> Alarm | None:
+    """``refused`` more of this locker's messages were over its ingest budget: raise the
+    flooding alarm, or add them to the open one's count (the summary of the junk, instead of
+    a row each). None for a locker that is not registered (no alarm can name it)."""
+    from cloud_api.models.locker import Locker
+
+    if session.get(Locker, locker_id) is None:
+        return None
+    for alarm in _open_alarms(session, locker_id, AlarmKind.flooding):
+        data = dict(alarm.data or {})
+        data["refused"] = int(data.get("refused", 0)) + refused
+        data["last_at"] = now.isoformat()
+        alarm.data = data
+        session.flush()
+        return alarm
+    return raise_alarm(
+        session,
+        locker_id,
+        AlarmKind.flooding,
+        now,
+        data={"refused": refused, "first_at": now.isoformat(), "last_at": now.isoformat()},
+    )
 
 
 def clear_alarms(

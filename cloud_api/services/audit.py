@@ -1,33 +1,88 @@
-"""The hash-chained audit trail (电子监察).
+"""The keyed, hash-chained audit trail (电子监察).
 
-Each entry's hash covers its own fields and the previous entry's hash, as canonical JSON, so
-changing, removing or reordering any entry breaks every link after it. Appends are serialised
-on the single ``audit_head`` row: an UPDATE of that row takes its lock (PostgreSQL row lock,
-SQLite write lock) before the new hash is computed, and the lock is held until commit, so the
-entry commits together with the state change it records, or not at all.
+Each entry's hash is an HMAC-SHA256, under the audit key, of its own fields and the previous
+entry's hash, as canonical JSON, so changing, removing or reordering any entry breaks every
+link after it, and no one without the key can compute a new chain. The key comes from the
+settings (``XINBAO_AUDIT_KEY``, else derived from ``XINBAO_MASTER_SECRET``), never from the
+database: someone who can write the tables cannot re-chain a rewritten tail so that it
+verifies. Entries written before the chain was keyed (``audit_head.keyed_from``, set by
+migration 0007) keep their plain SHA-256 links and are reported as unkeyed.
+
+A database writer can still cut the tail off and move the head back. Signed head checkpoints
+(``write_checkpoint``: seq, hash, HMAC under a key derived from the audit key), appended to a
+file outside the database, catch that: ``verify(..., checkpoints=...)`` requires every
+checkpointed entry to be there with the hash the checkpoint recorded.
+
+Appends are serialised on the single ``audit_head`` row: an UPDATE of that row takes its lock
+(PostgreSQL row lock, SQLite write lock) before the new hash is computed, and the lock is held
+until commit, so the entry commits together with the state change it records, or not at all.
 """
 
+import asyncio
+import contextlib
 import csv
 import hashlib
+import hmac
 import json
+import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
-from sqlalchemy import select, update
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
 from cloud_api.models.audit import AuditEntry, AuditHead
 from cloud_api.models.common import utcnow
 
+log = logging.getLogger(__name__)
+
 GENESIS_HASH = "0" * 64
 _HEAD_ID = 1
+CHECKPOINT_VERSION = 1
+
+# The process's audit key (create_app and the CLI set it from the settings, use_key). The
+# default is the demo master secret's key: a process that never configured one (a test that
+# calls the services directly) still writes a chain the demo settings verify.
+_key: bytes | None = None
+
+
+def use_key(key: bytes) -> None:
+    global _key
+    if len(key) < 16:
+        raise ValueError("the audit key must be at least 16 bytes")
+    _key = key
+
+
+def current_key() -> bytes:
+    if _key is None:
+        from cloud_api.core.config import Settings
+
+        use_key(Settings(demo=True).audit_key())
+    assert _key is not None
+    return _key
+
+
+def _checkpoint_key(key: bytes) -> bytes:
+    return hmac.new(key, b"xinbao/audit-checkpoint/v1", hashlib.sha256).digest()
 
 
 def entry_hash(
-    seq: int, at: datetime, actor: str, action: str, subject: str, detail: dict, prev_hash: str
+    seq: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    subject: str,
+    detail: dict,
+    prev_hash: str,
+    key: bytes | None = None,
 ) -> str:
+    """The entry's link: HMAC-SHA256 under ``key``, or plain SHA-256 (``key=None``) for the
+    entries written before the chain was keyed."""
     canonical = json.dumps(
         {
             "seq": seq,
@@ -42,7 +97,9 @@ def entry_hash(
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    if key is None:
+        return hashlib.sha256(canonical.encode()).hexdigest()
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def append(
@@ -62,7 +119,7 @@ def append(
     ).one()
     seq, prev_hash = row
     at = utcnow()
-    digest = entry_hash(seq, at, actor, action, subject, detail, prev_hash)
+    digest = entry_hash(seq, at, actor, action, subject, detail, prev_hash, current_key())
     session.execute(update(AuditHead).where(AuditHead.id == _HEAD_ID).values(last_hash=digest))
     entry = AuditEntry(
         seq=seq,
@@ -88,6 +145,10 @@ class Verdict:
     # The hash of the last entry of an intact chain: it vouches for every entry before it, so
     # an inspector who notes it can later tell whether anything up to there was changed.
     head_hash: str | None = None
+    # Entries before the chain was keyed (plain SHA-256 links: a database writer could
+    # rewrite them and re-chain up to the first keyed entry; checkpoints still pin them).
+    unkeyed: int = 0
+    checkpoints: int = 0  # checkpoints checked
 
 
 def _entries(session: Session, batch: int = 1000) -> Iterator[AuditEntry]:
@@ -102,8 +163,27 @@ def _entries(session: Session, batch: int = 1000) -> Iterator[AuditEntry]:
         last = rows[-1].seq
 
 
-def verify(session: Session) -> Verdict:
-    """Walk the chain from the start; the first broken link and why, or ok."""
+def verify(
+    session: Session, *, key: bytes | None = None, checkpoints: list["Checkpoint"] | None = None
+) -> Verdict:
+    """Walk the chain from the start; the first broken link and why, or ok. ``checkpoints``
+    (read_checkpoints): each checkpointed entry must still be there with the recorded hash,
+    so a cut-off tail or a rewritten, re-chained one is caught even with the head moved."""
+    key = key or current_key()
+    head = session.get(AuditHead, _HEAD_ID)
+    if head is None:
+        return Verdict(False, 0, None, "the chain head row is missing")
+    keyed_from = head.keyed_from
+    pinned = {c.seq: c for c in checkpoints or []}
+    for c in pinned.values():
+        if c.keyed_from != keyed_from:
+            return Verdict(
+                False,
+                0,
+                None,
+                f"the chain head says entries are keyed from {keyed_from}, the checkpoint of "
+                f"entry {c.seq} says from {c.keyed_from}",
+            )
     prev_hash = GENESIS_HASH
     expected_seq = 1
     checked = 0
@@ -120,15 +200,32 @@ def verify(session: Session) -> Verdict:
             entry.subject,
             entry.detail,
             entry.prev_hash,
+            key if entry.seq >= keyed_from else None,
         )
-        if recomputed != entry.hash:
-            return Verdict(False, checked, entry.seq, "content does not match its hash")
+        if not hmac.compare_digest(recomputed, entry.hash):
+            return Verdict(
+                False,
+                checked,
+                entry.seq,
+                "content does not match its hash (or this is not the deployment's audit key)",
+            )
+        pin = pinned.get(entry.seq)
+        if pin is not None and pin.hash != entry.hash:
+            return Verdict(
+                False, checked, entry.seq, "the entry differs from its signed checkpoint"
+            )
         prev_hash = entry.hash
         expected_seq += 1
         checked += 1
-    head = session.get(AuditHead, _HEAD_ID)
-    if head is None:
-        return Verdict(False, checked, None, "the chain head row is missing")
+    beyond = [seq for seq in pinned if seq > checked]
+    if beyond:
+        return Verdict(
+            False,
+            checked,
+            checked + 1,
+            f"a signed checkpoint vouches for entry {max(beyond)}; entries after {checked} "
+            "are missing (the tail was cut off)",
+        )
     if head.last_seq != checked or head.last_hash != prev_hash:
         return Verdict(
             False,
@@ -136,7 +233,127 @@ def verify(session: Session) -> Verdict:
             checked + 1,
             f"the chain head says {head.last_seq} entries; entries after {checked} are missing",
         )
-    return Verdict(True, checked, head_hash=prev_hash)
+    return Verdict(
+        True,
+        checked,
+        head_hash=prev_hash,
+        unkeyed=min(checked, keyed_from - 1),
+        checkpoints=len(pinned),
+    )
+
+
+# --- checkpoints: the head, signed, outside the database -----------------------------------
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be trusted (unreadable, malformed or not signed with
+    this deployment's key)."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    seq: int
+    hash: str
+    keyed_from: int
+    at: str
+
+    def _unsigned(self) -> dict[str, Any]:
+        return {
+            "v": CHECKPOINT_VERSION,
+            "seq": self.seq,
+            "hash": self.hash,
+            "keyed_from": self.keyed_from,
+            "at": self.at,
+        }
+
+    def line(self, key: bytes) -> str:
+        body = self._unsigned()
+        body["mac"] = _checkpoint_mac(key, body)
+        return json.dumps(body, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _checkpoint_mac(key: bytes, unsigned: dict[str, Any]) -> str:
+    canonical = json.dumps(unsigned, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(_checkpoint_key(key), canonical, hashlib.sha256).hexdigest()
+
+
+def head_checkpoint(session: Session) -> Checkpoint | None:
+    """The committed head as a checkpoint; None for an empty trail."""
+    head = session.get(AuditHead, _HEAD_ID)
+    if head is None or head.last_seq == 0:
+        return None
+    return Checkpoint(head.last_seq, head.last_hash, head.keyed_from, utcnow().isoformat())
+
+
+def write_checkpoint(session: Session, path: Path, key: bytes | None = None) -> Checkpoint | None:
+    """Append the signed head to ``path`` (created 0600; only ever appended to, O_APPEND, one
+    write per line, fsync'd). None if the trail is empty."""
+    checkpoint = head_checkpoint(session)
+    if checkpoint is None:
+        return None
+    data = checkpoint.line(key or current_key()).encode()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return checkpoint
+
+
+def read_checkpoints(path: Path, key: bytes | None = None) -> list[Checkpoint]:
+    """Every checkpoint in the file, each signature checked; CheckpointError otherwise."""
+    key = key or current_key()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"cannot read {path}: {err}") from None
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            body = json.loads(line)
+            mac = body.pop("mac")
+            checkpoint = Checkpoint(
+                int(body["seq"]), str(body["hash"]), int(body["keyed_from"]), str(body["at"])
+            )
+            ok = body == checkpoint._unsigned() and isinstance(mac, str)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise CheckpointError(f"{path} line {number} is not a checkpoint") from None
+        if not ok or not hmac.compare_digest(_checkpoint_mac(key, body), mac):
+            raise CheckpointError(
+                f"{path} line {number}: the signature does not match (forged, edited, or not "
+                "this deployment's audit key)"
+            )
+        found.append(checkpoint)
+    return found
+
+
+async def checkpoint_forever(
+    engine: Engine, path: Path, stop: asyncio.Event, interval: float
+) -> None:
+    """The API process's checkpoint round: append the signed head every ``interval`` seconds
+    when it moved (a first one at start). A failure is logged and retried next round."""
+    last: tuple[int, str] | None = None
+
+    def once() -> tuple[int, str] | None:
+        with Session(engine) as session:
+            checkpoint = head_checkpoint(session)
+        if checkpoint is None or (checkpoint.seq, checkpoint.hash) == last:
+            return last
+        with Session(engine) as session:
+            written = write_checkpoint(session, path)
+        return (written.seq, written.hash) if written else last
+
+    while not stop.is_set():
+        try:
+            last = await asyncio.to_thread(once)
+        except (SQLAlchemyError, OSError) as err:
+            log.warning("audit checkpoint to %s failed: %s", path, err)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)
 
 
 CSV_COLUMNS = ["seq", "at", "actor", "action", "subject", "detail", "prev_hash", "hash"]

@@ -5,12 +5,18 @@ code. Checking a typed code is a digest lookup among the locker's live handovers
 constant-time comparison; redeeming is a conditional UPDATE, so of two concurrent checks of
 the same code exactly one wins. Checks at one locker are serialised on its row (FOR UPDATE),
 so the brute-force count and lockout hold under concurrency.
+
+The brute-force guard is the state machine the cabinets run too (xinbao/lockout.py): failures
+decay by time, an accepted code resets nothing, guesses during a lockout are counted (one
+audit line per lockout window, not one per guess), and during a lockout a code is accepted
+with the last 4 digits of the record's mobile.
 """
 
 import hmac
+import json
 import math
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import and_, select, update
 from sqlmodel import Session
@@ -18,8 +24,11 @@ from sqlmodel import Session
 from cloud_api.errors import NotFound, TooManyRequests
 from cloud_api.models.handover import ACTIVE_STATES, Handover, HandoverKind, HandoverState
 from cloud_api.models.locker import Compartment, Locker
+from cloud_api.models.record import ApprovalRecord
 from cloud_api.services import audit
+from xinbao import lockout as machine
 from xinbao.codes import code_digest, code_for, derive_locker_key, is_well_formed
+from xinbao.lockout import LockoutPolicy, LockoutState
 
 # A digest collision among a locker's live codes is rare (1e-6 per pair with 8 digits and
 # 100 live codes); more than this many in a row means something else is wrong.
@@ -34,6 +43,18 @@ class CodePolicy:
     lockout_base_seconds: float = 30
     lockout_max_seconds: float = 3600
     overdue_code_keeps_working: bool = True
+    lockout_forgive_seconds: float = LockoutPolicy.forgive_s
+    lockout_level_decay_seconds: float = LockoutPolicy.level_decay_s
+
+    @property
+    def lockout(self) -> LockoutPolicy:
+        return LockoutPolicy(
+            threshold=self.lockout_threshold,
+            base_s=self.lockout_base_seconds,
+            max_s=self.lockout_max_seconds,
+            forgive_s=self.lockout_forgive_seconds,
+            level_decay_s=self.lockout_level_decay_seconds,
+        )
 
 
 def _live_filter(locker_id: str):
@@ -85,46 +106,101 @@ class CheckOutcome:
     attempts_left: int | None = None
 
 
-def _refuse_if_locked_out(session: Session, locker: Locker, now: datetime) -> None:
-    if locker.lockout_until is not None and locker.lockout_until > now:
-        wait = math.ceil((locker.lockout_until - now).total_seconds())
+def _state(locker: Locker) -> LockoutState:
+    if locker.lockout_state is not None:
+        try:
+            return LockoutState.from_dict(json.loads(locker.lockout_state))
+        except ValueError:
+            return LockoutState()
+    # A locker last checked before the shared machine: its old columns.
+    until = locker.lockout_until.timestamp() if locker.lockout_until else 0.0
+    return LockoutState(
+        failures=float(locker.failed_code_attempts or 0),
+        level=locker.lockout_level or 0,
+        until=until,
+        level_at=until,
+    )
+
+
+def _save(session: Session, locker_id: str, state: LockoutState) -> None:
+    until = datetime.fromtimestamp(state.until, UTC) if state.until else None
+    session.execute(
+        update(Locker)
+        .where(Locker.id == locker_id)
+        .values(
+            lockout_state=json.dumps(state.to_dict()),
+            failed_code_attempts=math.ceil(state.failures - 1e-9),
+            lockout_level=state.level,
+            lockout_until=until,
+        )
+    )
+
+
+def _window_report(session: Session, locker_id: str, summary, actor: str | None = None) -> None:
+    if summary is not None:
         audit.append(
             session,
-            f"locker:{locker.id}",
-            "code.refused",
-            f"locker:{locker.id}",
-            {"reason": "locked out", "until": locker.lockout_until.isoformat()},
+            actor or f"locker:{locker_id}",
+            "code.lockout_ended",
+            f"locker:{locker_id}",
+            summary.event_data(),
         )
-        session.commit()
-        raise TooManyRequests(
-            f"too many wrong codes at locker {locker.id}: try again in {wait} s",
-            retry_after=wait,
-        )
+
+
+def _closed(session: Session, locker_id: str, state: LockoutState, now: datetime) -> LockoutState:
+    """The state with an ended lockout window reported (one audit line per window)."""
+    state, summary = machine.close_window(state, now.timestamp())
+    _window_report(session, locker_id, summary)
+    return state
+
+
+def lift_lockout(session: Session, locker_id: str, now: datetime, actor: str) -> None:
+    """Staff lift the locker's lockout (inside the caller's transaction)."""
+    locker = _lock_locker(session, locker_id)
+    if locker is None:
+        raise NotFound(f"no locker {locker_id!r}")
+    state, summary = machine.lift(_state(locker), now.timestamp(), actor)
+    _window_report(session, locker_id, summary, actor)
+    _save(session, locker_id, state)
+
+
+def _refused_locked(
+    session: Session, locker: Locker, state: LockoutState, now: datetime, second_factor: bool
+) -> None:
+    """A guess during a lockout: counted, not audited one by one; 429."""
+    state = machine.refuse(state, second_factor=second_factor)
+    _save(session, locker.id, state)
+    session.commit()
+    wait = max(1, math.ceil(machine.remaining(state, now.timestamp())))
+    what = "code or mobile digits wrong" if second_factor else "too many wrong codes"
+    raise TooManyRequests(
+        f"{what} at locker {locker.id}: the keypad is locked for {wait} s more; a code "
+        "opens with the last 4 digits of the mobile it was sent to (mobile_last4)",
+        retry_after=wait,
+    )
 
 
 def _record_failure(
-    session: Session, policy: CodePolicy, locker: Locker, now: datetime, reason: str
+    session: Session,
+    policy: CodePolicy,
+    locker: Locker,
+    state: LockoutState,
+    now: datetime,
+    reason: str,
 ) -> int:
-    """Count a wrong code (atomically) and start a lockout at the threshold; attempts left."""
-    failures = session.execute(
-        update(Locker)
-        .where(Locker.id == locker.id)
-        .values(failed_code_attempts=Locker.failed_code_attempts + 1)
-        .returning(Locker.failed_code_attempts, Locker.lockout_level)
-    ).one()
-    count, level = failures
-    detail: dict = {"reason": reason, "failures": count}
-    left = max(0, policy.lockout_threshold - count)
-    if count >= policy.lockout_threshold:
-        seconds = min(policy.lockout_max_seconds, policy.lockout_base_seconds * 2**level)
-        until = now + timedelta(seconds=seconds)
-        session.execute(
-            update(Locker)
-            .where(Locker.id == locker.id)
-            .values(failed_code_attempts=0, lockout_level=level + 1, lockout_until=until)
-        )
-        detail |= {"lockout_seconds": seconds, "lockout_until": until.isoformat()}
+    """Count a wrong code and start a lockout at the threshold; attempts left."""
+    verdict = machine.fail(state, policy.lockout, now.timestamp())
+    detail: dict = {"reason": reason, "failures": verdict.failures}
+    left = max(0, policy.lockout_threshold - verdict.failures)
+    if verdict.locked:
+        until = datetime.fromtimestamp(verdict.state.until, UTC)
+        detail |= {
+            "lockout_seconds": verdict.seconds,
+            "lockout_until": until.isoformat(),
+            "level": verdict.state.level,
+        }
         left = 0
+    _save(session, locker.id, verdict.state)
     audit.append(session, f"locker:{locker.id}", "code.refused", f"locker:{locker.id}", detail)
     return left
 
@@ -141,16 +217,27 @@ def _lock_locker(session: Session, locker_id: str) -> Locker | None:
 
 
 def check_code(
-    session: Session, policy: CodePolicy, locker_id: str, code: str, now: datetime
+    session: Session,
+    policy: CodePolicy,
+    locker_id: str,
+    code: str,
+    now: datetime,
+    mobile_last4: str | None = None,
 ) -> CheckOutcome:
-    """Check and redeem a typed code at a locker; commits (a failure is audited either way)."""
+    """Check and redeem a typed code at a locker; commits (a failure is audited either way).
+    During a lockout guesses are not checked: a code opens only with ``mobile_last4``."""
     locker = _lock_locker(session, locker_id)
     if locker is None:
         raise NotFound(f"no locker {locker_id!r}")
-    _refuse_if_locked_out(session, locker, now)
+    state = _closed(session, locker_id, _state(locker), now)
+    locked = machine.locked(state, now.timestamp())
+    if locked and mobile_last4 is None:
+        _refused_locked(session, locker, state, now, second_factor=False)
 
     if not is_well_formed(code, policy.digits):
-        left = _record_failure(session, policy, locker, now, "malformed")
+        if locked:
+            _refused_locked(session, locker, state, now, second_factor=True)
+        left = _record_failure(session, policy, locker, state, now, "malformed")
         session.commit()
         return CheckOutcome(False, attempts_left=left)
 
@@ -165,8 +252,10 @@ def check_code(
         and handover.code_redeemed_at is None
         and _code_is_current(policy, handover, now)
     )
+    if locked and not (usable and _mobile_matches(session, handover, mobile_last4)):
+        _refused_locked(session, locker, state, now, second_factor=True)
     if not usable:
-        left = _record_failure(session, policy, locker, now, "wrong, used or expired code")
+        left = _record_failure(session, policy, locker, state, now, "wrong, used or expired code")
         session.commit()
         return CheckOutcome(False, attempts_left=left)
 
@@ -183,20 +272,19 @@ def check_code(
     if won != 1:
         session.rollback()
         locker = _lock_locker(session, locker_id)
-        left = _record_failure(session, policy, locker, now, "code already used")
+        state = _state(locker)
+        left = _record_failure(session, policy, locker, state, now, "code already used")
         session.commit()
         return CheckOutcome(False, attempts_left=left)
-    session.execute(
-        update(Locker)
-        .where(Locker.id == locker_id)
-        .values(failed_code_attempts=0, lockout_level=0, lockout_until=None)
-    )
+    # An accepted code resets no lockout counter: failures decay by time only.
+    _save(session, locker_id, state)
     compartment = session.get(Compartment, handover.compartment_id)
     detail = {
         "handover": handover.id,
         "kind": handover.kind,
         "counter": handover.code_counter,
         "compartment": compartment.number,
+        **({"second_factor": "mobile"} if locked else {}),
     }
     audit.append(session, f"locker:{locker_id}", "code.accepted", f"handover:{handover.id}", detail)
     audit.append(
@@ -209,6 +297,14 @@ def check_code(
     session.commit()
     session.refresh(handover)
     return CheckOutcome(True, handover=handover, compartment=compartment)
+
+
+def _mobile_matches(session: Session, handover: Handover, typed: str | None) -> bool:
+    if not machine.well_formed_mobile_digits(typed):
+        return False
+    record = session.get(ApprovalRecord, handover.record_id)
+    last = machine.mobile_last_digits(record.mobile) if record is not None else None
+    return last is not None and hmac.compare_digest(last, typed)
 
 
 def _code_is_current(policy: CodePolicy, handover: Handover, now: datetime) -> bool:

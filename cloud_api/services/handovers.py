@@ -26,7 +26,7 @@ from cloud_api.models.locker import Compartment, CompartmentState, Locker
 from cloud_api.models.record import ApprovalRecord, RecordStatus, RecordUpdate
 from cloud_api.services import audit, lockers, records
 from cloud_api.services.codes import CodePolicy, allocate_code
-from cloud_api.services.transitions import check_handover
+from cloud_api.services.transitions import RECORD_TRANSITIONS, check_handover
 from cloud_api.sms.errors import SmsInputError
 from cloud_api.sms.outbox import enqueue_sms
 from cloud_api.sms.outbox import normalise_number as normalise_mobile
@@ -317,16 +317,27 @@ def report_deposited(
     elif handover.code_redeemed_at is None:
         # Checked at the locker while off line: the code is spent all the same.
         values["code_redeemed_at"] = now
+    # Ended in the cloud while the locker, off line, took the item in after all (effects.py):
+    # the handover lives again, for staff to collect or the applicant to pick up.
+    late = handover.state in (HandoverState.cancelled, HandoverState.expired)
+    if late:
+        values["finished_at"] = None
     _move(session, handover, HandoverState.deposited, actor, now, **values)
     session.execute(
         update(Compartment)
         .where(Compartment.id == handover.compartment_id)
         .values(state=CompartmentState.occupied.value)
     )
-    if handover.kind == HandoverKind.dropoff:
-        records.move(session, record, RecordStatus.documents_in_locker, actor, now)
-    else:
-        records.move(session, record, RecordStatus.licence_in_locker, actor, now)
+    wanted = (
+        RecordStatus.documents_in_locker
+        if handover.kind == HandoverKind.dropoff
+        else RecordStatus.licence_in_locker
+    )
+    # A record that went its own way meanwhile (the documents came to a window, say) keeps
+    # its status: the alarm and the audit line tell staff what is in the locker.
+    if not late or wanted in RECORD_TRANSITIONS[RecordStatus(record.status)]:
+        records.move(session, record, wanted, actor, now)
+    if handover.kind == HandoverKind.pickup:
         _queue_code_sms(session, handover, record, "pickup_code", now)
     session.commit()
 

@@ -10,6 +10,7 @@ from sqlmodel import Session
 
 from cloud_api.core.security import new_secret, secret_digest, secret_matches
 from cloud_api.errors import AuthError, Conflict, InputError, NoFreeCompartment, NotFound
+from cloud_api.models.handover import Handover
 from cloud_api.models.locker import (
     Compartment,
     CompartmentState,
@@ -258,6 +259,22 @@ def no_free_compartment(locker_id: str, size: str, seen: list) -> NoFreeCompartm
         "message_en": en,
     }
     return error
+
+
+def assign_compartment(
+    session: Session, handover: Handover, compartment: Compartment, state: CompartmentState
+) -> None:
+    """``handover`` holds ``compartment`` (in ``state``) from now on, in the caller's
+    transaction; the compartment it held before is the caller's to free or give away."""
+    session.execute(
+        update(Compartment)
+        .where(Compartment.id == compartment.id)
+        .values(state=state.value, handover_id=handover.id)
+    )
+    session.execute(
+        update(Handover).where(Handover.id == handover.id).values(compartment_id=compartment.id)
+    )
+    handover.compartment_id = compartment.id
 
 
 def release_compartment(session: Session, compartment_id: int, handover_id: int) -> None:

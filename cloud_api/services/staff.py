@@ -1,30 +1,84 @@
-"""Staff accounts, TOTP enrolment, API keys and remote door opening requests (log-in itself:
-``staff_login``)."""
+"""Staff accounts and their life (TOTP enrolment and reset, password change, log-out,
+deactivation), roles and sites, staff passes for cabinets, API keys and remote door opening
+requests (log-in itself: ``staff_login``).
 
-from datetime import datetime
+Roles and sites (docs/api.md): an admin covers every site; a supervisor, staff member or
+technician covers their ``site`` (None: every site). Remote opens and locker settings need an
+admin or a supervisor covering the locker's site.
+"""
 
-from sqlalchemy import select
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from cloud_api.core import security
 from cloud_api.errors import AuthError, Conflict, Forbidden, InputError, NotFound
-from cloud_api.models.locker import Compartment
+from cloud_api.models.locker import Compartment, Locker
 from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenRequest
-from cloud_api.models.staff import ApiKey, Role, Scope, Staff
-from cloud_api.services import audit
+from cloud_api.models.staff import ApiKey, Role, Scope, Staff, StaffPassIssued
+from cloud_api.services import audit, staff_login
+from xinbao import staff_pass
+from xinbao.codes import derive_locker_key
 
 ROLE_SCOPES: dict[str, frozenset[str]] = {
     Role.admin: frozenset(s.value for s in Scope),
+    Role.supervisor: frozenset({Scope.lockers_read.value, Scope.handovers_write.value}),
     Role.staff: frozenset({Scope.lockers_read.value, Scope.handovers_write.value}),
+    Role.technician: frozenset({Scope.lockers_read.value}),
 }
+# Roles that may change a locker (remote opens, runtime settings) at the sites they cover.
+SITE_AUTHORITY = frozenset({Role.admin.value, Role.supervisor.value})
+# Longest user name that is also a staff number at the kiosk (xinbao.contract.StaffEntry).
+STAFF_NO_MAX = 32
 
 
-def create_staff(session: Session, username: str, password: str, role: Role, actor: str) -> Staff:
+def covers(staff: Staff, site: str) -> bool:
+    """Whether this member works at ``site`` (admins and members without a site: all)."""
+    return staff.role == Role.admin or staff.site is None or staff.site == site
+
+
+def require_site_authority(staff: Staff, locker: Locker, doing: str) -> None:
+    """Only an admin, or a supervisor of this locker's site, may ``doing`` (403 otherwise)."""
+    if staff.role not in SITE_AUTHORITY:
+        raise Forbidden(f"{doing} needs a supervisor of site {locker.site!r} or an admin")
+    if not covers(staff, locker.site):
+        raise Forbidden(f"{doing}: locker {locker.id} is at site {locker.site!r}, not yours")
+
+
+# Roles that do the daily work (loads, collections, recoveries, cancellations).
+DAILY_WORK = frozenset({Role.admin.value, Role.supervisor.value, Role.staff.value})
+
+
+def require_daily_work(staff: Staff, session: Session, locker_id: str | None) -> None:
+    """Loads, collections, recoveries and cancellations: a role that does them, at a locker
+    of a site this member covers (403 otherwise). A locker the cloud does not know is left
+    to the service to refuse."""
+    if staff.role not in DAILY_WORK:
+        raise Forbidden(f"the role {staff.role!r} does not load, collect or recover")
+    locker = session.get(Locker, locker_id) if locker_id is not None else None
+    if locker is not None and not covers(staff, locker.site):
+        raise Forbidden(f"locker {locker.id} is at site {locker.site!r}, which you do not cover")
+
+
+def create_staff(
+    session: Session,
+    username: str,
+    password: str,
+    role: Role,
+    actor: str,
+    site: str | None = None,
+) -> Staff:
+    if role == Role.admin and site is not None:
+        raise InputError("an admin covers every site: leave 'site' out, or make a supervisor")
     if session.scalar(select(Staff.id).where(Staff.username == username)) is not None:
         raise Conflict(f"staff user {username!r} exists already")
     staff = Staff(
-        username=username, role=role.value, password_hash=security.hash_password(password)
+        username=username,
+        role=role.value,
+        site=site,
+        password_hash=security.hash_password(password),
     )
     session.add(staff)
     try:
@@ -32,9 +86,133 @@ def create_staff(session: Session, username: str, password: str, role: Role, act
     except IntegrityError:
         session.rollback()
         raise Conflict(f"staff user {username!r} exists already") from None
-    audit.append(session, actor, "staff.created", f"staff:{username}", {"role": role.value})
+    audit.append(
+        session, actor, "staff.created", f"staff:{username}", {"role": role.value, "site": site}
+    )
     session.commit()
     return staff
+
+
+def get_staff(session: Session, staff_id: int) -> Staff:
+    found = session.get(Staff, staff_id, with_for_update=True)
+    if found is None:
+        raise NotFound(f"no staff member {staff_id}")
+    return found
+
+
+def list_staff(session: Session, offset: int, limit: int) -> list[Staff]:
+    return list(session.scalars(select(Staff).order_by(Staff.id).offset(offset).limit(limit)))
+
+
+def _end_tokens_and_passes(staff: Staff) -> None:
+    """Every bearer token issued so far stops at once; every pass issued so far is void at
+    each cabinet from its next staff sync (the floor rises past them)."""
+    staff.token_generation += 1
+    staff.pass_floor = staff.pass_counter
+
+
+def set_active(session: Session, staff: Staff, active: bool, actor: str) -> Staff:
+    """Deactivate (tokens refused at once; the cabinets drop the member at the next staff sync,
+    so their passes stop working there) or reactivate (old passes stay void)."""
+    if f"staff:{staff.username}" == actor and not active:
+        raise Conflict("you cannot deactivate your own account: ask another admin")
+    if staff.active == active:
+        return staff
+    staff.active = active
+    _end_tokens_and_passes(staff)
+    event = "staff.activated" if active else "staff.deactivated"
+    audit.append(session, actor, event, f"staff:{staff.username}", {})
+    session.commit()
+    return staff
+
+
+def reset_totp(session: Session, staff: Staff, actor: str) -> Staff:
+    """The second factor forgotten (lost phone): the member logs in with the password alone
+    and enrols again; their tokens and passes end now."""
+    staff.totp_secret = None
+    staff.totp_confirmed = False
+    _end_tokens_and_passes(staff)
+    audit.append(session, actor, "staff.totp_reset", f"staff:{staff.username}", {})
+    session.commit()
+    return staff
+
+
+def change_password(
+    session: Session,
+    staff: Staff,
+    current: str,
+    new: str,
+    now: datetime,
+    policy: staff_login.LoginPolicy,
+) -> None:
+    """The current password again (throttled like log-ins), then the new one; every token of
+    the account ends (log in again)."""
+    staff_login.check_password_again(session, staff, current, now, policy)
+    if current == new:
+        raise InputError("the new password is the current one: choose another")
+    staff = session.get(Staff, staff.id, with_for_update=True, populate_existing=True)
+    staff.password_hash = security.hash_password(new)
+    staff.token_generation += 1
+    audit.append(
+        session, f"staff:{staff.username}", "staff.password_changed", f"staff:{staff.username}", {}
+    )
+    session.commit()
+
+
+def log_out(session: Session, staff: Staff) -> None:
+    """Ends every bearer token of this account (each device logs in again)."""
+    session.execute(
+        update(Staff)
+        .where(Staff.id == staff.id)
+        .values(token_generation=Staff.token_generation + 1)
+    )
+    audit.append(session, f"staff:{staff.username}", "staff.logout", f"staff:{staff.username}", {})
+    session.commit()
+
+
+def issue_pass(
+    session: Session,
+    staff: Staff,
+    full_login: bool,
+    locker_id: str,
+    master_secret: bytes,
+    now: datetime,
+) -> StaffPassIssued:
+    """A staff pass for one cabinet and this shift (xinbao.staff_pass), after a log-in with
+    password and TOTP; audited (without the pass)."""
+    if not (full_login and staff.totp_confirmed):
+        raise Forbidden("a staff pass needs a log-in with password and one-time code (TOTP)")
+    locker = session.get(Locker, locker_id)
+    if locker is None:
+        raise NotFound(f"no locker {locker_id}")
+    if not covers(staff, locker.site):
+        raise Forbidden(f"locker {locker_id} is at site {locker.site!r}, which you do not cover")
+    if len(staff.username) > STAFF_NO_MAX:
+        raise Conflict(f"user names over {STAFF_NO_MAX} characters cannot log in at a cabinet")
+    row = session.get(Staff, staff.id, with_for_update=True, populate_existing=True)
+    number = row.pass_counter
+    row.pass_counter = number + 1
+    # A cabinet takes COUNTER_SPAN numbers from the floor up; older passes give way.
+    row.pass_floor = max(row.pass_floor, number + 1 - staff_pass.COUNTER_SPAN)
+    window = staff_pass.window_of(now.timestamp())
+    pass_key = staff_pass.derive_pass_key(derive_locker_key(master_secret, locker_id))
+    code = staff_pass.pass_for(pass_key, locker_id, row.username, window, number)
+    valid_until = datetime.fromtimestamp(staff_pass.window_end(window), tz=UTC)
+    audit.append(
+        session,
+        f"staff:{row.username}",
+        "staff.pass_issued",
+        f"locker:{locker_id}",
+        {"number": number, "valid_until": valid_until.isoformat()},
+    )
+    session.commit()
+    return StaffPassIssued(
+        locker_id=locker_id,
+        staff_no=row.username,
+        staff_pass=code,
+        number=number,
+        valid_until=valid_until,
+    )
 
 
 def begin_totp(session: Session, staff: Staff) -> tuple[str, str]:
@@ -52,10 +230,12 @@ def begin_totp(session: Session, staff: Staff) -> tuple[str, str]:
 def confirm_totp(session: Session, staff: Staff, code: str, now: datetime) -> None:
     if staff.totp_secret is None or staff.totp_confirmed:
         raise Conflict("start the enrolment first: POST /api/v1/staff/me/totp")
-    if not security.totp_ok(staff.totp_secret, code, now):
-        raise InputError("that one-time code is not right: check the phone's clock and retry")
-    # The confirming code is not spent: confirming is done by someone already logged in, and
-    # a log-in right after (the demo does this) would otherwise wait up to 30 s for a new code.
+    # The same rule as log-in: the code is spent, and a code of a step already spent (seen at
+    # a log-in) is refused, so a code is good once wherever it is typed.
+    if not staff_login.take_totp_step(session, staff, code, now):
+        raise InputError(
+            "that one-time code is not right or was used already: wait for the next one"
+        )
     staff.totp_confirmed = True
     audit.append(
         session, f"staff:{staff.username}", "staff.totp_confirmed", f"staff:{staff.username}", {}
@@ -137,6 +317,10 @@ def request_remote_open(
     session: Session, staff: Staff, body: RemoteOpenCreate
 ) -> RemoteOpenRequest:
     """Record and authorise a remote open; the MQTT integration sends the command later."""
+    locker = session.get(Locker, body.locker_id)
+    if locker is None:
+        raise NotFound(f"no locker {body.locker_id}")
+    require_site_authority(staff, locker, "a remote open")
     compartment = session.scalar(
         select(Compartment).where(
             Compartment.locker_id == body.locker_id, Compartment.number == body.compartment_number

@@ -139,5 +139,31 @@ def login(
     session.execute(delete(LoginThrottle).where(LoginThrottle.username == username))
     audit.append(session, f"staff:{username}", "staff.login", f"staff:{username}", {})
     session.commit()
-    token = security.issue_token(token_key, staff.id, staff.role, now, ttl)
+    token = security.issue_token(
+        token_key,
+        staff.id,
+        staff.role,
+        now,
+        ttl,
+        generation=staff.token_generation,
+        mfa=staff.totp_confirmed,
+    )
     return token, now + ttl, staff
+
+
+def take_totp_step(session: Session, staff: Staff, code: str | None, now: datetime) -> bool:
+    """For every other path that checks this account's TOTP (enrolment's confirmation): the
+    same rule as log-in, so a step spent anywhere is spent everywhere."""
+    return _take_totp_step(session, staff, code, now)
+
+
+def check_password_again(
+    session: Session, staff: Staff, password: str, now: datetime, policy: LoginPolicy
+) -> None:
+    """A logged-in member's password, asked again (to change it): failures count towards the
+    same per-name throttle as log-ins, so a stolen token cannot guess it faster."""
+    throttle = _throttle(session, staff.username, now)
+    _refuse_while_locked(session, throttle, now)
+    if not security.verify_password(staff.password_hash, password):
+        _fail(session, throttle, policy, now, "password (change)")
+    session.execute(delete(LoginThrottle).where(LoginThrottle.username == staff.username))

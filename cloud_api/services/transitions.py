@@ -34,9 +34,11 @@ HANDOVER_TRANSITIONS: dict[H, frozenset[H]] = {
     # The code keeps working while overdue, so the applicant can still collect.
     H.overdue: frozenset({H.recovered, H.collected}),
     H.collected: frozenset(),
-    H.expired: frozenset(),
+    # deposited after all: the locker reports the item went in while it was off line and
+    # never heard of the end (the hardware wins, cloud_api/mqtt/effects.py); nothing else.
+    H.expired: frozenset({H.deposited}),
     H.recovered: frozenset(),
-    H.cancelled: frozenset(),
+    H.cancelled: frozenset({H.deposited}),
 }
 
 

@@ -59,6 +59,7 @@ function buildBoard(board) {
 function buildDoor(board, channel) {
   const face = el("button", { class: "door-face", type: "button" },
     el("span", { class: "door-no", text: String(channel).padStart(2, "0") }),
+    el("span", { class: "door-label" }),
     el("span", { class: "badges door-faults" }),
     el("span", { class: "door-state" }),
     el("span", { class: "item-count" }),
@@ -110,6 +111,10 @@ function renderDoor(door, ch, faults) {
   else if (ch.locked) text = "关·已锁 Locked";
   else text = "关·未锁 Unlatched";
   door.querySelector(".door-state").textContent = text;
+  // The cabinet's own name for this door (its compartment number), when the bus was told it.
+  const label = door.querySelector(".door-label");
+  label.textContent = ch.label ? `箱 ${ch.label}` : "";
+  label.hidden = !ch.label;
   const icon = door.querySelector(".lock-icon");
   if (icon.dataset.locked !== String(ch.locked)) {
     icon.dataset.locked = String(ch.locked);

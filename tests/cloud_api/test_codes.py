@@ -18,11 +18,10 @@ def _dropoff(world, number="XA-2025-0001", size="M"):
     return r.json()
 
 
-def _check(world, code):
+def _check(world, code, mobile_last4=None):
+    body = {"code": code} if mobile_last4 is None else {"code": code, "mobile_last4": mobile_last4}
     return world.client.post(
-        f"/api/v1/lockers/{world.locker_id}/codes/check",
-        json={"code": code},
-        headers=world.locker_headers,
+        f"/api/v1/lockers/{world.locker_id}/codes/check", json=body, headers=world.locker_headers
     )
 
 
@@ -52,7 +51,62 @@ def test_lockout_after_five_wrong_codes_with_backoff(world, settings, engine, cl
     assert _check(world, right).json()["accepted"] is True
     with Session(engine) as s:
         refused = s.exec(select(AuditEntry).where(AuditEntry.action == "code.refused")).all()
-    assert len(refused) == 12  # 10 wrong codes and 2 refusals during lockouts
+        ended = s.exec(select(AuditEntry).where(AuditEntry.action == "code.lockout_ended")).all()
+    # The 10 wrong codes one by one; the refusals during lockouts once per window (issue 11).
+    assert len(refused) == 10
+    assert [(e.detail["level"], e.detail["refused"]) for e in ended] == [(1, 1), (2, 1)]
+
+
+def _lock(world, wrong):
+    for _ in range(5):
+        _check(world, wrong)
+
+
+def test_a_flood_during_a_lockout_writes_one_audit_line_per_window(world, settings, engine, clock):
+    """Issue 11: each refused code during a lockout was an audit row (18 M a day)."""
+    make_record(world.client, world.integrator_headers)
+    h = _dropoff(world)
+    wrong = _wrong(settings, world, h["code_counter"])
+    _lock(world, wrong)
+    with Session(engine) as s:
+        before = len(s.exec(select(AuditEntry)).all())
+    for _ in range(300):
+        assert _check(world, wrong).status_code == 429
+    with Session(engine) as s:
+        assert len(s.exec(select(AuditEntry)).all()) == before
+    clock.advance(seconds=31)
+    _check(world, wrong)  # checked again: the window is reported first
+    with Session(engine) as s:
+        ended = s.exec(select(AuditEntry).where(AuditEntry.action == "code.lockout_ended")).all()
+    assert [e.detail["refused"] for e in ended] == [300]
+
+
+def test_during_a_lockout_the_code_opens_with_the_mobile_digits(world, settings, clock):
+    """Issue 11: an applicant arriving after someone else's guesses was refused."""
+    make_record(world.client, world.integrator_headers, mobile="+8613800138000")
+    h = _dropoff(world)
+    right = code_of(settings, world.locker_id, h["code_counter"])
+    wrong = _wrong(settings, world, h["code_counter"])
+    _lock(world, wrong)
+    assert_problem(_check(world, right), 429)  # the code alone: unchecked
+    for code, digits in ((right, "0000"), (wrong, "8000"), (right, "800")):
+        r = _check(world, code, digits)
+        assert r.status_code in (422, 429), r.text  # nothing opens, whichever part is wrong
+    r = _check(world, right, "8000")
+    assert r.status_code == 200 and r.json()["accepted"] is True, r.text
+
+
+def test_an_accepted_code_resets_no_guess_budget(world, settings):
+    make_record(world.client, world.integrator_headers)
+    h = _dropoff(world)
+    make_record(world.client, world.integrator_headers, number="XA-2025-0002")
+    other = _dropoff(world, number="XA-2025-0002")
+    wrong = _wrong(settings, world, h["code_counter"])
+    for _ in range(4):
+        _check(world, wrong)
+    assert _check(world, code_of(settings, world.locker_id, h["code_counter"])).json()["accepted"]
+    assert _check(world, wrong).json()["attempts_left"] == 0  # the fifth locks, pickup or not
+    assert_problem(_check(world, code_of(settings, world.locker_id, other["code_counter"])), 429)
 
 
 def test_malformed_code_counts_as_a_failure(world):

@@ -166,3 +166,44 @@ def test_real_secrets_may_serve_a_network(db_url, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "DEMO MODE" not in result.output
     assert [kw["host"] for kw in served] == ["0.0.0.0"]
+
+
+@pytest.mark.parametrize(
+    "url", ["mysql://root@localhost/xinbao", "mongodb://h/x", "not a url at all"]
+)
+def test_an_unsupported_database_url_is_one_clear_line(url, monkeypatch):
+    """Issue 13: a DATABASE_URL the API cannot use was a 65-line traceback."""
+    with pytest.raises(ConfigError) as err:
+        monkeypatch.setenv("DATABASE_URL", url)
+        load_settings(demo=True)
+    message = str(err.value)
+    assert message.startswith("bad settings: DATABASE_URL: ") and "\n" not in message
+    assert "sqlite:///" in message and "postgresql://" in message
+
+
+def test_a_read_only_command_never_creates_a_database(tmp_path, monkeypatch):
+    """Issue 13: `xinbao audit verify` without DATABASE_URL said "OperationalError" and left
+    an empty ./xinbao.db behind; now it says what to set and creates nothing."""
+    from cloud_api.cli import audit_app
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "XINBAO_DATABASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    for command in (["verify"], ["export", "--csv", "out.csv"]):
+        result = CliRunner().invoke(audit_app, command)
+        assert result.exit_code == 2, result.output
+        assert "DATABASE_URL is not set" in result.output and "Traceback" not in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_postgresql_is_named_by_host_and_port(monkeypatch, free_tcp_port):
+    from cloud_api.cli import audit_app
+
+    url = f"postgresql://postgres@127.0.0.1:{free_tcp_port}/xinbao"
+    result = CliRunner().invoke(audit_app, ["verify"], env={"DATABASE_URL": url})
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: cannot read the audit trail: PostgreSQL at 127.0.0.1:{free_tcp_port} "
+        "(database xinbao): "
+    ), result.output

@@ -9,6 +9,7 @@ so a page that merely looks right cannot pass. Screenshots go to test-artifacts/
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from cloud_api.sms.providers import ConsoleProvider
 from tests.cloud_api.conftest import Clock, locker_body
 from tests.cloud_api.helpers import drop_audit_guard
 from tests.support.browser import launch_chromium, screenshot, serve, stop_serving
+from xinbao import staff_pass
+from xinbao.codes import derive_locker_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
@@ -495,3 +498,50 @@ def test_staff_without_admin_rights_see_audit_as_admin_only(page, dashboard):
     expect(page.locator('#audit-result [data-forbidden="true"]')).to_be_visible()
     go(page, "tasks")  # staff pages still work for them
     expect(page.locator("#recovery tr[data-handover-id]")).to_have_count(1)
+
+
+def test_a_staff_pass_for_a_cabinet_then_log_out_ends_the_token(page, dashboard):
+    log_in(page, dashboard)
+    go(page, "staff-pass")
+    page.select_option("#pass-locker", LOCKER)
+    page.click("#pass-submit")
+    expect(page.locator("#pass-code")).to_have_text(re.compile(r"^\d{10}$"))
+    expect(page.locator("#pass-staff-no")).to_have_text(ADMIN)
+    shot(page, "staff-pass")
+    typed = page.locator("#pass-code").inner_text()
+    master = dashboard.app.state.settings.master_key
+    pass_key = staff_pass.derive_pass_key(derive_locker_key(master, LOCKER))
+    now = dashboard.clock.now.timestamp()
+    assert staff_pass.match_pass(pass_key, LOCKER, ADMIN, typed, now, range(16))
+
+    token = page.evaluate("sessionStorage.getItem('xinbao.staff.token')")
+    page.click("#logout")
+    expect(page.locator("#login-view")).to_be_visible()
+    ended = httpx.get(
+        f"{dashboard.url}/api/v1/staff/me", headers={"Authorization": f"Bearer {token}"}
+    )
+    assert ended.status_code == 401
+
+
+def test_an_admin_deactivates_a_member_on_the_staff_page(page, dashboard):
+    made = dashboard.api.post(
+        "/api/v1/staff", json={"username": "li.wei", "password": "a long password"}
+    )
+    assert made.status_code == 201, made.text
+    member = httpx.post(
+        f"{dashboard.url}/api/v1/staff/login",
+        json={"username": "li.wei", "password": "a long password"},
+    ).json()["access_token"]
+    log_in(page, dashboard)
+    go(page, "staff")
+    row = page.locator('tr[data-username="li.wei"]')
+    expect(row).to_have_attribute("data-active", "true")
+    expect(page.locator('tr[data-username="admin"] button')).to_have_count(0)  # not oneself
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.locator('button[data-action="deactivate"]').click()
+    expect(row).to_have_attribute("data-active", "false")
+    shot(page, "staff-accounts")
+    ended = httpx.get(
+        f"{dashboard.url}/api/v1/staff/me", headers={"Authorization": f"Bearer {member}"}
+    )
+    assert ended.status_code == 401

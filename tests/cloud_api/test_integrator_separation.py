@@ -216,7 +216,7 @@ def test_migration_gives_existing_records_their_creator(db_url):
     """Records made before the owner column get it from the audit trail's record.created."""
     from alembic import command
 
-    command.downgrade(alembic_config(db_url), "0004")
+    command.downgrade(alembic_config(db_url), "0007")
     engine = make_engine(db_url)
     try:
         with engine.begin() as conn:

@@ -56,12 +56,43 @@ def test_a_totp_code_logs_in_once(world, clock):
     assert _try(world, totp=totp.at(clock.now)).status_code == 200
 
 
-def test_the_confirming_code_logs_in_once(world, clock):
-    # Confirming enrolment does not spend the code (the user is logged in already) ...
+def test_the_confirming_code_is_spent_too(world, clock):
+    """A step spent anywhere is spent everywhere: the code that confirmed the enrolment (seen
+    by whoever watched it typed) does not log in, nor does an older one."""
     totp = _enrol(world, clock)
-    assert _try(world, totp=totp.at(clock.now)).status_code == 200
-    # ... its log-in does.
     assert_problem(_try(world, totp=totp.at(clock.now)), 401)
+    assert_problem(_try(world, totp=totp.at(clock.now, counter_offset=-1)), 401)
+    clock.advance(seconds=30)
+    assert _try(world, totp=totp.at(clock.now)).status_code == 200
+
+
+def test_a_code_spent_at_log_in_does_not_confirm_a_new_enrolment(world, clock, engine):
+    """After a TOTP reset, the member enrols again: a step already spent at a log-in (of the
+    old secret) is not taken by the confirmation either."""
+    from cloud_api.models.staff import Staff
+
+    totp = _enrol(world, clock)
+    clock.advance(seconds=30)
+    token = _try(world, totp=totp.at(clock.now)).json()["access_token"]
+    headers = {"Authorization": f"Bearer {token}"}
+    with Session(engine) as s:
+        # As a TOTP reset leaves it, without ending this token (the reset route would).
+        staff = s.exec(select(Staff).where(Staff.username == "admin")).one()
+        spent = staff.totp_last_step
+        staff.totp_confirmed, staff.totp_secret = False, None
+        s.commit()
+    uri = world.client.post("/api/v1/staff/me/totp", headers=headers).json()["provisioning_uri"]
+    fresh = pyotp.TOTP(pyotp.parse_uri(uri).secret)
+    assert fresh.timecode(clock.now) == spent
+    r = world.client.post(
+        "/api/v1/staff/me/totp/confirm", json={"code": fresh.at(clock.now)}, headers=headers
+    )
+    assert_problem(r, 422)
+    clock.advance(seconds=30)
+    r = world.client.post(
+        "/api/v1/staff/me/totp/confirm", json={"code": fresh.at(clock.now)}, headers=headers
+    )
+    assert r.status_code == 200, r.text
 
 
 def test_concurrent_logins_with_one_code_let_one_in(world, clock):

@@ -39,7 +39,7 @@ def sent(settings, engine):
 
 def current_digest(engine) -> str:
     with Session(engine) as session:
-        return staff_sync.digest(commands.staff_payload(session))
+        return staff_sync.digest(commands.staff_payload(session, locker_body("any")["site"]))
 
 
 def add_locker(engine, locker_id: str, online: bool = True) -> None:

@@ -6,8 +6,10 @@ Built on ``tests.support`` (documented there); every fixture stops what it start
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -62,16 +64,45 @@ def broker(tmp_path: Path) -> Iterator[mosquitto.Mosquitto]:
     b.stop()
 
 
+STAFF_PASSWORD = "a long enough password"
+
+
 def enrolled_staff(engine: Engine, username: str) -> str:
     """A staff member with a confirmed TOTP (the cloud syncs only those to lockers); the
-    TOTP secret."""
-    created = bootstrap.create_staff(engine, username, "a long enough password", Role.staff)
+    TOTP secret. The confirmation spends the step before the current one, so a log-in with
+    the current code can follow at once."""
+    created = bootstrap.create_staff(engine, username, STAFF_PASSWORD, Role.staff)
     with Session(engine, expire_on_commit=False) as session:
         staff = session.get(Staff, created.id)
         staff_service.begin_totp(session, staff)
         secret = staff.totp_secret
-        staff_service.confirm_totp(session, staff, pyotp.TOTP(secret).now(), utcnow())
+        earlier = pyotp.TOTP(secret).at(utcnow() - timedelta(seconds=30))
+        staff_service.confirm_totp(session, staff, earlier, utcnow())
     return secret
+
+
+def staff_pass(cloud: Cloud, username: str, secret: str, locker_id: str = LOCKER_ID) -> str:
+    """What the member does on the dashboard before a shift: log in with password and TOTP,
+    then ask for a staff pass for the cabinet (POST /api/v1/staff/me/passes)."""
+    # A TOTP step is taken once, and wrong codes count towards the log-in throttle: one try,
+    # with the first step not spent yet (the cloud allows one step ahead for phone clocks).
+    with Session(cloud.engine) as session:
+        spent = session.exec(select(Staff.totp_last_step).where(Staff.username == username)).one()
+    step = max(int(time.time() // 30), (spent if spent is not None else -1) + 1)
+    while step > int(time.time() // 30) + 1:
+        time.sleep(0.5)
+    code = pyotp.TOTP(secret).at(step * 30)
+    body = {"username": username, "password": STAFF_PASSWORD, "totp": code}
+    r = cloud.client.post("/api/v1/staff/login", json=body)
+    assert r.status_code == 200, r.text
+    token = r.json()["access_token"]
+    r = cloud.client.post(
+        "/api/v1/staff/me/passes",
+        json={"locker_id": locker_id},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["staff_pass"]
 
 
 @dataclass

@@ -37,6 +37,7 @@ from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
 STEP_S = 30
+LIVE = ("reserved", "deposited")
 SIZES = {1: "S", 2: "S", 3: "M", 4: "M", 5: "M", 6: "L"}
 BOARD2 = {n for n, (b, _) in WIRING.items() if b == 2}
 
@@ -56,11 +57,12 @@ class Walk:
     cloud: object
     controller: object
     sim: object
-    staff_secret: str
+    staff_pass: str
     data_dir: object
     seed: int
     restarts: bool = False
     broker: object = None  # with restarts: the network cut (the broker stopped) too
+    uplink: object = None  # the cabinet's own link (tests.support.proxy.CuttableLink)
     rng: random.Random = field(init=False)
     items: list[Item] = field(default_factory=list)
     board2_down: bool = False
@@ -69,6 +71,7 @@ class Walk:
     steps: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     wrong_streak: int = 0
+    audit: list[dict] = field(default_factory=list)  # the trail read so far, in seq order
     serial: int = 0
 
     def __post_init__(self) -> None:
@@ -142,13 +145,29 @@ class Walk:
                 None,
             )
         )
+        outside = [i for i in live("pickup", "deposited") if up(i)]
         if self.restarts:
             options.append((1, "restart_controller", self.restart_controller, None))
+            if self.board2_down:
+                options.append((1, "board2_mended_while_controller_down", self.mended, None))
             if self.broker is not None:
-                outside = [i for i in live("pickup", "deposited") if up(i)]
                 options.append(
                     (1, "network_cut", self.network_cut, outside[0].hid if outside else None)
                 )
+        if self.uplink is not None:
+            waiting = [i for i in live("dropoff", "reserved") if up(i)]
+            options.append(
+                (
+                    2,
+                    "cabinet_cut",
+                    self.cabinet_cut,
+                    (
+                        self.rng.choice(outside).hid if outside else None,
+                        self.rng.choice(waiting).hid if waiting else None,
+                        self.rng.choice("SM"),
+                    ),
+                )
+            )
         weights = [w for w, *_ in options]
         _, name, action, arg = self.rng.choices(options, weights)[0]
         return name, action, arg
@@ -197,7 +216,7 @@ class Walk:
         return f"XA-W{self.seed % 10000:04d}-{self.serial:04d}"
 
     def login(self) -> None:
-        self.token = staff_login(self.controller, self.staff_secret)
+        self.token = staff_login(self.controller, self.staff_pass)
 
     def staff_post(self, path: str, body: dict):
         if not self.token:
@@ -344,6 +363,80 @@ class Walk:
         self.counts["network cuts"] += 1
         return expected
 
+    def cabinet_cut(self, arg):
+        """Only the cabinet's own link goes down; the broker and the cloud carry on. While it
+        is down an applicant may collect a licence at the cabinet; the cloud may cancel a
+        drop-off whose applicant, never told, drops the documents off all the same; and the
+        cloud reserves a new drop-off (perhaps on that very compartment). The link comes
+        back: the cloud follows the cabinet, the new reservation moves if it must."""
+        pickup, cancelled, size = arg
+        self.uplink.cut()
+        path = f"/api/v1/lockers/{LOCKER_ID}"
+        wait_until(lambda: not self.cloud.get(path).json()["online"], STEP_S, "the cloud: off")
+        wait_until(lambda: not self.controller.status()["online"], STEP_S, "the cabinet: off")
+        expected: Counter = Counter()
+        if cancelled is not None:
+            it = self.item(cancelled)
+            r = self.cloud.client.post(
+                f"/api/v1/handovers/{cancelled}/cancel", headers=self.cloud.integrator
+            )
+            assert r.status_code == 200, r.text
+            self.counts["drop-offs cancelled while the cabinet was off line"] += 1
+        if self.rng.random() < 0.7 and len([i for i in self.items if i.state in LIVE]) < 5:
+            self.reserve_dropoff(size)
+        if cancelled is not None:
+            r = self.controller.code(self.code(it))
+            assert r.status_code == 200 and r.json()["ok"], r.text
+            opened = r.json()["compartment"]
+            assert opened == it.compartment, f"code of {it.hid} opened {opened}"
+            self.authorised[opened] += 1
+            self.wrong_streak = 0
+            self.open_fill_close(opened, True)
+            it.state = "deposited"
+            expected[opened] += 1
+        if pickup is not None:
+            expected += self.pick_up(pickup, offline=True)
+        self.uplink.restore()
+        self.ready()
+        if cancelled is not None:
+            self.reaches(cancelled, "deposited")
+        if pickup is not None:
+            self.reaches(pickup, "collected")
+        # A drop-off reserved meanwhile on the compartment the cancelled one kept moved.
+        wait_until(self.settled, STEP_S, "quiet: every command answered")
+        for i in self.items:
+            if i.state == "reserved":
+                h = self.handover(i.hid)
+                if h["state"] == "cancelled":
+                    # Displaced with no compartment of its size left: cancelled, code revoked.
+                    assert cancelled is not None, (i, h)
+                    self.counts["reservations cancelled: displaced, no room"] += 1
+                    i.state = "cancelled"
+                elif h["compartment_number"] != i.compartment:
+                    assert cancelled is not None, (i, h)
+                    self.counts["reservations displaced by a late deposit"] += 1
+                    i.compartment = h["compartment_number"]
+        self.counts["cabinet link cuts"] += 1
+        return expected
+
+    def mended(self):
+        """Board 2 is mended while the controller is down: the restarted controller must
+        find it answering and the cloud's board-down alarm must clear."""
+        self.controller.stop()
+        self.sim.clear(board=2)
+        self.board2_down = False
+        self.controller.start()
+        self.token = ""
+        self.ready()
+        wait_until(lambda: not self.alarms("board_unreachable"), STEP_S, "the board back")
+        wait_until(
+            lambda: not BOARD2 & set(self.controller.status()["out_of_service"]),
+            STEP_S,
+            "board 2's compartments back in service",
+        )
+        self.counts["boards mended while the controller was down"] += 1
+        return None
+
     def pick_up_left_open(self, hid: int):
         return self.pick_up(hid, left_open=True)
 
@@ -412,8 +505,8 @@ class Walk:
 
         try:
             wait_until(agree, STEP_S, "the three views to agree")
-        except AssertionError:
-            raise AssertionError("views disagree: " + "; ".join(last)) from None
+        except AssertionError as exc:
+            raise AssertionError("views disagree: " + ("; ".join(last) or str(exc))) from None
         self.counts["check placement"] += 1
         self.counts["check views"] += 1
         self.check_audit()
@@ -467,11 +560,7 @@ class Walk:
                     f"collected events of {it.hid}: {where.get((it.hid, 'collected'))}, "
                     f"physically out of {it.compartment}"
                 )
-        moved = [
-            e
-            for e in self.cloud.get("/api/v1/audit", params={"limit": 500}).json()
-            if e["action"] == "handover.compartment_moved"
-        ]
+        moved = [e for e in self.audit_entries() if e["action"] == "handover.compartment_moved"]
         for e in moved:
             hid = int(e["subject"].split(":")[1])
             it = next((i for i in self.items if i.hid == hid), None)
@@ -481,6 +570,15 @@ class Walk:
                 and e["detail"].get("reason") != "displaced"
             ):
                 assert e["detail"]["to"] == it.compartment, (e, it)
+
+    def audit_entries(self) -> list[dict]:
+        """The whole audit trail so far, read on from where the last check stopped."""
+        while True:
+            after = self.audit[-1]["seq"] if self.audit else 0
+            page = self.cloud.get("/api/v1/audit", params={"after": after, "limit": 500}).json()
+            self.audit.extend(page)
+            if len(page) < 500:
+                return self.audit
 
     def finish(self) -> None:
         if self.board2_down:

@@ -102,6 +102,8 @@ BAD_CONFIG = [
     {"settings": {"reboot": 1}},
     {"settings": {"lockout_threshold": 0}},
     {"settings": {"lockout_threshold": 2.5}},
+    {"settings": {"lockout_threshold": 100}},  # 99 free guesses before a lockout
+    {"settings": {"lockout_threshold": 11}},
     {"settings": {"door_left_open_after_s": True}},
     {"settings": {"door_left_open_after_s": "10"}},
     {"settings": {"poll_interval_s": 1e9}},
@@ -118,6 +120,43 @@ def test_bad_config_is_refused_and_nothing_is_sent(cloud, fake_locker):
     assert commands(cloud, type="config") == []
     assert fake_locker.received("config") == []
     assert not [e for e in cloud.get("/api/v1/audit?limit=500").json() if "config" in e["action"]]
+
+
+def _member(cloud, username: str, role: str, site: str | None) -> dict:
+    """A member made by the admin; the headers of their (password-only) log-in."""
+    body = {"username": username, "password": "a long enough password", "role": role}
+    if site is not None:
+        body["site"] = site
+    assert cloud.post("/api/v1/staff", body).status_code == 201
+    r = cloud.client.post(
+        "/api/v1/staff/login", json={"username": username, "password": body["password"]}
+    )
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def test_config_and_remote_opens_need_a_supervisor_of_the_site(cloud, fake_locker):
+    """A plain staff member set lockout_threshold 100 and opened any door of any cabinet; now
+    only an admin or a supervisor of the locker's site may, and nothing is sent otherwise."""
+    fake_locker.responder = answer_everything
+    site = cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["site"]
+    staff = _member(cloud, "clerk5", "staff", None)
+    elsewhere = _member(cloud, "sup.elsewhere", "supervisor", "高新区政务中心")
+    supervisor = _member(cloud, "sup.here", "supervisor", site)
+    url = f"/api/v1/lockers/{LOCKER_ID}/config"
+    opening = {"locker_id": LOCKER_ID, "compartment_number": 1, "reason": "applicant called"}
+    for who in (staff, elsewhere):
+        r = cloud.post(url, {"settings": {"lockout_threshold": 3}}, headers=who)
+        assert r.status_code == 403, r.text
+        assert cloud.post("/api/v1/staff/remote-opens", opening, headers=who).status_code == 403
+    assert commands(cloud, type="config") == [] and commands(cloud, type="unlock") == []
+    too_many = cloud.post(url, {"settings": {"lockout_threshold": 100}}, headers=supervisor)
+    assert too_many.status_code == 422 and "lockout_threshold" in too_many.text
+    r = cloud.post(url, {"settings": {"lockout_threshold": 3}}, headers=supervisor)
+    assert r.status_code == 201 and r.json()["status"] == "ok", r.text
+    r = cloud.post("/api/v1/staff/remote-opens", opening, headers=supervisor)
+    assert r.status_code == 201, r.text
+    assert [c.type.value for c in fake_locker.received("config")] == ["config"]
+    assert len(fake_locker.received("unlock")) == 1
 
 
 def test_config_for_an_unknown_locker_or_without_login(cloud):
@@ -171,7 +210,7 @@ def test_two_processes_push_a_staff_change_once(make_cloud, pg_url, broker):
 def _staff_now(session):
     from cloud_api.mqtt import commands as payloads
 
-    return payloads.staff_payload(session)
+    return payloads.staff_payload(session, payloads.locker_site(session, LOCKER_ID))
 
 
 def test_an_unanswered_staff_list_is_not_repeated_every_round(cloud, fake_locker):

@@ -3,13 +3,15 @@ reservations travel by command, codes open doors, deposits come back, a locker t
 line catches up on return (a new reservation, and a cancelled one taken away), a remote
 unlock goes round trip, and staff enrolled later can log in at an on-line cabinet."""
 
-import pyotp
+import base64
+from pathlib import Path
+
 import pytest
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerCommand
-from tests.e2e.conftest import BACKENDS, LOCKER_ID, enrolled_staff
-from tests.support.cabinet import simulator
+from tests.e2e.conftest import BACKENDS, LOCKER_ID, enrolled_staff, staff_pass
+from tests.support.cabinet import locker_body, simulator
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
@@ -138,15 +140,33 @@ def test_a_revocation_made_while_off_line_reaches_the_controller(cloud, sim, con
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_staff_enrolled_while_the_locker_is_on_line_can_log_in_there(cloud, controller):
+    """... with a pass from the dashboard; and the cabinet's data files (what a thief copies)
+    hold no TOTP secret, nor anything that logs in at another cabinet or at the dashboard."""
     wait_until(lambda: online(cloud), 20, "online")
     wait_until(lambda: commands_answered(cloud), 20, "the first full sync answered")
     secret = enrolled_staff(cloud.engine, "clerk9")
+    typed = staff_pass(cloud, "clerk9", secret)
 
     def logged_in() -> bool:
-        r = controller.post("/api/staff/login", {"staff_no": "clerk9", "totp": totp(secret)})
+        r = controller.post("/api/staff/login", {"staff_no": "clerk9", "staff_pass": typed})
         return r.status_code == 200 and r.json()["ok"]
 
     wait_until(logged_in, 45, "the new staff member accepted at the cabinet")
+    # A pass for another cabinet of the city (XA-E2E-2), typed here: refused.
+    r = cloud.post("/api/v1/lockers", json=locker_body("XA-E2E-2"))
+    assert r.status_code == 201, r.text
+    elsewhere = staff_pass(cloud, "clerk9", secret, "XA-E2E-2")
+    r = controller.post("/api/staff/login", {"staff_no": "clerk9", "staff_pass": elsewhere})
+    assert r.status_code == 401 and r.json()["reason"] == "bad_credentials"
+
+    data = Path(controller.config).parent / "data"
+    stolen = b"".join(f.read_bytes() for f in data.iterdir() if f.is_file())
+    assert b"clerk9" in stolen  # the staff list is there ...
+    for secret_form in (secret, secret.lower(), base64.b32decode(secret).hex()):
+        assert secret_form.encode() not in stolen  # ... the TOTP secret is not
+    assert cloud.settings.master_key not in stolen
+    other_key = cloud.locker_key("XA-E2E-2")
+    assert other_key not in stolen and other_key.hex().encode() not in stolen
 
 
 def _full_sync_after(cloud, handover_id: int) -> bool:
@@ -160,5 +180,3 @@ def _full_sync_after(cloud, handover_id: int) -> bool:
     return bool(rows) and rows[0].status == "ok" and rows[0].result["upserted"] == 0
 
 
-def totp(secret: str) -> str:
-    return pyotp.TOTP(secret).now()

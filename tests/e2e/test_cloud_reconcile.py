@@ -53,10 +53,14 @@ def answer_full_sync(cloud, locker: FakeLocker, report: dict, answered: set) -> 
     answered.add(command.request_id)
     locker.reply(command.request_id, result={"upserted": 1, "revoked": 0, "cabinet": report})
     wait_until(
-        lambda: next(
-            c for c in cloud.get("/api/v1/commands").json()
-            if c["request_id"] == str(command.request_id)
-        )["status"] == "ok",
+        lambda: (
+            next(
+                c
+                for c in cloud.get("/api/v1/commands").json()
+                if c["request_id"] == str(command.request_id)
+            )["status"]
+            == "ok"
+        ),
         10,
         "the reply stored",
     )
@@ -75,9 +79,7 @@ def compartment_states(cloud) -> dict[int, tuple[str, int | None]]:
 
 def deposited(cloud, locker: FakeLocker, number: str, compartment: int) -> dict:
     cloud.record(number, status="approved")
-    r = cloud.post(
-        "/api/v1/staff/loads", {"application_number": number, "locker_id": LOCKER_ID}
-    )
+    r = cloud.post("/api/v1/staff/loads", {"application_number": number, "locker_id": LOCKER_ID})
     assert r.status_code == 201 and r.json()["compartment_number"] == compartment, r.text
     h = r.json()
     event = locker.event("deposited", compartment, handover_id=h["id"], by="clerk1")
@@ -105,8 +107,10 @@ def test_differences_become_alarms_and_the_certain_one_is_corrected(cloud, locke
         "message": f"cloud: #3 holds H-{h['id']}; cabinet: #3 empty, #4 holds H-{h['id']}",
         "corrected": True,
     }
-    assert found[5] == {"message": "cloud: #5 free; cabinet: #5 empty (sensor: item)",
-                        "corrected": False}
+    assert found[5] == {
+        "message": "cloud: #5 free; cabinet: #5 empty (sensor: item)",
+        "corrected": False,
+    }
     assert set(found) == {3, 5}
     # Corrected where certain, audited with both views.
     states = compartment_states(cloud)
@@ -149,3 +153,25 @@ def test_a_view_older_than_the_applied_events_is_not_compared(cloud, locker):
     wait_until(lambda: cloud.stored_event(marker.event_id), 10, "a later event stored")
     assert mismatches(cloud) == {}
     assert compartment_states(cloud)[3] == ("occupied", h["id"])
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_locker_long_on_line_is_asked_for_its_view(make_cloud, db_url, broker):
+    """Full syncs come only when a locker comes on line; one that stays on line for weeks
+    is pinged every ``mqtt_view_round_seconds`` and its answer (the cabinet's view) is
+    reconciled the same way. Before: a difference arising while on line was never seen."""
+    cloud = make_cloud(db_url, broker.url(), mqtt_view_round_seconds=1)
+    locker = FakeLocker(broker.port, LOCKER_ID, cloud.locker_key())
+    try:
+        answer_full_sync(cloud, locker, view(0), set())
+        assert mismatches(cloud) == {}
+        ping = wait_until(lambda: locker.received("ping"), 10, "a ping while on line")[0]
+        # Something sits in 2 that the cloud knows nothing of (put in with a key, say).
+        locker.reply(
+            ping.request_id,
+            result={"pong": True, "cabinet": view(0, c2={"occupied": True, "sensed": True})},
+        )
+        found = wait_until(lambda: mismatches(cloud), 10, "the difference as an alarm")
+        assert list(found) == [2] and "cabinet: #2" in found[2]["message"], found
+    finally:
+        locker.close()

@@ -74,10 +74,65 @@ def test_health_checks_probe_what_the_command_serves(compose):
     controller = services["controller"]
     kiosk = controller["environment"]["XINBAO_KIOSK_PORT"]
     assert f"http://127.0.0.1:{kiosk}/api/status" in controller["healthcheck"]["test"]
+    # Issue 11: the kiosk is the cabinet's own screen; published anywhere but loopback, any
+    # host on the network could flood its keypad API.
+    assert controller["ports"] == [f"127.0.0.1:{kiosk}:{kiosk}"]
     assert "-p 1883" in services["mosquitto"]["healthcheck"]["test"][1]
     conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
     assert re.search(r"^listener 1883$", conf, re.M)
     assert re.search(r"^allow_anonymous false$", conf, re.M)
+
+
+def test_mqtt_is_published_only_on_loopback_or_with_tls(compose):
+    """Plain MQTT (1883) only on the host's loopback; the cloud's listener (1884, client ids
+    not bound to accounts) never published; every listener a locker reaches binds the client
+    id to the account (use_username_as_clientid), so no account can take over another's
+    session."""
+    conf = (REPO / "deploy/mosquitto/mosquitto.conf").read_text()
+    listeners: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in conf.splitlines():
+        words = line.split()
+        if words[:1] == ["listener"]:
+            current = listeners.setdefault(words[1], [])
+        elif current is not None and words:
+            current.append(line.strip())
+    assert re.search(r"^per_listener_settings true$", conf, re.M)
+    assert set(listeners) >= {"1883", "1884"}
+    for port, settings in listeners.items():
+        assert "allow_anonymous false" in settings, port
+        if port != "1884":
+            assert "use_username_as_clientid true" in settings, port
+    for published in compose["services"]["mosquitto"]["ports"]:
+        parts = str(published).split(":")
+        container_port = parts[-1]
+        assert container_port != "1884", "the cloud's listener is published"
+        tls = any(s.startswith("certfile ") for s in listeners.get(container_port, []))
+        assert tls or (len(parts) == 3 and parts[0] == "127.0.0.1"), published
+    for service in compose["services"].values():
+        for published in service.get("ports", []):
+            assert not str(published).endswith(":1884"), published
+    api = compose["services"]["api-1"]["environment"]["XINBAO_MQTT_URL"]
+    assert api.endswith("@mosquitto:1884")
+
+
+def test_the_api_runs_as_a_role_that_owns_no_table(compose):
+    """Only api-1 knows the owner's URL (for its migrations); every API process's own
+    connection is the API's role, which deploy/postgres/init-api-role.sh creates."""
+    services = compose["services"]
+    owner = services["postgres"]["environment"]["POSTGRES_USER"]
+    for name in ("api-1", "api-2"):
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"].startswith("postgresql://xinbao_api:"), name
+        assert not env["DATABASE_URL"].startswith(f"postgresql://{owner}:"), name
+    assert services["api-1"]["environment"]["XINBAO_OWNER_DATABASE_URL"].startswith(
+        f"postgresql://{owner}:"
+    )
+    assert "XINBAO_OWNER_DATABASE_URL" not in services["api-2"]["environment"]
+    mounts = [v.split(":")[:2] for v in services["postgres"]["volumes"]]
+    assert ["./deploy/postgres/init-api-role.sh", "/docker-entrypoint-initdb.d/10-api-role.sh"] in (
+        mounts
+    )
 
 
 def test_every_service_has_a_health_check(compose):
@@ -111,6 +166,7 @@ def test_every_secret_is_required(compose, env):
     secrets = {name for name, _ in references if SECRET_NAME.search(name)}
     assert secrets >= {
         "POSTGRES_PASSWORD",
+        "POSTGRES_API_PASSWORD",
         "XINBAO_MASTER_SECRET",
         "XINBAO_TOKEN_SECRET",
         "XINBAO_FIRST_ADMIN_PASSWORD",

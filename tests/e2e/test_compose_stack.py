@@ -13,8 +13,10 @@ sent after the forbidden message, on the same connection, arrives; the forbidden
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ import pytest
 
 from tests.support.compose import (
     REPO,
+    VENV_BIN,
     MqttProbe,
     Stack,
     interpolate,
@@ -75,8 +78,14 @@ def stack(compose, env):
 def probes(stack):
     made: list[MqttProbe] = []
 
-    def probe(username: str | None, password: str | None) -> MqttProbe:
-        client = MqttProbe(stack.mqtt_port, username, password)
+    def probe(
+        username: str | None,
+        password: str | None,
+        *,
+        port: int | None = None,
+        client_id: str | None = None,
+    ) -> MqttProbe:
+        client = MqttProbe(port or stack.mqtt_port, username, password, client_id)
         made.append(client)
         return client
 
@@ -86,7 +95,7 @@ def probes(stack):
 
 
 def _cloud(stack, probes) -> MqttProbe:
-    cloud = probes("cloud", stack.env["MQTT_CLOUD_PASSWORD"])
+    cloud = probes("cloud", stack.env["MQTT_CLOUD_PASSWORD"], port=stack.cloud_mqtt_port)
     assert not cloud.connect().is_failure
     return cloud
 
@@ -104,7 +113,7 @@ def test_controller_logs_in_with_its_own_account(stack, probes):
     cloud.subscribe(f"xinbao/v1/lockers/{LOCKER}/presence")
     topic, payload, retained = cloud.next_message()
     assert (topic, payload, retained) == (f"xinbao/v1/lockers/{LOCKER}/presence", b"online", True)
-    assert re.search(rf"as locker-{LOCKER} \(.*u'{LOCKER}'\)", stack.broker_log())
+    assert re.search(rf"as {LOCKER} \(.*u'{LOCKER}'\)", stack.broker_log())
     status = httpx.get(f"http://127.0.0.1:{stack.kiosk_port}/api/status", timeout=5).json()
     assert status["locker_id"] == LOCKER and status["online"] is True
 
@@ -122,6 +131,48 @@ def test_wrong_password_and_strangers_are_refused_at_connect(stack, probes):
         reason = probes(username, password).connect()
         assert reason.is_failure, f"{username!r} got in"
         assert str(reason) in ("Not authorized", "Bad user name or password"), str(reason)
+    # Each listener knows only its own accounts: the cloud cannot log in where lockers do
+    # (client ids bound to accounts), nor a locker where the cloud does (client ids free).
+    for port, username, password in [
+        (stack.mqtt_port, "cloud", stack.env["MQTT_CLOUD_PASSWORD"]),
+        (stack.cloud_mqtt_port, LOCKER, stack.env["MQTT_LOCKER_PASSWORD"]),
+        (stack.cloud_mqtt_port, INTRUDER, "intruder-password"),
+    ]:
+        reason = probes(username, password, port=port).connect()
+        assert reason.is_failure, f"{username!r} got in on port {port}"
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_a_locker_account_cannot_take_over_another_clients_session(stack, probes):
+    """XA-0002's account asks for the client ids of XA-0001's controller and of an API
+    process: the broker replaces them with "XA-0002", so neither is disconnected (no
+    take-over in the broker log, no last will "offline" for XA-0001)."""
+    cloud = _cloud(stack, probes)
+    cloud.subscribe(f"xinbao/v1/lockers/{LOCKER}/presence")
+    assert cloud.next_message() == (f"xinbao/v1/lockers/{LOCKER}/presence", b"online", True)
+    wait_until(lambda: "as cloud-api-1 " in stack.broker_log(), "api-1 on the broker")
+    for stolen in (LOCKER, f"locker-{LOCKER}", "cloud-api-1", "cloud-api-2"):
+        intruder = probes(INTRUDER, "intruder-password", client_id=stolen)
+        assert not intruder.connect().is_failure
+        # A round trip on the intruder's own topics: the broker has handled its CONNECT.
+        marker = f"marker-{uuid.uuid4()}".encode()
+        watcher = probes("cloud", stack.env["MQTT_CLOUD_PASSWORD"], port=stack.cloud_mqtt_port)
+        assert not watcher.connect().is_failure
+        watcher.subscribe(f"xinbao/v1/lockers/{INTRUDER}/events")
+        intruder.publish(f"xinbao/v1/lockers/{INTRUDER}/events", marker)
+        assert watcher.messages_until(lambda m, k=marker: m[1] == k)[-1][1] == marker
+        intruder.close()
+    log = stack.broker_log()
+    for victim in (LOCKER, f"locker-{LOCKER}", "cloud-api-1", "cloud-api-2"):
+        assert f"Client {victim} already connected" not in log, log[-3000:]
+    assert re.search(rf"as {INTRUDER} \(.*u'{INTRUDER}'\)", log)
+    # The controller never dropped: its presence stayed "online" (a take-over would have
+    # sent its last will), and it still says it is on line.
+    status = httpx.get(f"http://127.0.0.1:{stack.kiosk_port}/api/status", timeout=5).json()
+    assert status["online"] is True
+    with pytest.raises(AssertionError, match="no message arrived"):
+        cloud.next_message(timeout=1.0)
 
 
 @pytest.mark.postgres
@@ -230,6 +281,60 @@ def test_both_api_processes_answer_on_one_database(stack):
         )
         assert bad.status_code == 400, bad.text
         assert bad.headers["content-type"].startswith("application/problem+json")
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_the_api_processes_run_as_a_role_that_cannot_touch_the_audit_guard(stack):
+    """api-1 migrated as the owner and granted the API's role rows-only rights; both API
+    processes are connected as that role, and with its credentials the audit triggers can be
+    neither disabled nor dropped, nor the trail altered."""
+    with psycopg.connect(stack.database_url) as conn:
+        users = {
+            row[0]
+            for row in conn.execute(
+                "SELECT usename FROM pg_stat_activity WHERE datname = %s", (stack.database,)
+            )
+        }
+        owner = conn.execute(
+            "SELECT tableowner FROM pg_tables WHERE tablename = 'audit_entry'"
+        ).fetchone()[0]
+    assert stack.api_role in users
+    assert owner == stack.owner_role
+    for statement in (
+        "ALTER TABLE audit_entry DISABLE TRIGGER ALL",
+        "DROP TRIGGER audit_entry_no_update ON audit_entry",
+        "TRUNCATE audit_entry",
+        "UPDATE audit_entry SET actor = 'someone-else'",
+    ):
+        with (
+            psycopg.connect(stack.role_url(stack.api_role)) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute(statement)
+
+
+@pytest.mark.postgres
+@pytest.mark.mosquitto
+def test_the_api_processes_checkpoint_the_audit_head_outside_the_database(stack):
+    marks = stack.workdir / "var" / "audit-checkpoints.jsonl"  # /var/lib/xinbao/ mapped
+    first = f"http://127.0.0.1:{stack.api_ports[0]}"
+    _admin(first, stack)  # a log-in: the trail is not empty
+    wait_until(marks.exists, "the first checkpoint", timeout=30)
+    assert marks.stat().st_mode & 0o777 == 0o600
+    verify = subprocess.run(
+        [str(VENV_BIN / "xinbao"), "audit", "verify", "--checkpoint", str(marks)],
+        env={
+            "PATH": os.environ["PATH"],
+            "DATABASE_URL": stack.database_url,
+            "XINBAO_MASTER_SECRET": stack.env["XINBAO_MASTER_SECRET"],
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "signed checkpoints match" in verify.stdout
 
 
 @pytest.mark.postgres

@@ -7,6 +7,7 @@ locker: a remote open that is answered and one that times out, a config change, 
 recovery of an overdue licence. Screenshots are kept in test-artifacts/.
 """
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -65,6 +66,8 @@ def answer(command):
         result = {"compartment": 1, "outcome": "opened"}
     elif command.type.value == "config":
         result = {"applied": command.parsed_payload().settings}
+    elif command.type.value == "lift_lockout":
+        result = {"lifted": ["keypad"]}
     else:
         result = {"done": True}
     return CommandReply(request_id=command.request_id, ok=True, result=result)
@@ -104,7 +107,9 @@ def live(db_url, broker) -> Iterator[Live]:
             api.headers["Authorization"] = f"Bearer {token}"
             uri = _ok(api.post("/api/v1/staff/me/totp"))["provisioning_uri"]
             totp = pyotp.TOTP(pyotp.parse_uri(uri).secret)
-            _ok(api.post("/api/v1/staff/me/totp/confirm", json={"code": totp.now()}))
+            # The step before: the confirmation spends it, the page log-in takes the current.
+            earlier = totp.at(time.time() - 30)
+            _ok(api.post("/api/v1/staff/me/totp/confirm", json={"code": earlier}))
             _ok(api.post("/api/v1/lockers", json=locker_body(LOCKER)), 201)
             locker = FakeLocker(broker.port, LOCKER, derive_locker_key(settings.master_key, LOCKER))
             locker.responder = answer
@@ -241,6 +246,28 @@ def test_remote_opens_answered_and_timed_out_and_a_config_change(page, live):
     assert [e["detail"]["settings"] for e in audit if e["action"] == "locker.config"] == [
         {"lockout_threshold": 3}
     ]
+
+
+def test_a_lockout_alarm_is_shown_and_staff_lift_the_lockout(page, live):
+    """Issue 11: the second lockout level raises an alarm; staff lift it from the page."""
+    live.locker.online()
+    live.locker.event("lockout", None, seconds=60.0, level=2, alarm=True)
+    go(page, "alarms")
+    row = page.locator('#alarms-results tr[data-kind="lockout"]')
+    expect(row).to_have_count(1, timeout=20_000)
+    expect(row).to_contain_text("反复猜码")
+    expect(row).to_contain_text("keypad guessed at repeatedly")
+    screenshot(page, "live-lockout-alarm")
+    row.locator("button[data-lift]").click()
+    expect(row.locator("[data-lifted='true']")).to_have_count(1)
+    [lift] = live.locker.received("lift_lockout")
+    assert lift.parsed_payload().by == "staff:admin"
+    assert not [
+        a for a in live.api.get("/api/v1/alarms", params={"open": True}).json()
+        if a["kind"] == "lockout"
+    ]
+    audit = live.api.get("/api/v1/dashboard/audit/latest").json()
+    assert [e["actor"] for e in audit if e["action"] == "locker.lockout_lift"] == ["staff:admin"]
 
 
 def test_a_dropoff_is_announced_and_an_overdue_licence_recovered(page, live):

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -89,6 +90,14 @@ def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp
         ).json()
         assert (locker["latitude"], locker["longitude"]) == (34.3712, 109.0406)
         assert {c["size"] for c in locker["compartments"]} == {"S", "M", "L"}
+
+    # The databases (and the secrets beside them) are the demo user's alone.
+    assert stat.S_IMODE(data.stat().st_mode) == 0o700
+    databases = [data / "cloud.db", *data.rglob("controller.sqlite3")]
+    assert len(databases) == 2, databases
+    for found in databases:
+        assert stat.S_IMODE(found.stat().st_mode) == 0o600, found
+        assert stat.S_IMODE(found.parent.stat().st_mode) == 0o700, found.parent
 
     children = _children_of(demo.process.pid)
     assert len(children) == 2, children  # the API and the controller

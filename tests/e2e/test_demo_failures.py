@@ -76,7 +76,7 @@ def test_full_scenario_through_a_real_mosquitto(run_demo, tmp_path, broker, how)
     assert "MQTT broker        external" in demo.output
     log = broker.log_text()
     # Both the cabinet and the cloud went through this broker.
-    assert "as locker-XA-DEMO-1" in log and "as xinbao-cloud-" in log, log[-2000:]
+    assert "as XA-DEMO-1 " in log and "as xinbao-cloud-" in log, log[-2000:]
 
 
 # --- the journey's own error handling, against scripted replies ----------------------------
@@ -90,7 +90,6 @@ class _Stack:
     sim_url = "http://sim.test"
     integrator_headers = {"X-API-Key": "k"}
     staff_headers = {"Authorization": "Bearer t"}
-    totp_secret = "JBSWY3DPEHPK3PXP"
 
     def __init__(self, handler) -> None:
         self.http = httpx.AsyncClient(transport=httpx.MockTransport(handler))

@@ -16,7 +16,12 @@ import os
 import pytest
 
 from tests.e2e.model_walk import Walk
-from tests.e2e.staffed_cabinet import controller, sim, staff_secret  # noqa: F401 (fixtures)
+from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
+    controller,
+    sim,
+    staff_pass,
+    uplink,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -26,16 +31,17 @@ RESTARTS = os.environ.get("XINBAO_WALK_RESTARTS", "") == "1"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
-def test_model_walk(seed, cloud, controller, sim, staff_secret, broker, tmp_path, request):
+def test_model_walk(seed, cloud, controller, sim, staff_pass, broker, uplink, tmp_path, request):
     walk = Walk(
         cloud,
         controller,
         sim,
-        staff_secret,
+        staff_pass,
         tmp_path / "controller" / "data",
         seed,
         restarts=RESTARTS,
         broker=broker,
+        uplink=uplink,
     )
     error = ""
     try:

@@ -16,7 +16,8 @@ from tests.e2e.staffed_cabinet import (  # noqa: F401 (fixtures)
     controller,
     sim,
     staff_login,
-    staff_secret,
+    staff_pass,
+    uplink,
     wait_door,
 )
 from tests.e2e.three_views import WIRING, assert_agree
@@ -31,9 +32,9 @@ STEP_S = 30
 class Site:
     """The people at the locker and at the dashboard, and what the test authorised."""
 
-    def __init__(self, cloud, controller, sim, staff_secret, data_dir) -> None:
+    def __init__(self, cloud, controller, sim, staff_pass, data_dir) -> None:
         self.cloud, self.controller, self.sim = cloud, controller, sim
-        self.staff_secret, self.data_dir = staff_secret, data_dir
+        self.staff_pass, self.data_dir = staff_pass, data_dir
         self.authorised: Counter[int] = Counter()
         self.token = ""
 
@@ -62,7 +63,7 @@ class Site:
         return self.handover(hid)
 
     def login(self) -> None:
-        self.token = staff_login(self.controller, self.staff_secret)
+        self.token = staff_login(self.controller, self.staff_pass)
 
     def wait_door(self, number: int, is_open: bool) -> None:
         wait_door(self.controller, number, is_open, STEP_S)
@@ -102,8 +103,8 @@ class Site:
 
 
 @pytest.fixture
-def site(cloud, controller, sim, staff_secret, tmp_path) -> Site:
-    return Site(cloud, controller, sim, staff_secret, tmp_path / "controller" / "data")
+def site(cloud, controller, sim, staff_pass, tmp_path) -> Site:
+    return Site(cloud, controller, sim, staff_pass, tmp_path / "controller" / "data")
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

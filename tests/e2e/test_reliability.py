@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import LOCKER_ID, enrolled_staff
+from tests.e2e.conftest import LOCKER_ID, enrolled_staff, staff_pass
 from tests.support.cabinet import ControllerProcess, simulator
 from tests.support.journey import (
     STAFF_NO,
@@ -68,8 +68,12 @@ def start_controller(tmp_path, sim, uplink):
 
 @pytest.fixture
 def journey(cloud, sim, start_controller) -> Journey:
-    secret = enrolled_staff(cloud.engine, STAFF_NO)
-    return Journey(cloud, start_controller(cloud), sim, secret, "XA-REL-0001")
+    pass_ = staff_pass(cloud, STAFF_NO, enrolled_staff(cloud.engine, STAFF_NO))
+    return Journey(cloud, start_controller(cloud), sim, pass_, "XA-REL-0001")
+
+
+def _pass(cloud) -> str:
+    return staff_pass(cloud, STAFF_NO, enrolled_staff(cloud.engine, STAFF_NO))
 
 
 def check(journey: Journey) -> None:
@@ -100,7 +104,7 @@ def test_the_lockers_network_down_during_drop_off_and_pickup(journey, uplink):
     offline(controller)
     journey.type_code(code)
     journey.put_in_and_close()
-    journey.staff_collect_at_cabinet()  # staff number + TOTP checked off line
+    journey.staff_collect_at_cabinet()  # staff number + staff pass checked off line
     assert controller.status()["outbox_depth"] > 0  # held back, not lost
     assert journey.state(journey.dropoff) == "reserved"
     assert cloud.bridge.connected.is_set()  # the cloud never lost its broker
@@ -162,7 +166,7 @@ def test_broker_restarted_and_the_locker_back_before_the_cloud(
     try:
         cloud = make_cloud(db_url, f"mqtt://127.0.0.1:{cloud_link.port}")
         controller = start_controller(cloud)
-        journey = Journey(cloud, controller, sim, enrolled_staff(cloud.engine, STAFF_NO), "XA-3")
+        journey = Journey(cloud, controller, sim, _pass(cloud), "XA-3")
         journey.ready()
         journey.reserve_dropoff()
         journey.type_code(journey.read_code())
@@ -188,7 +192,7 @@ def test_api_process_killed_mid_journey(api_processes, db_url, sim, start_contro
     door; the process started after it, with the same MQTT client id, takes over."""
     cloud, api = api_processes(db_url)
     controller = start_controller(cloud)
-    journey = Journey(cloud, controller, sim, enrolled_staff(cloud.engine, STAFF_NO), "XA-REL-2")
+    journey = Journey(cloud, controller, sim, _pass(cloud), "XA-REL-2")
     journey.ready()
     journey.drop_off()
     journey.staff_collect()

@@ -44,7 +44,8 @@ def cabinet_view(data_dir: Path) -> dict[int, tuple[bool, int | None]]:
         occupied = dict(db.execute("SELECT number, occupied FROM compartments"))
         placed = db.execute(
             "SELECT compartment, handover_id FROM handovers "
-            "WHERE state IN ('reserved', 'deposited', 'overdue') AND compartment IS NOT NULL"
+            "WHERE state IN ('reserved', 'deposited', 'overdue', 'held') "
+            "AND compartment IS NOT NULL"
         ).fetchall()
     finally:
         db.close()

@@ -205,7 +205,9 @@ def test_scan_over_tcp_with_nobody_there(cu16_sim):
     assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
     result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "5-6", "--timeout", "0.1")
     assert result.returncode == EXIT_SILENT
-    assert one_line_error(result) == f"error: no kerong-cu16 board answered on {url}"
+    assert one_line_error(result).startswith(
+        f"error: no kerong-cu16 board answered on {url} at 19200 baud: check the baud rate"
+    )
 
 
 @pytest.fixture
@@ -258,3 +260,70 @@ def test_against_the_simulator_process(sim_process):
     events = [json.loads(line) for line in truth.read_text().splitlines()]
     pulses = [(e["board"], e["channel"]) for e in events if e["kind"] == "lock_pulse"]
     assert pulses == [(2, 3)]
+
+
+@pytest.mark.parametrize(
+    ("protocol", "baud"), [("kerong-cu16", 19200), ("bcc-8a", 9600), ("modbus-relay", 9600)]
+)
+def test_detect_names_the_protocol_the_boards_speak(protocol, baud):
+    """Issue 13: technicians often do not know the board model. ``detect`` tries every
+    protocol at its usual rates and names the one that answers, with the boards."""
+    with Simulator(
+        [BoardSpec(protocol, a) for a in (1, 2)], wire_timing=False, reply_delay=0.0
+    ) as sim:
+        result = xinbao(
+            "board", "detect", "--port", sim.start_pty(), "--addresses", "1-2",
+            "--timeout", "0.1", "--progress",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [f"{protocol} at {baud} baud: boards 1, 2"]
+    # Progress: every address of every protocol tried is one stderr line.
+    assert f"{protocol} {baud}: [2/2] address 2: answers (found so far: 1, 2)" in result.stderr
+
+
+def test_scan_shows_progress_and_says_what_to_check_when_nothing_answers(cu16_sim):
+    port = ["--port", cu16_sim.start_pty()]
+    result = xinbao("board", "scan", *port, "--protocol", "kerong-cu48", "--addresses", "0-2",
+                    "--timeout", "0.1", "--progress")  # fmt: skip
+    assert result.returncode == EXIT_SILENT
+    lines = result.stderr.strip().splitlines()
+    assert lines[:3] == [
+        f"kerong-cu48: [{i}/3] address {i - 1}: silent (found so far: none)" for i in (1, 2, 3)
+    ]
+    assert lines[3] == (
+        f"error: no kerong-cu48 board answered on {port[1]} at 19200 baud: check the baud "
+        "rate, the protocol (xinbao board detect tries them all) and the A/B wiring"
+    )
+
+
+def test_map_pulses_each_channel_and_writes_the_compartments(cu16_sim, tmp_path):
+    """The wiring wizard, scripted with --answers: one pulse per channel in order, the
+    technician's answers become the controller's [[compartments]] section."""
+    answers = tmp_path / "answers.txt"
+    answers.write_text("5 M\n-\n6 l\n")
+    out = tmp_path / "compartments.toml"
+    since = cu16_sim.truth.last_seq
+    result = xinbao(
+        "board", "map", "--port", cu16_sim.start_pty(), *CU16, "--boards", "2",
+        "--channels", "3", "--answers", str(answers), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    pulses = cu16_sim.truth.events("lock_pulse", since)
+    assert [(p.board, p.channel) for p in pulses] == [(2, 1), (2, 2), (2, 3)]
+    import tomllib
+
+    mapped = tomllib.loads(out.read_text())["compartments"]
+    assert mapped == [
+        {"number": 5, "size": "M", "board": 2, "channel": 1},
+        {"number": 6, "size": "L", "board": 2, "channel": 3},
+    ]
+    # A malformed answer is one line naming it, and nothing is written.
+    answers.write_text("5 M\n5 S\n")
+    out.unlink()
+    result = xinbao(
+        "board", "map", "--port", cu16_sim.start_pty(), *CU16, "--boards", "2",
+        "--channels", "3", "--answers", str(answers), "--out", str(out),
+    )  # fmt: skip
+    assert result.returncode == EXIT_BAD_ARGUMENT
+    assert result.stderr.splitlines()[-1].endswith("'5 S'): compartment 5 is already mapped")
+    assert not out.exists()

@@ -57,6 +57,9 @@ def controller_toml(
     extra: str = "",
     lockout_base_s: float = 1.0,
     protocol: str = "kerong-cu16",
+    channels: int = 16,
+    poll_interval_s: float = 0.05,
+    debounce_polls: int = 2,
 ) -> str:
     mqtt_section = (
         f'[mqtt]\nurl = "mqtt://127.0.0.1:{mqtt_port}"\nusername = "{LOCKER_ID}"\n'
@@ -72,8 +75,8 @@ def controller_toml(
     return f"""locker_id = "{LOCKER_ID}"
 master_key_hex = "{MASTER_HEX}"
 data_dir = "{data_dir}"
-poll_interval_s = 0.05
-debounce_polls = 2
+poll_interval_s = {poll_interval_s}
+debounce_polls = {debounce_polls}
 door_left_open_after_s = 2.0
 lockout_base_s = {lockout_base_s}
 {extra}
@@ -88,11 +91,11 @@ protocol = "{protocol}"
 timeout_s = 0.15
   [[buses.boards]]
   address = 1
-  channels = 16
+  channels = {channels}
   pulse_ms = 100
   [[buses.boards]]
   address = 2
-  channels = 16
+  channels = {channels}
   pulse_ms = 100
 
 {compartments}"""
@@ -208,6 +211,7 @@ def make_controller(tmp_path: Path, sim: Simulator):
         extra: str = "",
         lockout_base_s: float = 1.0,
         protocol: str = "kerong-cu16",
+        **board_args,
     ) -> ControllerProcess:
         dev = sim.start_pty() if not hasattr(sim, "_test_pty") else sim._test_pty
         sim._test_pty = dev
@@ -222,6 +226,7 @@ def make_controller(tmp_path: Path, sim: Simulator):
                 extra=extra,
                 lockout_base_s=lockout_base_s,
                 protocol=protocol,
+                **board_args,
             )
         )
         proc = ControllerProcess(path, kiosk_port, tmp_path / "controller.log")

@@ -6,12 +6,13 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 
-import pyotp
 import pytest
 
-from locker_controller.commands import REJECTIONS_RECORDED, RejectionGate
-from tests.locker_controller.conftest import LOCKER_KEY, Cloud, wait_until
+from locker_controller.commands import REJECTIONS_RECORDED, RETAINED_AGE_S, RejectionGate
+from tests.locker_controller.conftest import LOCKER_ID, LOCKER_KEY, Cloud, wait_until
 from tests.locker_controller.test_pickup_offline import load_item, pickup
+from tests.support.passes import pass_now
+from tests.support.proxy import RetainClearingLink
 from xinbao.codes import code_for
 from xinbao.contract import (
     CommandType,
@@ -20,7 +21,7 @@ from xinbao.contract import (
     ReservationSync,
     Revocation,
     StaffCredentials,
-    StaffSecret,
+    StaffEntry,
     Telemetry,
     UnlockPayload,
     sign_command,
@@ -90,27 +91,62 @@ def test_security_checks_on_commands(sim, broker, cloud, make_controller):
 
 
 @pytest.mark.slow
+def test_a_retained_command_is_refused_even_when_the_broker_clears_the_flag(
+    sim, broker, cloud, make_controller
+):
+    """The controller's path to the broker clears the retain flag of what the broker sends
+    (RetainClearingLink), so a retained command arrives looking live. It is still refused: it
+    is the first command after the subscription and was issued before it."""
+    since = len(sim.truth.events())
+    kept = sign_command(
+        LOCKER_KEY,
+        CommandType.UNLOCK,
+        UNLOCK_5,
+        now=datetime.now(UTC) - timedelta(seconds=RETAINED_AGE_S + 30),
+        ttl=timedelta(minutes=10),
+    )
+    cloud.send(kept.to_bytes(), retain=True)
+    link = RetainClearingLink(broker.port)
+    try:
+        ctl = make_controller(mqtt_port=link.port)
+        ctl.start()
+        reply = cloud.reply_to(kept.request_id, timeout=20)
+        assert not reply.ok and reply.error == "retained", reply
+        assert link.cleared >= 1  # the controller was handed it without the flag
+        assert sim.truth.events("lock_pulse", since=since) == []
+        cloud.send(b"", retain=True)
+        # A live command on the same connection works (only the first after subscribing is
+        # judged by its age).
+        cmd = cloud.command(CommandType.UNLOCK, UNLOCK_5)
+        assert cloud.reply_to(cmd.request_id).ok
+        assert len(sim.truth.events("lock_pulse", since=since)) == 1
+    finally:
+        link.close()
+
+
+@pytest.mark.slow
 def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     ctl = make_controller(mqtt_port=broker.port)
     ctl.start()
-    secret = pyotp.random_base32()
     cmd = cloud.command(
         CommandType.STAFF_CREDENTIALS,
-        StaffCredentials(
-            staff=[StaffSecret(staff_no="S001", name="Li", totp_secret=secret, roles=["admin"])]
-        ),
+        StaffCredentials(staff=[StaffEntry(staff_no="S001", name="Li", roles=["admin"])]),
     )
     assert cloud.reply_to(cmd.request_id).result == {"staff": 1}
-    bad = ctl.post("/api/staff/login", {"staff_no": "S001", "totp": "000000"})
-    if pyotp.TOTP(secret).verify("000000", valid_window=1):  # 1 in 300,000: the guess is right
-        bad = ctl.post("/api/staff/login", {"staff_no": "S999", "totp": "000000"})
+    good = pass_now(LOCKER_KEY, LOCKER_ID, "S001")
+    wrong = "0000000000" if good != "0000000000" else "0000000001"
+    bad = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": wrong})
     assert bad.status_code == 401 and bad.json()["reason"] == "bad_credentials"
-    otp = pyotp.TOTP(secret).now()
-    login = ctl.post("/api/staff/login", {"staff_no": "S001", "totp": otp})
+    # The pass of this member at another cabinet is no pass here.
+    elsewhere = pass_now(LOCKER_KEY, "XA-0002", "S001")
+    refused = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": elsewhere})
+    assert refused.status_code == 401
+    login = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": good})
     assert login.status_code == 200, login.text
     token = login.json()["token"]
-    # The same one-time code cannot log in twice.
-    assert ctl.post("/api/staff/login", {"staff_no": "S001", "totp": otp}).status_code == 401
+    # The pass is good for the shift: a second log-in with it works too.
+    again = ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": good})
+    assert again.status_code == 200
     opened = ctl.post("/api/staff/maintenance", {"token": token, "compartment": 2})
     assert opened.status_code == 200 and opened.json()["compartment"] == 2
     assert sim.compartment(1, 2).door_open is True
@@ -120,6 +156,25 @@ def test_staff_login_and_maintenance_open(sim, broker, cloud, make_controller):
     wait_until(lambda: "staff_action" in cloud.event_types(), 10, "staff_action event")
     types = cloud.event_types()
     assert "staff_login" in types and "code_refused" in types
+
+    # The cloud raised the floor (the member's TOTP was reset): older passes stop here.
+    cmd = cloud.command(
+        CommandType.STAFF_CREDENTIALS,
+        StaffCredentials(
+            staff=[StaffEntry(staff_no="S001", name="Li", roles=["admin"], pass_floor=1)]
+        ),
+    )
+    assert cloud.reply_to(cmd.request_id).result == {"staff": 1}
+    def log_in(typed: str) -> int:
+        return ctl.post("/api/staff/login", {"staff_no": "S001", "staff_pass": typed}).status_code
+
+    assert log_in(good) == 401
+    newer = pass_now(LOCKER_KEY, LOCKER_ID, "S001", counter=1)
+    assert log_in(newer) == 200
+    # Deactivated: the next sync leaves the member out, and their pass stops working.
+    cmd = cloud.command(CommandType.STAFF_CREDENTIALS, StaffCredentials(staff=[]))
+    assert cloud.reply_to(cmd.request_id).result == {"staff": 0}
+    assert log_in(newer) == 401
 
 
 def beats(cloud) -> list[Telemetry]:
@@ -182,10 +237,28 @@ def test_revocation_and_config_commands(sim, broker, cloud, make_controller):
     revoked = cloud.command(
         CommandType.SYNC_RESERVATIONS, ReservationSync(revocations=[Revocation(handover_id=30)])
     )
-    assert cloud.reply_to(revoked.request_id).result == {"upserted": 0, "revoked": 1}
+    # The licence is inside: the code stops, but the cabinet keeps the door the item's.
+    assert cloud.reply_to(revoked.request_id).result == {
+        "upserted": 0,
+        "revoked": 1,
+        "items_kept": [{"handover_id": 30, "compartment": 3}],
+    }
     refused = ctl.code(code)
-    assert refused.status_code == 400 and refused.json()["reason"] == "wrong"
+    assert refused.status_code == 400 and refused.json()["reason"] == "used", refused.text
     assert sim.compartment(1, 3).door_open is False
+    # A revocation of a handover with nothing inside forgets it, and its code is wrong.
+    cloud.command(
+        CommandType.SYNC_RESERVATIONS,
+        ReservationSync(
+            upserts=[pickup(31, 4, 18).model_copy(update={"kind": "dropoff", "state": "reserved"})]
+        ),
+    )
+    gone = cloud.command(
+        CommandType.SYNC_RESERVATIONS, ReservationSync(revocations=[Revocation(handover_id=31)])
+    )
+    assert cloud.reply_to(gone.request_id).result == {"upserted": 0, "revoked": 1}
+    refused = ctl.code(code_for(LOCKER_KEY, 18))
+    assert refused.status_code == 400 and refused.json()["reason"] == "wrong", refused.text
 
     # Config: checked, applied at once, kept across a restart.
     bad = cloud.command(CommandType.CONFIG, ConfigPayload(settings={"lockout_threshold": 0}))
@@ -210,7 +283,9 @@ def test_a_flood_of_hostile_commands_is_recorded_within_bounds(sim, broker, clou
     for cmd in forged:
         cloud.send(cmd.to_bytes())
     good = cloud.command(CommandType.PING, PingPayload())
-    assert cloud.reply_to(good.request_id).result == {"pong": True}  # after all 60, in order
+    # After all 60, in order; a ping's answer carries the cabinet's view (reconciliation).
+    answer = cloud.reply_to(good.request_id).result
+    assert answer["pong"] is True and len(answer["cabinet"]["compartments"]) > 0, answer
     wait_until(lambda: ctl.status()["outbox_depth"] == 0, 20, "the outbox to drain")
     assert len(rejected(cloud)) == REJECTIONS_RECORDED  # the rest only counted
     answered = {r.request_id for r in cloud.replies()} & {c.request_id for c in forged}

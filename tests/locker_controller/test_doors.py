@@ -67,7 +67,8 @@ def test_dropoff_jam_reopen_deposit(tmp_path, sim, make_controller):
     assert sim.compartment(1, 3).door_open is False
 
     sim.clear(board=1, fault="jammed")
-    again = ctl.post("/api/reopen", {"compartment": 3})
+    ticket = body["reopen_ticket"]  # only the client that typed the code may reopen
+    again = ctl.post("/api/reopen", {"compartment": 3, "reopen_ticket": ticket})
     assert again.status_code == 200 and again.json()["outcome"] == "opened", again.text
     sim.put_item(1, 3)
     sim.close_door(1, 3)
@@ -79,7 +80,7 @@ def test_dropoff_jam_reopen_deposit(tmp_path, sim, make_controller):
     # The drop-off code was single use.
     assert ctl.code(code_for(LOCKER_KEY, 21)).json()["reason"] == "used"
     # Nothing to reopen any more.
-    assert ctl.post("/api/reopen", {"compartment": 3}).status_code == 409
+    assert ctl.post("/api/reopen", {"compartment": 3, "reopen_ticket": ticket}).status_code == 409
 
 
 def test_forced_and_left_open_doors(tmp_path, sim, make_controller):
@@ -156,7 +157,7 @@ def test_lockout_after_five_wrong_codes(tmp_path, sim, make_controller):
     assert sim.compartment(1, 1).door_open is False
     lockout = wait_event(tmp_path, "lockout")
     assert lockout["data"]["level"] == 1
-    # Config: 1 s base back-off. After it, the right code works and resets the count.
+    # Config: 1 s base back-off. After it, the right code works (and resets nothing).
     wait_until(lambda: ctl.code(good).status_code == 200, 5, "the lockout to end")
     assert sim.compartment(1, 1).door_open is True
     refusals = [e for e in db_events(tmp_path / "data") if e["type"] == "code_refused"]
@@ -187,14 +188,12 @@ def test_bad_kiosk_input_is_a_clear_4xx(tmp_path, sim, make_controller):
 
 
 def test_staff_load_then_applicant_pickup(tmp_path, sim, make_controller):
-    import pyotp
-
     from locker_controller.store import StaffMember
+    from tests.support.passes import pass_now
 
-    secret = pyotp.random_base32()
     seed(tmp_path, Handover(12, "pickup", None, "M", 77, 8, None, "reserved", "REC-1"))
     store = Store(tmp_path / "data" / "controller.sqlite3")
-    store.replace_staff([StaffMember("S002", "Wang", secret, ["loader"], -1)])
+    store.replace_staff([StaffMember("S002", "Wang", ["loader"])])
     store.close()
     ctl = make_controller()
     ctl.start()
@@ -202,7 +201,8 @@ def test_staff_load_then_applicant_pickup(tmp_path, sim, make_controller):
     early = ctl.code(code_for(LOCKER_KEY, 77))
     assert early.status_code == 400 and early.json()["reason"] == "not_ready"
     token = ctl.post(
-        "/api/staff/login", {"staff_no": "S002", "totp": pyotp.TOTP(secret).now()}
+        "/api/staff/login",
+        {"staff_no": "S002", "staff_pass": pass_now(LOCKER_KEY, "XA-TEST-1", "S002")},
     ).json()["token"]
     loaded = ctl.post("/api/staff/load", {"token": token, "handover_id": 12})
     assert loaded.status_code == 200, loaded.text
@@ -239,13 +239,20 @@ def test_lockout_doubles_at_the_next_level(tmp_path, sim, make_controller):
     assert [r.status_code for r in replies] == [400, 400, 400, 400, 429]
     assert replies[-1].json()["retry_after"] == 2.0
     lockouts = [e["data"] for e in db_events(tmp_path / "data") if e["type"] == "lockout"]
-    assert lockouts == [{"seconds": 1.0, "level": 1}, {"seconds": 2.0, "level": 2}]
-    # After a good code the next lockout starts again at level 1.
+    # The second level raises the dashboard's alarm.
+    assert lockouts == [
+        {"seconds": 1.0, "level": 1},
+        {"seconds": 2.0, "level": 2, "alarm": True},
+    ]
+    # A good code in between resets nothing (issue 11): the next lockout is longer still.
     wait_until(lambda: ctl.status()["locked_for_s"] == 0, 10, "the second lockout to end")
     assert ctl.code(code_for(LOCKER_KEY, 55)).status_code == 200
     assert [ctl.code(wrong).status_code for _ in range(5)][-1] == 429
     lockouts = [e["data"] for e in db_events(tmp_path / "data") if e["type"] == "lockout"]
-    assert lockouts[-1] == {"seconds": 1.0, "level": 1}
+    assert lockouts[-1] == {"seconds": 4.0, "level": 3, "alarm": True}
+    # Each window that ended is reported once, with what it refused unchecked.
+    ended = wait_event(tmp_path, "lockout_ended", level=2)
+    assert ended["data"]["refused"] == 0
 
 
 def test_lockout_survives_a_restart(tmp_path, sim, make_controller):

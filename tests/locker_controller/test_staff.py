@@ -7,24 +7,23 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import pyotp
 import pytest
 
 from locker_controller.store import Handover, StaffMember, Store
-from tests.locker_controller.conftest import wait_until
+from tests.locker_controller.conftest import LOCKER_ID, LOCKER_KEY, wait_until
 from tests.locker_controller.test_doors import handover, seed, types, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
+from tests.support.passes import pass_now
 
 pytestmark = pytest.mark.slow
 
-SECRETS = {no: pyotp.random_base32() for no in ("S001", "L001", "T001", "N001")}
 ROLES = {"S001": ["staff"], "L001": ["loader"], "T001": ["technician"], "N001": []}
 
 
 def seed_staff(tmp_path: Path) -> None:
     store = Store(tmp_path / "data" / "controller.sqlite3")
     store.replace_staff(
-        StaffMember(no, f"name of {no}", SECRETS[no], ROLES[no], -1) for no in SECRETS
+        StaffMember(no, f"name of {no}", ROLES[no]) for no in ROLES
     )
     store.close()
 
@@ -45,9 +44,12 @@ def seed_world(tmp_path: Path, sim) -> None:
 
 
 def login(ctl, staff_no: str) -> httpx.Response:
-    return ctl.post(
-        "/api/staff/login", {"staff_no": staff_no, "totp": pyotp.TOTP(SECRETS[staff_no]).now()}
-    )
+    return ctl.post("/api/staff/login", {"staff_no": staff_no, "staff_pass": staff_pass(staff_no)})
+
+
+def staff_pass(staff_no: str, counter: int = 0) -> str:
+    """The pass the cloud would issue this member for the test cabinet."""
+    return pass_now(LOCKER_KEY, LOCKER_ID, staff_no, counter)
 
 
 def tasks(ctl, token: str | None, scheme: str = "Bearer") -> httpx.Response:

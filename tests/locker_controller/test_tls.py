@@ -211,11 +211,11 @@ def tls_controller(make_controller) -> Callable[..., ControllerProcess]:
 
 
 def locker_sessions(broker: TlsMosquitto) -> list[str]:
-    """Broker log lines of MQTT sessions the controller opened (client id locker-<id>)."""
+    """Broker log lines of MQTT sessions the controller opened (client id = the locker id)."""
     return [
         line
         for line in broker.log_text().splitlines()
-        if "New client connected" in line and f"locker-{LOCKER_ID}" in line
+        if "New client connected" in line and f" as {LOCKER_ID} " in line
     ]
 
 

@@ -277,3 +277,23 @@ def test_fault_kinds_and_truth_limit(cabinet):
         for bad in ("0", "x", "10001"):
             r = client.get("/truth", params={"limit": bad})
             assert r.status_code == 400 and "limit" in r.json()["error"]
+
+
+def test_doors_show_the_cabinets_compartment_numbers(page, cabinet):
+    """Issue 13: testers think in compartment numbers, as the dashboard shows them; a bus
+    told its wiring (the demo tells it) shows each door's number beside board and channel,
+    and only where told (the 8A bus here was told nothing)."""
+    cabinet.buses["cu16"].label(2, 3, "#7 M")
+    cabinet.buses["cu16"].label(1, 1, "#1 S")
+    expect(door(page, "cu16", 2, 3).locator(".door-label")).to_have_text("箱 #7 M")
+    expect(door(page, "cu16", 1, 1).locator(".door-label")).to_have_text("箱 #1 S")
+    expect(door(page, "cu16", 1, 3).locator(".door-label")).to_be_hidden()
+    expect(door(page, "8a", 1, 3).locator(".door-label")).to_be_hidden()
+    boards = httpx.get(cabinet.start_control() + "/boards", timeout=5).json()["boards"]
+    labels = {
+        (b["bus"], b["address"], c["channel"]): c["label"]
+        for b in boards
+        for c in b["channels"]
+        if c["label"]
+    }
+    assert labels == {("cu16", 2, 3): "#7 M", ("cu16", 1, 1): "#1 S"}

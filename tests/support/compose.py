@@ -106,11 +106,17 @@ Message = tuple[str, bytes, bool]  # topic, payload, retained
 
 
 class MqttProbe:
-    def __init__(self, port: int, username: str | None, password: str | None) -> None:
+    def __init__(
+        self,
+        port: int,
+        username: str | None,
+        password: str | None,
+        client_id: str | None = None,
+    ) -> None:
         self._port = port
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"probe-{uuid.uuid4().hex[:12]}",
+            client_id=client_id or f"probe-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv311,
             clean_session=True,
         )
@@ -183,14 +189,21 @@ class Stack:
         self.env = env
         self.workdir = workdir
         self.mqtt_port, self.sim_port, self.control_port = free_port(), free_port(), free_port()
+        self.cloud_mqtt_port = free_port()  # the broker's listener for the API processes
         self.kiosk_port = free_port()
         self.api_ports = (free_port(), free_port())
-        self.database = f"xinbao_compose_{uuid.uuid4().hex[:10]}"
+        tag = uuid.uuid4().hex[:10]
+        self.database = f"xinbao_compose_{tag}"
+        # The compose file's two roles, named per stack (roles are server-wide): the owner
+        # ("xinbao", the image's POSTGRES_USER) and the API's ("xinbao_api", made by
+        # deploy/postgres/init-api-role.sh, which runs here as it does in the image).
+        self.owner_role, self.api_role = f"xb_owner_{tag}", f"xb_api_{tag}"
         self.fleet_passwd = workdir / "fleet.passwd"
         self._procs: list[tuple[str, subprocess.Popen, IO[bytes]]] = []
         self._database_created = False
         self._common = [
             ("mosquitto:1883", f"127.0.0.1:{self.mqtt_port}"),
+            ("mosquitto:1884", f"127.0.0.1:{self.cloud_mqtt_port}"),
             ("-p 1883", f"-p {self.mqtt_port}"),
             ("sim:7000", f"127.0.0.1:{self.sim_port}"),
             ("0.0.0.0:7000", f"127.0.0.1:{self.sim_port}"),
@@ -211,8 +224,11 @@ class Stack:
 
     @property
     def database_url(self) -> str:
-        """The stack's database as this machine reaches it (the compose URL is mapped here)."""
+        """The stack's database as an administrator on this machine reaches it."""
         return f"postgresql://postgres@127.0.0.1:5432/{self.database}"
+
+    def role_url(self, role: str) -> str:
+        return f"postgresql://{role}@127.0.0.1:5432/{self.database}"
 
     # mapping ------------------------------------------------------------------------------
 
@@ -242,12 +258,18 @@ class Stack:
         for key, value in (self.services[service].get("environment") or {}).items():
             env[key] = self._map(service, str(value))
         if "DATABASE_URL" in env:
-            # The compose database is reached as user xinbao at host "postgres"; here the
-            # fresh test database on the local server (trust authentication).
+            # The compose database is reached as xinbao_api (the owner: xinbao) at host
+            # "postgres"; here the fresh test database on the local server, as this stack's
+            # roles (trust authentication).
             assert re.fullmatch(
-                r"postgresql://xinbao:[^@]+@postgres:5432/xinbao", env["DATABASE_URL"]
+                r"postgresql://xinbao_api:[^@]+@postgres:5432/xinbao", env["DATABASE_URL"]
             )
-            env["DATABASE_URL"] = self.database_url
+            env["DATABASE_URL"] = self.role_url(self.api_role)
+        if "XINBAO_OWNER_DATABASE_URL" in env:
+            assert re.fullmatch(
+                r"postgresql://xinbao:[^@]+@postgres:5432/xinbao", env["XINBAO_OWNER_DATABASE_URL"]
+            )
+            env["XINBAO_OWNER_DATABASE_URL"] = self.role_url(self.owner_role)
         if service == "controller":
             env["XINBAO_KIOSK_PORT"] = str(self.kiosk_port)
         return env
@@ -300,9 +322,11 @@ class Stack:
         self._wait_healthy("mosquitto")
         with psycopg.connect("host=127.0.0.1 port=5432 user=postgres dbname=postgres") as conn:
             conn.autocommit = True
-            conn.execute(f'CREATE DATABASE "{self.database}"')
+            conn.execute(f'CREATE ROLE "{self.owner_role}" LOGIN')
+            conn.execute(f'CREATE DATABASE "{self.database}" OWNER "{self.owner_role}"')
         self._database_created = True
         self._wait_healthy("postgres")  # pg_isready, the same probe
+        self._init_postgres()
         for service in ("sim", "api-1"):
             self._spawn(
                 service,
@@ -318,12 +342,36 @@ class Stack:
             )
         self._wait_healthy("api-2", "controller")
 
+    def _init_postgres(self) -> None:
+        """The postgres image's first-start scripts (its /docker-entrypoint-initdb.d mounts),
+        run as its superuser against this stack's database."""
+        service = self.services["postgres"]
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PGHOST": "127.0.0.1",
+            "PGPORT": "5432",
+            "POSTGRES_USER": "postgres",
+            "POSTGRES_DB": self.database,
+            "POSTGRES_API_USER": self.api_role,
+            "POSTGRES_API_PASSWORD": service["environment"]["POSTGRES_API_PASSWORD"],
+        }
+        for volume in service["volumes"]:
+            host, inside = volume.split(":")[:2]
+            if inside.startswith("/docker-entrypoint-initdb.d/"):
+                subprocess.run(
+                    ["/bin/sh", str(REPO / host)], env=env, check=True, capture_output=True
+                )
+
     def _start_broker(self) -> None:
         conf = self._broker_mounts["/mosquitto/config/mosquitto.conf"].read_text()
         conf, listeners = re.subn(
             r"^listener 1883$", f"listener {self.mqtt_port} 127.0.0.1", conf, flags=re.M
         )
         assert listeners == 1, "mosquitto.conf should have one 1883 listener"
+        conf, listeners = re.subn(
+            r"^listener 1884$", f"listener {self.cloud_mqtt_port} 127.0.0.1", conf, flags=re.M
+        )
+        assert listeners == 1, "mosquitto.conf should have one 1884 listener (the cloud's)"
         (self.workdir / "mosquitto.conf").write_text(
             conf.replace("/mosquitto/", f"{self.workdir}/mosquitto/")
         )
@@ -353,3 +401,5 @@ class Stack:
                 "host=127.0.0.1 port=5432 user=postgres dbname=postgres", autocommit=True
             ) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+                for role in (self.api_role, self.owner_role):
+                    conn.execute(f'DROP ROLE IF EXISTS "{role}"')

@@ -15,7 +15,6 @@ import contextlib
 import re
 from collections import Counter
 
-import pyotp
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerEventRecord
@@ -39,9 +38,9 @@ class Journey:
     """record -> drop-off reserved -> code typed -> documents in -> staff collect at the
     cabinet -> approved -> staff load -> pickup code by SMS -> applicant collects."""
 
-    def __init__(self, cloud, controller: ControllerProcess, sim, totp_secret: str, number: str):
+    def __init__(self, cloud, controller: ControllerProcess, sim, staff_pass: str, number: str):
         self.cloud, self.controller, self.sim = cloud, controller, sim
-        self.totp_secret, self.number = totp_secret, number
+        self.staff_pass, self.number = staff_pass, number
         self.authorised: Counter[int] = Counter()
         self.dropoff: dict = {}
         self.pickup: dict = {}
@@ -126,10 +125,9 @@ class Journey:
 
     def staff_login(self) -> None:
         def logged_in() -> str | None:
-            # The cabinet takes each TOTP code once: after a restart the next step may be due.
+            # Retried: after a restart the cabinet may not have its staff list yet.
             r = self.controller.post(
-                "/api/staff/login",
-                {"staff_no": STAFF_NO, "totp": pyotp.TOTP(self.totp_secret).now()},
+                "/api/staff/login", {"staff_no": STAFF_NO, "staff_pass": self.staff_pass}
             )
             return r.json().get("token") if r.status_code == 200 else None
 

@@ -49,6 +49,9 @@ class Mosquitto:
             # As deploy/mosquitto/mosquitto.conf: the default 1000 drops messages to an API
             # process when a whole city of lockers reconnects at once (bench/city_bench.py).
             "max_queued_messages 10000",
+            # As deploy/mosquitto/mosquitto.conf: the cloud's in-flight window (the default 20
+            # is filled by one locker's messages waiting in the cloud's worker).
+            "max_inflight_messages 100",
         ]
         if users:
             passwd = self.dir / "passwd"

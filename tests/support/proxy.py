@@ -113,3 +113,74 @@ class CuttableLink:
             with contextlib.suppress(KeyError, ValueError):
                 self._selector.unregister(s)
             s.close()
+
+
+class RetainClearingLink(CuttableLink):
+    """A path to an MQTT broker that clears the retain flag of every PUBLISH the broker sends
+    to the client, as some brokers and bridges do: a retained message then looks like a live
+    one. ``cleared``: how many flags it cleared. The client -> broker direction is untouched.
+    """
+
+    def __init__(self, upstream_port: int, upstream_host: str = "127.0.0.1") -> None:
+        self.cleared = 0
+        self._from_server: dict[socket.socket, bytearray] = {}
+        super().__init__(upstream_port, upstream_host)
+
+    def _accept(self) -> None:
+        before = set(self._peer)
+        super()._accept()
+        for sock in set(self._peer) - before:
+            if sock.getpeername() == self._upstream:
+                self._from_server[sock] = bytearray()
+
+    def _forward(self, sock: socket.socket) -> None:
+        pending = self._from_server.get(sock)
+        if pending is None:
+            super()._forward(sock)
+            return
+        try:
+            data = sock.recv(_CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._from_server.pop(sock, None)
+            self._drop(sock)
+            return
+        pending += data
+        out = bytearray()
+        while True:
+            size = _packet_size(pending)
+            if size is None:
+                break
+            packet = pending[:size]
+            del pending[:size]
+            if packet[0] >> 4 == 3 and packet[0] & 1:  # PUBLISH, retained
+                packet[0] &= 0xFE
+                self.cleared += 1
+            out += packet
+        if out:
+            other = self._peer[sock]
+            try:
+                other.settimeout(5)
+                other.sendall(out)
+                other.setblocking(False)
+            except OSError:
+                self._drop(sock)
+
+
+def _packet_size(buffer: bytearray) -> int | None:
+    """Length of the first whole MQTT packet in ``buffer`` (fixed header included), or None
+    if it is not all there yet."""
+    length, shift = 0, 0
+    for i in range(1, 5):
+        if i >= len(buffer):
+            return None
+        byte = buffer[i]
+        length |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            total = 1 + i + length
+            return total if len(buffer) >= total else None
+        shift += 7
+    raise ValueError("malformed MQTT remaining length")

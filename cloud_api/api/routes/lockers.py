@@ -97,7 +97,7 @@ def check_locker_code(
     locker: CallingLocker, body: CodeCheck, session: SessionDep, policy: PolicyDep, now: NowDep
 ):
     """A code typed at the locker's keypad. Accepted means: open this compartment now."""
-    outcome = check_code(session, policy.codes, locker.id, body.code, now)
+    outcome = check_code(session, policy.codes, locker.id, body.code, now, body.mobile_last4)
     if not outcome.accepted:
         return CodeCheckResult(accepted=False, attempts_left=outcome.attempts_left)
     c = outcome.compartment

@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from pydantic import WithJsonSchema, field_validator
 from sqlalchemy import select
-from sqlmodel import SQLModel
+from sqlmodel import Field, SQLModel
 
 from cloud_api.api.deps import CurrentStaff, DbId, Limit, LockerIdPath, NowDep, Offset, SessionDep
 from cloud_api.api.locker_sync import BridgeDep
@@ -17,12 +17,14 @@ from cloud_api.api.problems import problem_responses
 from cloud_api.errors import Conflict, NotFound
 from cloud_api.models.common import LockerId
 from cloud_api.models.monitoring import (
+    AlarmKind,
     AlarmPublic,
     LockerCommand,
     LockerEventPublic,
     LockerEventRecord,
 )
-from cloud_api.services import alarms, lockers
+from cloud_api.services import alarms, audit, codes, lockers
+from cloud_api.services import staff as staff_service
 from xinbao.contract import (
     RUNTIME_SETTINGS,
     CommandType,
@@ -67,6 +69,10 @@ _SETTINGS_SCHEMA = {
         for name, (kind, low, high) in RUNTIME_SETTINGS.items()
     },
 }
+
+
+class LockoutLiftRequest(SQLModel):
+    reason: str = Field(default="", max_length=500)
 
 
 class LockerConfigRequest(SQLModel):
@@ -165,11 +171,46 @@ def configure_locker(
     bridge: BridgeDep,
 ):
     """Change runtime settings of one locker (``door_left_open_after_s``, ``poll_interval_s``,
-    ``lockout_threshold``): audited, sent as a signed ``config`` command, and answered with
-    the command once the locker replied or the command timeout passed (``status``)."""
-    lockers.get_locker(session, locker_id)
+    ``lockout_threshold``, each within its bounds): audited, sent as a signed ``config``
+    command, and answered with the command once the locker replied or the command timeout
+    passed (``status``). Needs an admin or a supervisor of the locker's site."""
+    locker = lockers.get_locker(session, locker_id)
+    staff_service.require_site_authority(staff, locker, "changing a locker's settings")
     session.commit()  # end the read: the wait below must not hold SQLite's write lock
     if bridge is None:
         raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")
     command = bridge.configure(locker_id, body.settings, f"staff:{staff.username}")
+    return LockerCommandPublic.model_validate(command, from_attributes=True)
+
+
+@router.post(
+    "/lockers/{locker_id}/lockout/lift",
+    response_model=LockerCommandPublic,
+    status_code=201,
+    responses=problem_responses(409),  # no MQTT link in this process
+)
+def lift_lockout(
+    locker_id: LockerIdPath,
+    body: LockoutLiftRequest,
+    staff: CurrentStaff,
+    session: SessionDep,
+    bridge: BridgeDep,
+    now: NowDep,
+):
+    """Lift a cabinet's lockouts (keypad and staff log-ins) after staff have looked: audited,
+    sent as a signed ``lift_lockout`` command, answered once the locker replied (``result``
+    names what was lifted) or the command timeout passed. The cloud's own code-check
+    counter for the locker starts afresh too, and its open ``lockout`` alarm is cleared."""
+    lockers.get_locker(session, locker_id)
+    if bridge is None:
+        raise Conflict("this API runs without MQTT (XINBAO_MQTT_URL unset): nothing can be sent")
+    actor = f"staff:{staff.username}"
+    codes.lift_lockout(session, locker_id, now, actor)
+    cleared = alarms.clear_alarms(session, locker_id, AlarmKind.lockout, now)
+    if cleared:
+        audit.append(
+            session, actor, "alarm.cleared", f"locker:{locker_id}", {"kind": "lockout"}
+        )
+    session.commit()  # end the write: the wait below must not hold SQLite's write lock
+    command = bridge.lift_lockout(locker_id, actor, body.reason)
     return LockerCommandPublic.model_validate(command, from_attributes=True)

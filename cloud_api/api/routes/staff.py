@@ -14,6 +14,7 @@ from cloud_api.api.deps import (
     PolicyDep,
     SessionDep,
     SettingsDep,
+    StaffPrincipal,
 )
 from cloud_api.api.locker_sync import BridgeDep, sync_handover
 from cloud_api.errors import NotFound
@@ -24,8 +25,11 @@ from cloud_api.models.staff import (
     ApiKeyIssued,
     ApiKeyPublic,
     LoginRequest,
+    PasswordChange,
     Staff,
     StaffCreate,
+    StaffPassIssued,
+    StaffPassRequest,
     StaffPublic,
     TokenPublic,
     TotpConfirm,
@@ -43,6 +47,7 @@ def _public(staff: Staff) -> StaffPublic:
         id=staff.id,
         username=staff.username,
         role=staff.role,
+        site=staff.site,
         totp_enabled=staff.totp_confirmed,
         active=staff.active,
     )
@@ -64,13 +69,59 @@ def login(body: LoginRequest, session: SessionDep, settings: SettingsDep, now: N
         settings.token_key,
         timedelta(minutes=settings.token_ttl_minutes),
         now,
-        staff_login.LoginPolicy(
-            threshold=settings.login_lockout_threshold,
-            base_seconds=settings.login_lockout_base_seconds,
-            max_seconds=settings.login_lockout_max_seconds,
-        ),
+        _login_policy(settings),
     )
     return TokenPublic(access_token=token, expires_at=expires)
+
+
+def _login_policy(settings) -> staff_login.LoginPolicy:
+    return staff_login.LoginPolicy(
+        threshold=settings.login_lockout_threshold,
+        base_seconds=settings.login_lockout_base_seconds,
+        max_seconds=settings.login_lockout_max_seconds,
+    )
+
+
+@router.post("/logout", status_code=204)
+def logout(staff: CurrentStaff, session: SessionDep):
+    """Ends this account's bearer tokens at once (every device it is logged in on)."""
+    staff_service.log_out(session, staff)
+
+
+@router.post(
+    "/me/password",
+    status_code=204,
+    responses={429: {"description": "too many wrong passwords for this user name"}},
+)
+def change_password(
+    body: PasswordChange,
+    staff: CurrentStaff,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+):
+    """The current password, then the new one (10+ characters); wrong current passwords
+    count towards the log-in throttle. Every token of the account ends: log in again."""
+    staff_service.change_password(
+        session, staff, body.current_password, body.new_password, now, _login_policy(settings)
+    )
+
+
+@router.post("/me/passes", response_model=StaffPassIssued, status_code=201)
+def issue_staff_pass(
+    body: StaffPassRequest,
+    who: StaffPrincipal,
+    session: SessionDep,
+    settings: SettingsDep,
+    now: NowDep,
+):
+    """A staff pass for one cabinet (a locker of a site you cover) and this shift: type the
+    staff number and the 10 digits at that cabinet's kiosk (Staff). Needs a log-in with
+    password and one-time code; works at that cabinet only, off line too, until
+    ``valid_until`` (12 to 24 h). Audited, without the pass."""
+    return staff_service.issue_pass(
+        session, who.staff, who.full_login, body.locker_id, settings.master_key, now
+    )
 
 
 @router.get("/me", response_model=StaffPublic)
@@ -93,10 +144,40 @@ def confirm_totp(body: TotpConfirm, staff: CurrentStaff, session: SessionDep, no
 
 @router.post("", response_model=StaffPublic, status_code=201)
 def create_staff(body: StaffCreate, admin: CurrentAdmin, session: SessionDep):
+    """A new account: role admin (every site), supervisor, staff or technician (``site``, or
+    every site when left out). docs/api.md "Roles and sites"."""
     staff = staff_service.create_staff(
-        session, body.username, body.password, body.role, f"staff:{admin.username}"
+        session, body.username, body.password, body.role, f"staff:{admin.username}", body.site
     )
     return _public(staff)
+
+
+@router.get("", response_model=list[StaffPublic])
+def list_staff(admin: CurrentAdmin, session: SessionDep, offset: Offset = 0, limit: Limit = 100):
+    return [_public(s) for s in staff_service.list_staff(session, offset, limit)]
+
+
+@router.post("/{staff_id}/deactivate", response_model=StaffPublic)
+def deactivate_staff(staff_id: DbId, admin: CurrentAdmin, session: SessionDep):
+    """Their tokens are refused at once; the cabinets drop them at the next staff sync, and
+    their passes stop working there. Audited."""
+    staff = staff_service.get_staff(session, staff_id)
+    return _public(staff_service.set_active(session, staff, False, f"staff:{admin.username}"))
+
+
+@router.post("/{staff_id}/activate", response_model=StaffPublic)
+def activate_staff(staff_id: DbId, admin: CurrentAdmin, session: SessionDep):
+    """Active again (passes issued before the deactivation stay void). Audited."""
+    staff = staff_service.get_staff(session, staff_id)
+    return _public(staff_service.set_active(session, staff, True, f"staff:{admin.username}"))
+
+
+@router.post("/{staff_id}/totp/reset", response_model=StaffPublic)
+def reset_staff_totp(staff_id: DbId, admin: CurrentAdmin, session: SessionDep):
+    """Forget the member's second factor (lost phone): they log in with the password and
+    enrol again. Their tokens and staff passes end now. Audited."""
+    staff = staff_service.get_staff(session, staff_id)
+    return _public(staff_service.reset_totp(session, staff, f"staff:{admin.username}"))
 
 
 @router.post("/loads", response_model=HandoverPublic, status_code=201)
@@ -110,6 +191,7 @@ def start_load(
 ):
     """Start loading an approved licence: reserves a compartment, allocates the pickup code's
     counter; the SMS goes out when the locker reports the licence deposited."""
+    staff_service.require_daily_work(staff, session, body.locker_id)
     handover = handovers.start_load(session, policy, body, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -142,6 +224,7 @@ def collect_dropoff(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.staff_collect(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -152,6 +235,7 @@ def recover_pickup(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.staff_recover(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
@@ -162,6 +246,7 @@ def cancel_handover(
     handover_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep, bridge: BridgeDep
 ):
     handover = handovers.get(session, handover_id)
+    staff_service.require_daily_work(staff, session, handover.locker_id)
     handovers.cancel(session, handover, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)

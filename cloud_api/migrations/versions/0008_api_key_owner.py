@@ -1,7 +1,7 @@
 """Which credential created each approval record (integrators see only their own)
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-03 00:00:00
 
 Existing records get their creator from the audit trail (the actor of ``record.created``);
@@ -16,7 +16,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

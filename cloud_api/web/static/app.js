@@ -11,6 +11,8 @@ import * as lockers from "./views/lockers.js";
 import * as records from "./views/records.js";
 import * as remoteOpen from "./views/remote_open.js";
 import * as sms from "./views/sms.js";
+import * as staff from "./views/staff.js";
+import * as staffPass from "./views/staff_pass.js";
 import * as tasks from "./views/tasks.js";
 
 const VIEWS = {
@@ -20,6 +22,8 @@ const VIEWS = {
   tasks,
   alarms,
   "remote-open": remoteOpen,
+  "staff-pass": staffPass,
+  staff,
   commands,
   sms,
   audit,
@@ -89,7 +93,14 @@ async function enter() {
     showLogin(err.status === 401 ? "" : `登录失败 Log-in failed: ${err.message}`);
     return;
   }
-  $("whoami").textContent = `${me.username} · ${me.role === "admin" ? "管理员 admin" : "工作人员 staff"}`;
+  const roles = {
+    admin: "管理员 admin",
+    supervisor: "站点主管 supervisor",
+    staff: "工作人员 staff",
+    technician: "技术员 technician",
+  };
+  const site = me.site ? ` · ${me.site}` : "";
+  $("whoami").textContent = `${me.username} · ${roles[me.role] || me.role}${site}`;
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   startNotices();
@@ -128,7 +139,13 @@ async function route() {
   }
 }
 
-function logout() {
+async function logout() {
+  // Ends the session on the server too (the token stops working everywhere at once).
+  try {
+    await post("/api/v1/staff/logout");
+  } catch (err) {
+    // Already over (expired, or ended elsewhere): nothing more to end.
+  }
   setToken(null);
   history.replaceState(null, "", location.pathname);
   showLogin("");

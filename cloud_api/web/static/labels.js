@@ -32,6 +32,8 @@ const NAMES = {
   placement: "格口已更正 compartment corrected",
   item_still_inside: "物品未取出 item still inside",
   mismatch: "云端与柜机不一致 cloud and cabinet differ",
+  flooding: "消息过多 locker flooding",
+  lockout: "反复猜码锁定 repeated guessing, locked",
   // remote opens
   pending: "等待中 pending",
   opened: "已打开 opened",
@@ -60,7 +62,7 @@ const TONES = {
   bad: [
     "overdue", "failed", "dead", "undelivered", "jammed", "no_response", "timeout", "rejected",
     "door_forced", "door_jammed", "locker_offline", "board_unreachable", "door_left_open",
-    "placement", "item_still_inside", "mismatch",
+    "placement", "item_still_inside", "mismatch", "flooding", "lockout",
   ],
 };
 

@@ -1,5 +1,5 @@
 // Alarms raised from locker events (door left open, forced, jammed, board down, locker off
-// line). They come from the cloud's MQTT side; an API without it shows "unavailable".
+// line, repeated code guessing). They come from the cloud's MQTT side; an API without it shows "unavailable".
 
 import { get, post, query } from "../api.js";
 import { badge, bi, failure, h, panel, showToast, table, when } from "../dom.js";
@@ -27,6 +27,26 @@ function ackCell(alarm) {
   return button;
 }
 
+// A lockout alarm (someone keeps guessing at a cabinet): staff who have looked can lift the
+// cabinet's lockout (a signed lift_lockout command, audited), which also clears the alarm.
+function liftButton(alarm) {
+  if (alarm.kind !== "lockout" || alarm.cleared_at) return null;
+  const button = h("button", { type: "button", class: "small", "data-lift": alarm.locker_id }, "解除锁定 Lift lockout");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    try {
+      const c = await post(`/api/v1/lockers/${encodeURIComponent(alarm.locker_id)}/lockout/lift`, { reason: "dashboard" });
+      const good = c.status === "ok";
+      showToast(good ? "锁定已解除 Lockout lifted" : `柜机未确认 Locker did not confirm: ${name(c.status)}`, good ? "good" : "bad");
+      button.replaceWith(h("span", { class: "sub", "data-lifted": good ? "true" : "false" }, good ? "已解除 lifted" : name(c.status)));
+    } catch (err) {
+      showToast(`解除失败 Lift failed: ${err.message}`, "bad");
+      button.disabled = false;
+    }
+  });
+  return button;
+}
+
 function alarmRow(alarm) {
   return h(
     "tr",
@@ -38,7 +58,7 @@ function alarmRow(alarm) {
     h("td", {}, alarm.compartment ?? "—"),
     h("td", { class: "nowrap" }, when(alarm.raised_at)),
     h("td", {}, alarm.cleared_at ? when(alarm.cleared_at) : badge("未解除 open", "bad")),
-    h("td", {}, ackCell(alarm)),
+    h("td", {}, ackCell(alarm), liftButton(alarm)),
   );
 }
 
