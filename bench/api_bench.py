@@ -36,7 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from cloud_api.core.config import DEMO_MASTER_SECRET  # noqa: E402
+from cloud_api.core.config import DEMO_MASTER_SECRET, DEMO_TOKEN_SECRET  # noqa: E402
 from cloud_api.core.db import make_engine, migrate  # noqa: E402
 from cloud_api.models.staff import Role, Scope  # noqa: E402
 from cloud_api.services import bootstrap  # noqa: E402
@@ -68,6 +68,9 @@ def start_server(db_url: str) -> tuple[subprocess.Popen, str]:
     env = os.environ | {
         "DATABASE_URL": db_url,
         "XINBAO_DEMO": "1",
+        # The demo makes up its secrets per process; the server must share this one's.
+        "XINBAO_MASTER_SECRET": DEMO_MASTER_SECRET,
+        "XINBAO_TOKEN_SECRET": DEMO_TOKEN_SECRET,
         "XINBAO_BENCH_ROUTES": "1",
         "XINBAO_RUN_BACKGROUND": "0",
         "PYTHONPATH": str(ROOT),

@@ -4,6 +4,7 @@ Both read the database from ``DATABASE_URL`` and the rest from ``XINBAO_*`` sett
 settings end with a one-line message and exit status 2, never a traceback.
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +24,35 @@ def describe_error(url: str, err: Exception) -> str:
 def _fail(message: str, code: int = 2) -> None:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+DEMO_WARNING = """\
+******************************************************************************
+*  DEMO MODE (XINBAO_DEMO=1): NOT FOR REAL USE.                               *
+*  Secrets are made up for this run, the console SMS inbox shows every code,  *
+*  and nothing here protects real applicants. Serving on loopback only.       *
+******************************************************************************"""
+
+
+def is_loopback(host: str) -> bool:
+    """True for an address only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_demo_off_loopback(host: str) -> None:
+    """The demo's secrets and console inbox are for one person at one machine: refuse to
+    serve them to a network, and say loudly that this is a demo."""
+    typer.echo(DEMO_WARNING, err=True)
+    if not is_loopback(host):
+        _fail(
+            f"demo mode (XINBAO_DEMO=1) serves only on loopback (127.0.0.1, ::1), not on "
+            f"{host!r}: unset XINBAO_DEMO and set real secrets to serve a network"
+        )
 
 
 def api_command(
@@ -48,6 +78,8 @@ def api_command(
         sms_settings = SmsSettings()
     except (ConfigError, SmsConfigError) as err:
         _fail(str(err))
+    if settings.demo:
+        refuse_demo_off_loopback(host)
     from sqlalchemy.engine import make_url
 
     from cloud_api.core.db import RoleError

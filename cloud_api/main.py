@@ -18,7 +18,7 @@ from pathlib import Path
 from fastapi import Depends, FastAPI
 
 from cloud_api.api import problems
-from cloud_api.api.deps import get_current_staff
+from cloud_api.api.deps import get_current_admin, get_current_staff, refuse_repeated_query
 from cloud_api.api.routes import (
     audit,
     bench,
@@ -41,6 +41,8 @@ from cloud_api.sms.dispatcher import SmsDispatcher
 from cloud_api.sms.providers import SmsProvider, build_provider
 from cloud_api.sms.routes import SmsContext, mount_sms
 from cloud_api.web import mount_web
+from cloud_api.web.api_docs import mount_docs
+from xinbao.security_headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +123,14 @@ def create_app(
         summary="Approval records, lockers, drop-off and pickup codes, staff, audit trail.",
         version="1",
         lifespan=lifespan,
+        # FastAPI's /docs and /redoc load their scripts from a CDN; web/api_docs.py serves
+        # /docs from the package instead.
+        docs_url=None,
+        redoc_url=None,
+        dependencies=[Depends(refuse_repeated_query)],
     )
+    # Every response: CSP (this origin only), no framing, no sniffing, no referrer.
+    app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.engine = engine
     app.state.clock = clock
@@ -130,15 +139,21 @@ def create_app(
     app.state.dispatcher = dispatcher
     app.state.bridge = bridge
     problems.install(app)
-    for module in (records, lockers, handovers, staff, audit, monitoring, sms_outbox):
+    for module in (records, lockers, handovers, audit, monitoring):
         app.include_router(module.router)
-    app.include_router(staff.keys_router)
+    # Routers that do not declare their own particular problems (docs/api.md lists them).
+    app.include_router(staff.router, responses=problems.problem_responses(401, 404, 409, 429))
+    app.include_router(sms_outbox.router, responses=problems.problem_responses(409))
+    app.include_router(staff.keys_router, responses=problems.problem_responses(409))
     mount_sms(
         app,
         SmsContext(engine=engine, settings=sms_settings, provider=provider),
         staff_dependencies=[Depends(get_current_staff)],
+        admin_dependencies=[Depends(get_current_admin)],
     )
     if settings.bench_routes:
         app.include_router(bench.router)
     mount_web(app)
+    mount_docs(app)
+    problems.declare_problems(app)
     return app

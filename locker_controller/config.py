@@ -51,6 +51,7 @@ from firmware_bridge.errors import ConfigError as BridgeConfigError
 from locker_controller.errors import ConfigError
 from xinbao.codes import derive_locker_key
 from xinbao.contract import LOCKER_ID_RE
+from xinbao.secret_strength import weakness
 
 PROTOCOL_NAMES = ("kerong-cu16", "kerong-cu48", "kerong-cu48b", "bcc-8a", "modbus-relay")
 
@@ -186,11 +187,18 @@ class ControllerConfig(_Section):
 
     @field_validator("locker_key_hex", "master_key_hex")
     @classmethod
-    def _hex(cls, value: str | None) -> str | None:
+    def _hex(cls, value: str | None, info) -> str | None:
         if value is None:
             return value
         if not re.fullmatch(r"(?:[0-9a-fA-F]{2}){16,64}", value):
             raise ValueError("must be 32 to 128 hex digits")
+        # A placeholder locker key ("00" * 32) lets anyone compute this cabinet's codes. The
+        # master key is for tests and the demo only, which use fixed values on purpose.
+        why = weakness(value) if info.field_name == "locker_key_hex" else None
+        if why is not None:
+            raise ValueError(
+                f"is not a random key ({why}): use the key the cloud derived for this locker"
+            )
         return value
 
     @model_validator(mode="after")

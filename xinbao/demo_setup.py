@@ -85,6 +85,9 @@ class DemoState:
     mqtt_cloud_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     mqtt_locker_password: str = field(default_factory=lambda: secrets.token_urlsafe(18))
     locker_http_key: str = ""
+    # The cloud's secrets, made up here (not built in) and handed to the API process.
+    master_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
+    token_secret: str = field(default_factory=lambda: secrets.token_urlsafe(32))
     version: int = STATE_VERSION
 
     @classmethod
@@ -147,7 +150,9 @@ class DataDir:
         except OSError as err:
             raise DataDirError(f"cannot create {self.path}: {err.strerror}") from None
         if self.state_file.exists():
-            return self._load(), True
+            state = self._load()
+            self.save(state)  # a state from before the secrets were kept gets them now
+            return state, True
         state = DemoState.new()
         self.save(state)
         return state, False

@@ -119,6 +119,10 @@ class DemoStack:
     # --- start -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        from cloud_api.cli import DEMO_WARNING
+
+        # Every piece of the demo binds HOST (loopback) only; the API refuses anything else.
+        self.say(DEMO_WARNING)
         try:
             self.state, self.reused = self.data.prepare(self.options.fresh)
         except DataDirError as err:
@@ -209,7 +213,12 @@ class DemoStack:
 
         state = self.state
         assert state is not None
-        settings = Settings(demo=True, database_url=self.data.database_url)
+        settings = Settings(
+            demo=True,
+            database_url=self.data.database_url,
+            master_secret=state.master_secret,
+            token_secret=state.token_secret,
+        )
         self.master_key = settings.master_key
         try:
             migrate(self.data.database_url)
@@ -273,6 +282,8 @@ class DemoStack:
         env.update(
             DATABASE_URL=self.data.database_url,
             XINBAO_DEMO="1",
+            XINBAO_MASTER_SECRET=self.state.master_secret,
+            XINBAO_TOKEN_SECRET=self.state.token_secret,
             XINBAO_MQTT_URL=mqtt_url,
             XINBAO_SMS_PROVIDER="console",
             XINBAO_SMS_INTERVAL_SECONDS="0.5",
@@ -287,14 +298,13 @@ class DemoStack:
         (replay guard), and the person reading the banner is about to type the current one
         into the dashboard. It counts as a full log-in (the demo holds the TOTP secret), so the
         scenario can ask for a staff pass for the cabinet."""
-        from cloud_api.core.config import Settings
         from cloud_api.core.security import issue_token
         from cloud_api.models.common import utcnow
 
-        assert self._staff is not None
+        assert self._staff is not None and self.state is not None
         staff_id, role, generation = self._staff
         token = issue_token(
-            Settings(demo=True).token_key,
+            self.state.token_secret.encode(),
             staff_id,
             role,
             utcnow(),

@@ -11,17 +11,27 @@ from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlmodel import Session
 
 from cloud_api.core import security
 from cloud_api.core.config import Settings
-from cloud_api.errors import AuthError, Forbidden
+from cloud_api.errors import AuthError, Forbidden, InputError
 from cloud_api.models.common import MAX_INT, LockerId
 from cloud_api.models.locker import Locker
 from cloud_api.models.staff import Role, Scope, Staff
 from cloud_api.services import lockers
 from cloud_api.services import staff as staff_service
 from cloud_api.services.handovers import HandoverPolicy
+
+
+async def refuse_repeated_query(request: Request) -> None:
+    """No endpoint takes a list in its query string: ``?limit=5&limit=x`` would be read as
+    its last value and the others silently dropped, so a repeated name is refused."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise InputError(f"query parameter {repeated[0][:64]!r} is given more than once")
 
 
 async def get_settings(request: Request) -> Settings:
@@ -54,9 +64,21 @@ class Principal:
     # A staff token from a log-in with password and TOTP (what a staff pass needs).
     full_login: bool = False
 
+    def owner(self, *, reading: bool = False) -> str | None:
+        """Whose records and handovers this caller may touch: its own name for an integrator
+        key (to read others' it needs records:read:all; to change them nothing suffices),
+        None (everyone's) for staff."""
+        if self.staff is not None:
+            return None
+        if reading and Scope.records_read_all.value in self.scopes:
+            return None
+        return self.name
+
 
 def _bearer(authorization: str | None) -> str | None:
-    if not authorization:
+    # An empty header is a malformed credential, not an absent one: it must not fall through
+    # to another credential and pass.
+    if authorization is None:
         return None
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
@@ -77,14 +99,35 @@ def _staff_from_token(
     return staff, claims
 
 
+# Declared as security schemes, so the OpenAPI document says how to authenticate (and tools
+# such as schemathesis do not generate these headers as ordinary parameters). auto_error
+# off: the checks below give the errors, as problem documents with a clear message.
+_staff_bearer = HTTPBearer(
+    scheme_name="StaffBearer",
+    auto_error=False,
+    description="a staff token from POST /api/v1/staff/login",
+)
+_api_key = APIKeyHeader(
+    name="X-API-Key", scheme_name="IntegratorKey", auto_error=False, description="an API key"
+)
+_locker_key = APIKeyHeader(
+    name="X-Locker-Key",
+    scheme_name="LockerKey",
+    auto_error=False,
+    description="the locker's own key (lockers only)",
+)
+
+
 def get_principal(
+    request: Request,
     session: SessionDep,
     settings: SettingsDep,
     now: NowDep,
-    authorization: Annotated[str | None, Header()] = None,
-    x_api_key: Annotated[str | None, Header()] = None,
+    _bearer_declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_staff_bearer)],
+    x_api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
-    token = _bearer(authorization)
+    # The raw header, not the parsed credentials: a malformed one gets its own message.
+    token = _bearer(request.headers.get("authorization"))
     if token is not None:
         staff, claims = _staff_from_token(session, settings, token, now)
         principal = Principal(
@@ -146,9 +189,9 @@ LockersReader = Annotated[Principal, Depends(require(Scope.lockers_read))]
 def get_calling_locker(
     session: SessionDep,
     locker_id: LockerIdPath,
-    x_locker_key: Annotated[str | None, Header(max_length=200)] = None,
+    x_locker_key: Annotated[str | None, Depends(_locker_key)],
 ) -> Locker:
-    if not x_locker_key:
+    if not x_locker_key or len(x_locker_key) > 200:
         raise AuthError("a locker authenticates with its key in the X-Locker-Key header")
     return lockers.authenticate(session, locker_id, x_locker_key)
 

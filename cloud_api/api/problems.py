@@ -13,6 +13,7 @@ with its traceback and answered with a plain 500 problem that reveals nothing.
 
 import logging
 from http import HTTPStatus
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -158,6 +159,86 @@ def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         "Internal error",
         "something went wrong on our side; it has been logged",
     )
+
+
+# What the OpenAPI document says a problem looks like (RFC 9457; some carry more members).
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail", "instance"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+    },
+    "additionalProperties": True,
+}
+_WHY = {
+    400: "the body is not valid JSON (or not the form the endpoint reads)",
+    401: "no credentials, or credentials that are not valid",
+    403: "the credentials are valid but do not allow this",
+    404: "no such object (or one this caller may not see)",
+    409: "the object's state does not allow this now, or a concurrent change got there first",
+    413: "the body is too large",
+    415: "the body has the wrong media type",
+    422: "the request does not fit the schema, or a value in it is refused",
+    429: "too many attempts: wait Retry-After seconds",
+    503: "the database is not answering: nothing changed, retry after Retry-After seconds",
+}
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` for a route or router: these statuses answer a problem document."""
+    return {
+        status: {"description": _WHY[status], "content": {MEDIA_TYPE: {"schema": PROBLEM_SCHEMA}}}
+        for status in statuses
+    }
+
+
+# Which problems a credential brings (security scheme name -> statuses).
+_CREDENTIAL_PROBLEMS = {"StaffBearer": (401, 403), "IntegratorKey": (401, 403), "LockerKey": (401,)}
+
+
+def _problems_of(path: str, operation: dict[str, Any]) -> set[int]:
+    statuses = {503}  # every operation reads the database
+    if "requestBody" in operation:
+        statuses |= {400, 422}
+    if operation.get("parameters"):
+        statuses.add(422)
+    if "{" in path:
+        statuses.add(404)
+    for requirement in operation.get("security", []):
+        for scheme in requirement:
+            statuses.update(_CREDENTIAL_PROBLEMS.get(scheme, ()))
+    return statuses
+
+
+def declare_problems(app: FastAPI) -> None:
+    """Declare in the OpenAPI document the problems every operation can answer, by what it
+    has: 422 (parameters or a body, instead of FastAPI's own 422 shape, which this API never
+    sends), 400 (a body that is not JSON), 404 (an id in the path), those of its security
+    schemes (401, 403) and 503 (the database away). Statuses particular to an operation (409,
+    429, a 404 for an object named in the body) are declared on the route itself."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for path, item in schema.get("paths", {}).items():
+            for operation in item.values():
+                responses = operation.setdefault("responses", {})
+                default_422 = responses.get("422", {}).get("content", {})
+                if "application/json" in default_422:
+                    del responses["422"]
+                for status, response in problem_responses(*_problems_of(path, operation)).items():
+                    responses.setdefault(str(status), response)
+        for name in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(name, None)
+        return schema
+
+    app.openapi = openapi
 
 
 def install(app: FastAPI) -> None:

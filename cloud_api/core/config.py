@@ -1,11 +1,15 @@
 """Typed settings (env prefix ``XINBAO_``; the database URL is plain ``DATABASE_URL``).
 
-Outside the demo the service refuses to start with an empty or built-in secret: a locker key
-derived from a known master secret would let anyone compute every code.
+Outside the demo the service refuses to start with an empty, weak or shared secret: a locker
+key derived from a known or guessable master secret would let anyone compute every code, and a
+guessable token secret lets anyone sign a staff token. Both must hold 128 bits of entropy
+(xinbao/secret_strength.py) and differ. The demo makes up strong random ones, once per process,
+unless it is given its own (a demo that starts several processes passes them on).
 """
 
 import hashlib
 import hmac
+import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Literal, Self
@@ -16,10 +20,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud_api.errors import ConfigError
 from xinbao.codes import DEFAULT_DIGITS, MAX_DIGITS, MIN_DIGITS
+from xinbao.secret_strength import MIN_BITS, weakness
 
-DEMO_MASTER_SECRET = "xinbao-demo-master-secret-do-not-use"
-DEMO_TOKEN_SECRET = "xinbao-demo-token-secret-do-not-use"
+# Random for each process: no demo shares a master secret with anything it did not start.
+DEMO_MASTER_SECRET = secrets.token_urlsafe(32)
+DEMO_TOKEN_SECRET = secrets.token_urlsafe(32)
 _MIN_SECRET_LENGTH = 32
+_HOW_TO_MAKE = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
 
 
 @dataclass(frozen=True)
@@ -128,19 +135,30 @@ class Settings(BaseSettings):
             ("token_secret", DEMO_TOKEN_SECRET),
         ):
             value = getattr(self, name).get_secret_value()
-            if self.demo:
-                if not value:
-                    setattr(self, name, SecretStr(demo_value))
-                continue
             env = f"XINBAO_{name.upper()}"
-            if not value or value == demo_value:
-                raise ConfigError(
-                    f"{env} is not set (or is the demo value): set it to a long random string, "
-                    f"e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`, "
-                    "or set XINBAO_DEMO=1 for a demo"
-                )
+            if not value:
+                if not self.demo:
+                    raise ConfigError(
+                        f"{env} is not set: set it to a long random string, {_HOW_TO_MAKE}, "
+                        "or set XINBAO_DEMO=1 for a demo"
+                    )
+                setattr(self, name, SecretStr(demo_value))
+                continue
             if len(value) < _MIN_SECRET_LENGTH:
-                raise ConfigError(f"{env} must be at least {_MIN_SECRET_LENGTH} characters")
+                raise ConfigError(
+                    f"{env} must be at least {_MIN_SECRET_LENGTH} characters, {_HOW_TO_MAKE}"
+                )
+            why = weakness(value)
+            if why is not None:
+                raise ConfigError(
+                    f"{env} is not a strong secret ({why}): it needs {MIN_BITS} bits of "
+                    f"entropy, {_HOW_TO_MAKE}"
+                )
+        if self.master_secret.get_secret_value() == self.token_secret.get_secret_value():
+            raise ConfigError(
+                "XINBAO_MASTER_SECRET and XINBAO_TOKEN_SECRET must differ: whoever sees one "
+                "must not hold the other"
+            )
         audit_key = self.audit_key_secret.get_secret_value()
         if audit_key and len(audit_key) < _MIN_SECRET_LENGTH:
             raise ConfigError(f"XINBAO_AUDIT_KEY must be at least {_MIN_SECRET_LENGTH} characters")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from annotated_types import Ge, Le
-from pydantic import AfterValidator, AllowInfNan, StringConstraints
+from pydantic import AfterValidator, AllowInfNan, StringConstraints, WithJsonSchema
 from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
@@ -65,17 +65,51 @@ def _locker_id(value: str) -> str:
     return value
 
 
+# The same rules in the OpenAPI document, so a client (or schemathesis) can tell a valid value
+# from the schema alone: no control characters, and not only blanks (blanks are stripped).
+_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 ShortText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_TEXT_PATTERN),
     AfterValidator(no_control),
 ]
 LongText = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=500),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=500, pattern=_TEXT_PATTERN),
     AfterValidator(no_control),
 ]
-LockerId = Annotated[str, StringConstraints(max_length=64), AfterValidator(_locker_id)]
+LockerId = Annotated[
+    str,
+    StringConstraints(max_length=64, pattern=LOCKER_ID_RE.pattern),
+    AfterValidator(_locker_id),
+]
+# A mobile number as cloud_api.sms.outbox.normalise_number takes it: E.164 (+ and 8-15 digits),
+# +86 followed by a Chinese mobile (1[3-9] and 9 digits), spaces and dashes anywhere.
+_SEP = "[ -]*"
+MOBILE_PATTERN = (
+    rf"^{_SEP}\+{_SEP}(?:8{_SEP}6{_SEP}1{_SEP}[3-9](?:{_SEP}[0-9]){{9}}"
+    rf"|[1-79](?:{_SEP}[0-9]){{7,14}}|8{_SEP}[0-57-9](?:{_SEP}[0-9]){{6,13}}){_SEP}$"
+)
+_MOBILE = re.compile(MOBILE_PATTERN)
+
+
+def _mobile(value: str) -> str:
+    if not _MOBILE.match(value):
+        raise ValueError(
+            f"{value[:40]!r} is not an international mobile number: use + and the country "
+            "code, e.g. +8613800138000 (+86 is followed by 11 digits starting 1[3-9])"
+        )
+    return value
+
+
+# The pattern is checked by _mobile (for a message a person understands) and published in
+# the schema.
+Mobile = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=40),
+    AfterValidator(_mobile),
+    WithJsonSchema({"type": "string", "maxLength": 40, "pattern": MOBILE_PATTERN}),
+]
 ApplicationNumber = Annotated[
     str,
     StringConstraints(

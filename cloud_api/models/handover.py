@@ -3,7 +3,7 @@
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import model_validator
+from pydantic import ConfigDict, model_validator
 from sqlalchemy import Column, Index
 from sqlmodel import Field, SQLModel
 
@@ -68,6 +68,30 @@ class Handover(SQLModel, table=True):
 
 
 class DropoffRequest(SQLModel):
+    # The rule of _where below, in the OpenAPI document: a locker, or a position.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["locker_id"],
+                    "properties": {
+                        "locker_id": {"type": "string"},
+                        "latitude": {"type": "null"},
+                        "longitude": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["latitude", "longitude"],
+                    "properties": {
+                        "latitude": {"type": "number"},
+                        "longitude": {"type": "number"},
+                        "locker_id": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
+
     application_number: ApplicationNumber
     size: CompartmentSize = CompartmentSize.M
     locker_id: LockerId | None = None

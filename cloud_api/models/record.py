@@ -6,7 +6,14 @@ from enum import StrEnum
 from sqlalchemy import Column
 from sqlmodel import Field, SQLModel
 
-from cloud_api.models.common import ApplicationNumber, LongText, ShortText, UtcDateTime, utcnow
+from cloud_api.models.common import (
+    ApplicationNumber,
+    LongText,
+    Mobile,
+    ShortText,
+    UtcDateTime,
+    utcnow,
+)
 
 
 class RecordStatus(StrEnum):
@@ -21,9 +28,16 @@ class RecordStatus(StrEnum):
     withdrawn = "withdrawn"
 
 
+class InitialStatus(StrEnum):
+    """The states a record may be created in (after pre-review at the latest)."""
+
+    submitted = "submitted"
+    prereview_passed = "prereview_passed"
+
+
 class RecordBase(SQLModel):
     applicant_name: ShortText
-    mobile: ShortText = Field(description="E.164, e.g. +8613800138000")
+    mobile: Mobile = Field(description="E.164, e.g. +8613800138000")
     matter_name: LongText
 
 
@@ -36,6 +50,9 @@ class ApprovalRecord(RecordBase, table=True):
     mobile: str = Field(max_length=20)
     matter_name: str = Field(max_length=500)
     status: str = Field(default=RecordStatus.submitted.value, max_length=32)
+    # The credential that created it ("api_key:3", "staff:li"): an integrator sees only the
+    # records its key created, unless the key has the records:read:all scope.
+    created_by: str | None = Field(default=None, max_length=100)
     created_at: datetime = Field(
         default_factory=utcnow, sa_column=Column(UtcDateTime(), nullable=False)
     )
@@ -46,7 +63,7 @@ class ApprovalRecord(RecordBase, table=True):
 
 class RecordCreate(RecordBase):
     application_number: ApplicationNumber
-    status: RecordStatus = RecordStatus.submitted
+    status: InitialStatus = InitialStatus.submitted
 
 
 class RecordUpdate(RecordBase):

@@ -4,7 +4,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import AfterValidator
+from pydantic import AfterValidator, ConfigDict
 from pydantic import Field as PydanticField
 from sqlalchemy import BigInteger, Column, Integer
 from sqlmodel import Field, SQLModel
@@ -31,6 +31,9 @@ class Scope(StrEnum):
     handovers_write = "handovers:write"
     lockers_write = "lockers:write"
     lockers_read = "lockers:read"
+    # Read every integrator's records and handovers, not only the key's own (a supervising
+    # system); it grants no writes to others' records.
+    records_read_all = "records:read:all"
 
 
 class Staff(SQLModel, table=True):
@@ -79,6 +82,14 @@ Username = ShortText
 
 
 class StaffCreate(SQLModel):
+    # In the OpenAPI document too: an administrator covers every site, so names none.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "if": {"properties": {"role": {"const": "admin"}}, "required": ["role"]},
+            "then": {"properties": {"site": {"type": "null"}}},
+        }
+    )
+
     username: str = PydanticField(min_length=3, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     password: str = PydanticField(min_length=10, max_length=200)
     role: Role = Role.staff
@@ -116,7 +127,7 @@ class StaffPassIssued(SQLModel):
 class LoginRequest(SQLModel):
     # No control characters: no account has them, and PostgreSQL refuses NUL in text.
     username: Annotated[str, AfterValidator(no_control)] = PydanticField(
-        min_length=1, max_length=64
+        min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]+$"
     )
     password: str = PydanticField(min_length=1, max_length=200)
     totp: str | None = PydanticField(default=None, max_length=10)

@@ -23,7 +23,7 @@ from cloud_api.models.handover import (
     LoadRequest,
 )
 from cloud_api.models.locker import Compartment, CompartmentState, Locker
-from cloud_api.models.record import ApprovalRecord, RecordStatus
+from cloud_api.models.record import ApprovalRecord, RecordStatus, RecordUpdate
 from cloud_api.services import audit, lockers, records
 from cloud_api.services.codes import CodePolicy, allocate_code
 from cloud_api.services.transitions import RECORD_TRANSITIONS, check_handover
@@ -57,8 +57,14 @@ def public(session: Session, handover: Handover) -> HandoverPublic:
     )
 
 
-def get(session: Session, handover_id: int) -> Handover:
+def get(session: Session, handover_id: int, owner: str | None = None) -> Handover:
+    """The handover; with ``owner``, only if that credential created it or its record.
+    Another integrator's handover is answered exactly as a missing one."""
     handover = session.get(Handover, handover_id)
+    if handover is not None and owner is not None and handover.created_by != owner:
+        record = session.get(ApprovalRecord, handover.record_id)
+        if record.created_by != owner:
+            handover = None
     if handover is None:
         raise NotFound(f"no handover {handover_id}")
     return handover
@@ -131,18 +137,29 @@ def _new_handover(
 
 
 def request_dropoff(
-    session: Session, policy: HandoverPolicy, body: DropoffRequest, actor: str, now: datetime
+    session: Session,
+    policy: HandoverPolicy,
+    body: DropoffRequest,
+    actor: str,
+    now: datetime,
+    owner: str | None = None,
 ) -> Handover:
-    handover = reserve_dropoff(session, policy, body, actor, now)
+    handover = reserve_dropoff(session, policy, body, actor, now, owner)
     session.commit()
     return handover
 
 
 def reserve_dropoff(
-    session: Session, policy: HandoverPolicy, body: DropoffRequest, actor: str, now: datetime
+    session: Session,
+    policy: HandoverPolicy,
+    body: DropoffRequest,
+    actor: str,
+    now: datetime,
+    owner: str | None = None,
 ) -> Handover:
-    """``request_dropoff`` without the commit, for callers that commit more with it."""
-    record = records.by_number(session, body.application_number, lock=True)
+    """``request_dropoff`` without the commit, for callers that commit more with it. With
+    ``owner``, only for a record that credential created."""
+    record = records.by_number(session, body.application_number, lock=True, owner=owner)
     if record.status != RecordStatus.prereview_passed:
         raise IllegalTransition(
             "approval record",
@@ -393,11 +410,7 @@ def resend(
             raise not_found
     except SmsInputError:
         raise not_found from None
-    live = (handover.kind == HandoverKind.dropoff and handover.state == HandoverState.reserved) or (
-        handover.kind == HandoverKind.pickup
-        and handover.state in (HandoverState.deposited, HandoverState.overdue)
-    )
-    if not live or handover.code_redeemed_at is not None:
+    if not _code_is_out(handover):
         raise Conflict(f"this {handover.kind} is '{handover.state}': there is no code to resend")
     if handover.resend_count >= policy.resend_max:
         raise TooManyRequests(
@@ -409,34 +422,94 @@ def resend(
             f"the code was just sent: wait {int(wait.total_seconds()) + 1} s before asking again",
             retry_after=int(wait.total_seconds()) + 1,
         )
+    handover.resend_count += 1
+    _reissue_code(
+        session, policy, handover, record, "applicant", "resend", now, resend=handover.resend_count
+    )
+    session.commit()
+    return handover
+
+
+def _code_is_out(handover: Handover) -> bool:
+    """The applicant holds a code for this handover that still opens something."""
+    live = (handover.kind == HandoverKind.dropoff and handover.state == HandoverState.reserved) or (
+        handover.kind == HandoverKind.pickup
+        and handover.state in (HandoverState.deposited, HandoverState.overdue)
+    )
+    return live and handover.code_redeemed_at is None
+
+
+def _reissue_code(
+    session: Session,
+    policy: HandoverPolicy,
+    handover: Handover,
+    record: ApprovalRecord,
+    actor: str,
+    reason: str,
+    now: datetime,
+    **detail,
+) -> None:
+    """A new counter replaces the old one (whose code stops working: its digest is gone) and
+    the new code is queued by SMS to the record's mobile; both audited."""
     old = handover.code_counter
     handover.code_counter, handover.code_digest = allocate_code(
         session, policy.codes, handover.locker_id
     )
-    handover.resend_count += 1
     handover.updated_at = now
     template = "dropoff_code" if handover.kind == HandoverKind.dropoff else "pickup_code"
     _queue_code_sms(session, handover, record, template, now)
     audit.append(
         session,
-        "applicant",
+        actor,
         "code.revoked",
         f"handover:{handover.id}",
-        {"counter": old, "reason": "resend"},
+        {"counter": old, "reason": reason},
     )
     audit.append(
         session,
-        "applicant",
+        actor,
         "code.issued",
         f"handover:{handover.id}",
-        {
-            "counter": handover.code_counter,
-            "locker": handover.locker_id,
-            "resend": handover.resend_count,
-        },
+        {"counter": handover.code_counter, "locker": handover.locker_id} | detail,
     )
+
+
+def update_record(
+    session: Session,
+    policy: HandoverPolicy,
+    application_number: str,
+    body: RecordUpdate,
+    actor: str,
+    now: datetime,
+    owner: str | None = None,
+) -> tuple[ApprovalRecord, bool, list[Handover]]:
+    """Create or update a record (one transaction); the record, whether it was created, and
+    the handovers whose code was replaced.
+
+    A new mobile number means the code already sent went to a phone that is no longer the
+    applicant's (a lost phone, a number typed wrong, someone else's): every code still out
+    for the record is revoked and a new one goes to the new number."""
+    record, created, changed = records.apply_update(
+        session, application_number, body, actor, now, owner
+    )
+    reissued: list[Handover] = []
+    if "mobile" in changed:
+        live = session.scalars(
+            select(Handover)
+            .where(
+                Handover.record_id == record.id,
+                Handover.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+            .order_by(Handover.id)
+            .with_for_update()
+        )
+        for handover in live:
+            # A pickup not yet deposited has sent no code: its SMS goes to the new number.
+            if _code_is_out(handover) and handover.code_sent_at is not None:
+                _reissue_code(session, policy, handover, record, actor, "mobile changed", now)
+                reissued.append(handover)
     session.commit()
-    return handover
+    return record, created, reissued
 
 
 def list_in_states(

@@ -26,18 +26,36 @@ def _mobile(raw: str) -> str:
         raise InputError(str(err)) from None
 
 
-def by_number(session: Session, application_number: str, *, lock: bool = False) -> ApprovalRecord:
+def _not_found(application_number: str) -> NotFound:
+    return NotFound(f"no approval record {application_number!r}")
+
+
+def by_number(
+    session: Session, application_number: str, *, lock: bool = False, owner: str | None = None
+) -> ApprovalRecord:
+    """The record; with ``owner``, only if that credential created it. Another integrator's
+    record is answered exactly as a missing one, so its existence is not revealed."""
     query = select(ApprovalRecord).where(ApprovalRecord.application_number == application_number)
+    if owner is not None:
+        query = query.where(ApprovalRecord.created_by == owner)
     if lock:
         query = query.with_for_update()
     record = session.scalar(query)
     if record is None:
-        raise NotFound(f"no approval record {application_number!r}")
+        raise _not_found(application_number)
     return record
 
 
-def _repeat(existing: ApprovalRecord, body: RecordCreate, mobile: str) -> ApprovalRecord:
-    """An identical repeat of a create is answered with the record; a different one refused."""
+def _repeat(
+    existing: ApprovalRecord, body: RecordCreate, mobile: str, actor: str
+) -> ApprovalRecord:
+    """An identical repeat of a create is answered with the record; a different one refused.
+    Another integrator's record is never answered with: only its number is known taken."""
+    if existing.created_by != actor and actor.startswith("api_key:"):
+        raise Conflict(
+            f"application number {body.application_number} is taken by a record this key did "
+            "not create"
+        )
     same = (existing.applicant_name, existing.mobile, existing.matter_name) == (
         body.applicant_name,
         mobile,
@@ -62,13 +80,14 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
     )
     existing = session.scalar(query)
     if existing is not None:
-        return _repeat(existing, body, mobile), False
+        return _repeat(existing, body, mobile, actor), False
     record = ApprovalRecord(
         application_number=body.application_number,
         applicant_name=body.applicant_name,
         mobile=mobile,
         matter_name=body.matter_name,
         status=body.status.value,
+        created_by=actor,
     )
     try:
         # A savepoint, so losing the race below undoes only this insert, not the caller's
@@ -77,7 +96,7 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
             session.add(record)
     except IntegrityError:
         # A concurrent create of the same number committed first; answer as for a repeat.
-        return _repeat(session.scalar(query), body, mobile), False
+        return _repeat(session.scalar(query), body, mobile, actor), False
     audit.append(
         session,
         actor,
@@ -95,9 +114,17 @@ def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRe
     return record, created
 
 
-def upsert(
-    session: Session, application_number: str, body: RecordUpdate, actor: str, now: datetime
-) -> tuple[ApprovalRecord, bool]:
+def apply_update(
+    session: Session,
+    application_number: str,
+    body: RecordUpdate,
+    actor: str,
+    now: datetime,
+    owner: str | None = None,
+) -> tuple[ApprovalRecord, bool, set[str]]:
+    """Create or update a record in the caller's transaction: the record, whether it was
+    created, and the names of the fields that changed. With ``owner``, another credential's
+    record is answered as missing (it cannot be created either: the number is taken)."""
     mobile = _mobile(body.mobile)
     existing = session.scalar(
         select(ApprovalRecord)
@@ -105,7 +132,7 @@ def upsert(
         .with_for_update()
     )
     if existing is None:
-        return create(
+        record, created = add(
             session,
             RecordCreate(
                 application_number=application_number,
@@ -115,6 +142,9 @@ def upsert(
             ),
             actor,
         )
+        return record, created, set()
+    if owner is not None and existing.created_by != owner:
+        raise _not_found(application_number)
     changes = {
         name: value
         for name, value in (
@@ -135,8 +165,7 @@ def upsert(
             f"record:{application_number}",
             {"fields": sorted(changes)},
         )
-    session.commit()
-    return existing, False
+    return existing, False, set(changes)
 
 
 def move(
@@ -177,8 +206,9 @@ def transition_by_integrator(
     actor: str,
     now: datetime,
     reason: str | None = None,
+    owner: str | None = None,
 ) -> ApprovalRecord:
-    record = by_number(session, application_number, lock=True)
+    record = by_number(session, application_number, lock=True, owner=owner)
     if wanted in (RecordStatus.rejected, RecordStatus.withdrawn):
         active = session.scalar(
             select(Handover.id).where(

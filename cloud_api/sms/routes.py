@@ -4,9 +4,12 @@ Two routers, because they need different guards:
 
 - ``router``: ``POST /api/v1/sms/twilio/status``, called by Twilio. No login: each request is
   proven by its ``X-Twilio-Signature``.
-- ``staff_router``: ``GET /api/v1/sms/outbox`` and ``GET /api/v1/sms/console-inbox``. It has no
-  guard of its own; mount it with the staff dependency:
-  ``app.include_router(staff_router, dependencies=[Depends(current_staff)])``.
+- ``staff_router``: ``GET /api/v1/sms/outbox``. It has no guard of its own; ``mount_sms``
+  includes it with the staff dependency it is given.
+- ``admin_router``: ``GET /api/v1/sms/console-inbox``, with the admin dependency. The inbox
+  holds every code the console provider "sent", so whoever reads it can open every
+  compartment: administrators only, and only when the console provider is configured (with
+  Twilio it is not mounted at all, and answers 404 if a console provider is swapped in).
 
 Both read their engine, settings and provider from ``app.state.sms`` (an ``SmsContext``);
 ``mount_sms`` sets that and includes both routers.
@@ -16,6 +19,7 @@ import logging
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from http import HTTPStatus
 from typing import Annotated, Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
@@ -99,6 +103,7 @@ ContextDep = Annotated[SmsContext, Depends(get_context)]
 
 router = APIRouter(prefix=PREFIX, tags=["sms"])
 staff_router = APIRouter(prefix=PREFIX, tags=["sms"])
+admin_router = APIRouter(prefix=PREFIX, tags=["sms"])
 
 
 def _signed_url(request: Request, settings: SmsSettings) -> str:
@@ -128,7 +133,40 @@ async def _read_form(request: Request) -> dict[str, str]:
     return dict(pairs)
 
 
-@router.post("/twilio/status", status_code=204, summary="Twilio message status callback")
+_CALLBACK_FORM = {
+    "type": "object",
+    "required": ["MessageSid", "MessageStatus"],
+    "properties": {
+        "MessageSid": {"type": "string", "pattern": _SID.pattern},
+        "MessageStatus": {"type": "string", "enum": sorted(_TWILIO_STATUS)},
+        "ErrorCode": {"type": "string"},
+        "AccountSid": {"type": "string"},
+    },
+}
+
+
+def _problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    problem = {"content": {"application/problem+json": {"schema": {"type": "object"}}}}
+    return {status: {"description": HTTPStatus(status).phrase, **problem} for status in statuses}
+
+
+@router.post(
+    "/twilio/status",
+    status_code=204,
+    summary="Twilio message status callback",
+    # The body is read by hand (the signature covers the raw form), so it is declared here.
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/x-www-form-urlencoded": {"schema": _CALLBACK_FORM}},
+        },
+        "parameters": [
+            {"name": "X-Twilio-Signature", "in": "header", "schema": {"type": "string"}},
+            {"name": "message_id", "in": "query", "schema": {"type": "string"}},
+        ],
+    },
+    responses=_problems(400, 403, 404, 413, 415, 503),
+)
 async def twilio_status(request: Request, context: ContextDep) -> Response:
     try:
         form = await _read_form(request)
@@ -256,11 +294,11 @@ class ConsoleSmsPublic(BaseModel):
     sent_at: datetime
 
 
-@staff_router.get(
+@admin_router.get(
     "/console-inbox",
     response_model=list[ConsoleSmsPublic],
-    summary="Messages the console provider 'sent' (demo and tests only)",
-    responses={404: {"description": "the console provider is not in use"}},
+    summary="Messages the console provider 'sent' (demo and tests only; administrators)",
+    responses=_problems(404),  # the console provider is not in use
 )
 def console_inbox(
     request: Request,
@@ -268,7 +306,9 @@ def console_inbox(
     to: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
-    if not isinstance(context.provider, ConsoleProvider):
+    if context.settings.provider != "console" or not isinstance(
+        context.provider, ConsoleProvider
+    ):
         return problem_response(
             request,
             SmsProblem(
@@ -287,9 +327,13 @@ def mount_sms(
     app: FastAPI,
     context: SmsContext,
     *,
-    staff_dependencies: list[Any] | None = None,
+    staff_dependencies: list[Any],
+    admin_dependencies: list[Any],
 ) -> None:
-    """Install the context and both routers; ``staff_dependencies`` guard the staff ones."""
+    """Install the context and the routers; the dependencies guard the staff and admin ones
+    (required: an unguarded inbox would hand out every code)."""
     app.state.sms = context
     app.include_router(router)
-    app.include_router(staff_router, dependencies=staff_dependencies or [])
+    app.include_router(staff_router, dependencies=staff_dependencies)
+    if context.settings.provider == "console":
+        app.include_router(admin_router, dependencies=admin_dependencies)

@@ -3,6 +3,7 @@ database, a new SQLite file): it migrates, serves /openapi.json and an authorise
 and stops cleanly on SIGTERM and SIGINT with no process left behind."""
 
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -38,8 +39,8 @@ def _serve(database_url: str, port: int, log) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if not k.startswith("XINBAO_")}
     env |= {
         "DATABASE_URL": database_url,
-        "XINBAO_MASTER_SECRET": "m" * 40,
-        "XINBAO_TOKEN_SECRET": "t" * 40,
+        "XINBAO_MASTER_SECRET": secrets.token_urlsafe(32),
+        "XINBAO_TOKEN_SECRET": secrets.token_urlsafe(32),
         "XINBAO_FIRST_ADMIN_USERNAME": ADMIN[0],
         "XINBAO_FIRST_ADMIN_PASSWORD": ADMIN[1],
         "XINBAO_SCHEDULER_INTERVAL_SECONDS": "0.2",

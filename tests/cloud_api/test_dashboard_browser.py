@@ -185,12 +185,17 @@ def page(browser: Browser, dashboard: Dashboard, request) -> Iterator[Page]:
     try:
         page = context.new_page()
         page.on("pageerror", lambda err: errors.append(str(err)))
+        # Anything the Content-Security-Policy blocked (an inline style, a foreign script).
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.goto(f"{dashboard.url}/dashboard/")
         yield page
         screenshot(page, f"dashboard-{request.node.name}")
     finally:
         context.close()
-    assert errors == [], f"JavaScript errors on the page: {errors}"
+    assert errors == [], f"JavaScript errors or CSP refusals on the page: {errors}"
 
 
 def shot(page: Page, name: str) -> None:

@@ -1,18 +1,25 @@
-"""Schemathesis against the app's own OpenAPI document, in process, with real credentials:
-no request it can build, valid or not, gets a 5xx, and every error is a problem document.
+"""Schemathesis against the app's own OpenAPI document with every check it has
+(``not_a_server_error``, status code, content type, headers and body conformance, negative
+data rejected, positive data accepted, missing required header, unsupported method, ignored
+auth ...), over real HTTP (the app served by uvicorn in a thread, so the checks that send
+requests of their own reach it too), with real credentials.
 
 Each operation gets schema-valid and schema-violating examples (capped, so a database takes
-well under two minutes), sent once with an admin's bearer token and once with an API key that
-has every scope; locker calls carry the real locker key. The database is seeded with a record,
+a few minutes), sent once with an admin's bearer token and once with an API key that has
+every scope; locker calls carry the real locker key. The database is seeded with a record,
 a reservation and a deposited pickup, so generated ids sometimes hit real rows.
 """
 
+import itertools
 import os
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.checks import CHECKS, load_all_checks
+from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.modes import GenerationMode
 from sqlmodel import Session, select
 
@@ -20,10 +27,19 @@ from cloud_api.models.staff import Role, Scope, Staff
 from cloud_api.services import bootstrap
 from tests.cloud_api.conftest import ADMIN_PASSWORD, login, reserve_dropoff
 from tests.cloud_api.test_pickup import _approved, _deposit, _load
+from tests.support.browser import serve, stop_serving
 
 # Per generation mode and credential; raise it for a deeper run (XINBAO_FUZZ_EXAMPLES=50).
 EXAMPLES_PER_OPERATION = int(os.environ.get("XINBAO_FUZZ_EXAMPLES", "5"))
-AUTH_HEADERS = {"authorization", "x-api-key", "x-locker-key"}
+# Checks left out for one operation, each with its reason.
+EXCUSED = {
+    # A well-formed one-time code that is not the phone's is refused (422): the schema cannot
+    # know the code the phone shows.
+    ("POST", "/api/v1/staff/me/totp/confirm"): {"positive_data_acceptance"},
+    # Compartment numbers (and board channels) must differ within a locker (422 otherwise):
+    # JSON Schema cannot say that items differ in one property.
+    ("POST", "/api/v1/lockers"): {"positive_data_acceptance"},
+}
 
 
 def _seed(world):
@@ -62,23 +78,31 @@ def _credentials(world, engine) -> dict[str, dict[str, str]]:
     return {"staff bearer": world.admin_headers, "api key": {"X-API-Key": key}}
 
 
-def _send(client, case, credential: dict[str, str], locker_headers: dict[str, str]):
-    kwargs = case.as_transport_kwargs(base_url="")
-    headers = {k: v for k, v in kwargs.pop("headers").items() if k.lower() not in AUTH_HEADERS}
-    headers |= locker_headers if "x-locker-key" in {k.lower() for k in case.headers or {}} else {}
-    headers |= credential
-    kwargs.pop("cookies", None)
-    if isinstance(kwargs.get("data"), bytes | str):
-        kwargs["content"] = kwargs.pop("data")  # raw bytes, as schemathesis built them
-    method, url = kwargs.pop("method"), kwargs.pop("url")
-    return client.request(method, url, headers=headers, **kwargs)
+_KEYS = itertools.count()
 
 
-def _check(case, response) -> None:
+def _send(case, base: str, http: requests.Session, credential: dict, locker: dict):
+    negative_header = case.meta is not None and case.meta.is_negative_at(ParameterLocation.HEADER)
+    for name, value in list((case.headers or {}).items()):
+        if name.lower() == "idempotency-key" and not negative_header and len(str(value)) < 180:
+            # A client uses a new key per request; a key reused with another body is refused
+            # (422), which the schema cannot know of. Still printable ASCII, still <= 200.
+            case.headers[name] = f"{value}-{next(_KEYS)}"
+    headers = dict(credential)
+    if "LockerKey" in str(case.operation.definition.raw.get("security", "")):
+        headers |= locker
+    if negative_header:
+        # The invalid header may be the credential itself: keep what schemathesis made.
+        generated = {name.lower() for name in case.headers or {}}
+        headers = {k: v for k, v in headers.items() if k.lower() not in generated}
+    return case.call(base_url=base, session=http, headers=headers), headers
+
+
+def _problem_body(case, response) -> None:
+    """Beyond the schema: every error is a problem document with its status and a detail."""
     where = f"{case.method} {case.formatted_path}"
-    assert response.status_code < 500, (where, response.status_code, response.text[:500])
     if response.status_code >= 400:
-        media_type = response.headers.get("content-type", "")
+        media_type = (response.headers.get("content-type") or [""])[0]
         assert media_type.startswith("application/problem+json"), (
             where,
             response.status_code,
@@ -90,16 +114,24 @@ def _check(case, response) -> None:
 
 
 @pytest.mark.timeout(3600)
-def test_no_generated_request_gets_a_5xx(world, app, engine):
+def test_the_api_conforms_to_its_schema_under_every_check(world, app, engine):
     _seed(world)
     credentials = _credentials(world, engine)
+    load_all_checks()
+    every_check = CHECKS.get_all()
+    assert len(every_check) >= 14, [c.__name__ for c in every_check]
     schema = schemathesis.openapi.from_dict(app.openapi())
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 40, [f"{o.method} {o.path}" for o in operations]
     failures: list[str] = []
     statuses: dict[int, int] = {}
+    server, thread, base = serve(app)
+    http = requests.Session()
 
     def fuzz(operation, mode, credential) -> None:
+        excused = EXCUSED.get((operation.method.upper(), operation.path), set())
+        checks = [c for c in every_check if c.__name__ not in excused]
+
         @settings(
             max_examples=EXAMPLES_PER_OPERATION,
             deadline=None,
@@ -109,31 +141,41 @@ def test_no_generated_request_gets_a_5xx(world, app, engine):
         )
         @given(case=operation.as_strategy(mode))
         def run(case):
-            response = _send(world.client, case, credential, world.locker_headers)
+            response, headers = _send(case, base, http, credential, world.locker_headers)
             statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
-            _check(case, response)
+            case.validate_response(
+                response,
+                checks=checks,
+                headers=headers,
+                transport_kwargs={"base_url": base, "session": http, "headers": headers},
+            )
+            _problem_body(case, response)
 
         run()
 
-    for n, operation in enumerate(operations):
-        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
-            for label, credential in credentials.items():
-                where = f"{operation.method.upper()} {operation.path}"
-                ending = label == "staff bearer" and where in SESSION_ENDING
-                if ending:
-                    own = 2 * n + (mode is GenerationMode.NEGATIVE)
-                    credential = _own_admin(world, engine, own)
-                try:
-                    fuzz(operation, mode, credential)
-                except AssertionError as err:
-                    failures.append(f"{mode} with {label}: {err}")
-                except Unsatisfiable:
-                    # Nothing in this operation can be made invalid (no parameters, no body):
-                    # its positive examples cover it.
-                    assert mode is GenerationMode.NEGATIVE, operation.label
-                if ending:
-                    _restore_admin(world, engine, credentials["staff bearer"])
-    assert not failures, "\n".join(failures)
+    try:
+        for n, operation in enumerate(operations):
+            for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+                for label, credential in credentials.items():
+                    where = f"{operation.method.upper()} {operation.path}"
+                    ending = label == "staff bearer" and where in SESSION_ENDING
+                    if ending:
+                        own = 2 * n + (mode is GenerationMode.NEGATIVE)
+                        credential = _own_admin(world, engine, own)
+                    try:
+                        fuzz(operation, mode, credential)
+                    except (AssertionError, BaseExceptionGroup) as err:
+                        failures.append(f"{operation.label} {mode} with {label}: {err}")
+                    except Unsatisfiable:
+                        # Nothing in this operation can be made invalid (no parameters, no
+                        # body): its positive examples cover it.
+                        assert mode is GenerationMode.NEGATIVE, operation.label
+                    if ending:
+                        _restore_admin(world, engine, credentials["staff bearer"])
+    finally:
+        http.close()
+        stop_serving(server, thread)
+    assert not failures, f"{len(failures)} failures:\n" + "\n".join(failures)
     # The run exercised the API: many requests, and not only refusals (examples can be fewer
     # where a schema allows few values).
     print("statuses:", dict(sorted(statuses.items())))

@@ -8,8 +8,10 @@ waited for the busy timeout and the outbox listing failed with a 500.
 
 import re
 
-from tests.cloud_api.conftest import make_record
-from tests.cloud_api.helpers import code_of
+from cloud_api.models.staff import Role
+from cloud_api.services import bootstrap
+from tests.cloud_api.conftest import login, make_record
+from tests.cloud_api.helpers import assert_problem, code_of
 
 
 def test_dropoff_code_goes_out_by_sms_and_opens_the_door(world, app, settings):
@@ -58,3 +60,25 @@ def test_outbox_needs_a_staff_login(world):
     assert r.status_code == 403, r.text
     assert r.headers["content-type"].startswith("application/problem+json")
     assert c.get("/api/v1/sms/outbox").status_code == 401
+
+
+def test_console_inbox_is_for_administrators_only(world, app, engine):
+    """The attack: a staff member (or an integrator) reads the console inbox and gets every
+    applicant's code. Only an administrator reads it; the others get 403 and no code."""
+    make_record(world.client, world.integrator_headers, number="XA-SMS-2")
+    r = world.client.post(
+        "/api/v1/handovers/dropoff",
+        headers=world.integrator_headers,
+        json={"application_number": "XA-SMS-2", "size": "M", "locker_id": world.locker_id},
+    )
+    assert r.status_code == 201, r.text
+    assert app.state.dispatcher.run_once() == 1
+    bootstrap.create_staff(engine, "clerk", "clerk-password-1", Role.staff)
+    clerk = login(world.client, "clerk", "clerk-password-1")
+    for headers in (clerk, world.integrator_headers):
+        refused = world.client.get("/api/v1/sms/console-inbox", headers=headers)
+        assert_problem(refused, 403)
+        assert "body" not in refused.text
+    assert world.client.get("/api/v1/sms/console-inbox").status_code == 401
+    allowed = world.client.get("/api/v1/sms/console-inbox", headers=world.admin_headers)
+    assert allowed.status_code == 200 and len(allowed.json()) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +13,7 @@ from firmware_bridge.protocols.bcc8a import byte_order
 from locker_controller.config import parse_config
 from locker_controller.errors import ConfigError
 from tests.locker_controller.conftest import controller_toml
+from xinbao.codes import derive_locker_key
 
 
 def good(tmp_path: Path) -> str:
@@ -87,7 +89,12 @@ def test_toml_syntax_error_names_the_line(tmp_path):
 
 
 def test_both_or_no_key_is_refused(tmp_path):
-    source = good(tmp_path).replace('master_key_hex = "', 'locker_key_hex = "', 1)
+    source = re.sub(
+        r'master_key_hex = "[0-9a-f]*"',
+        f'locker_key_hex = "{derive_locker_key(b"master", "XA-0001").hex()}"',
+        good(tmp_path),
+        count=1,
+    )
     assert parse_config(source).locker_key_hex is not None
     both = f'master_key_hex = "{"22" * 32}"\n' + source
     with pytest.raises(ConfigError, match="exactly one"):
@@ -129,3 +136,14 @@ def test_bcc_8a_byte_order_follows_the_board_unless_set(tmp_path):
     )
     boards = {b.address: b for b in parse_config(source).buses[0].board_configs()}
     assert byte_order(56, boards[2].status_byte_order) == "last"
+
+
+@pytest.mark.parametrize("placeholder", ["00" * 32, "11" * 32, "0123456789abcdef" * 4, "ab" * 16])
+def test_placeholder_locker_key_is_refused(tmp_path, placeholder):
+    """The attack: a cabinet commissioned with a placeholder key (copied from a sample
+    config) lets anyone who guesses it compute every code of that cabinet."""
+    source = re.sub(
+        r'master_key_hex = "[0-9a-f]*"', f'locker_key_hex = "{placeholder}"', good(tmp_path)
+    )
+    with pytest.raises(ConfigError, match="not a random key"):
+        parse_config(source)

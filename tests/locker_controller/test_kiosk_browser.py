@@ -44,6 +44,12 @@ def open_kiosk(browser: Browser, request):
         contexts.append(context)
         page = context.new_page()
         page.on("pageerror", lambda err: errors.append(str(err)))
+        # Anything the Content-Security-Policy blocked (the inline script or style changed
+        # without its hash, a foreign resource).
+        page.on(
+            "console",
+            lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None,
+        )
         page.goto(ctl.kiosk + "/")
         expect(page.locator("body[data-ready='1']")).to_have_count(1, timeout=WAIT_MS)
         return page
@@ -56,7 +62,7 @@ def open_kiosk(browser: Browser, request):
     finally:
         for context in contexts:
             context.close()
-    assert errors == [], f"JavaScript errors on the kiosk page: {errors}"
+    assert errors == [], f"JavaScript errors or CSP refusals on the kiosk page: {errors}"
 
 
 def tap_code(page: Page, code: str) -> None:

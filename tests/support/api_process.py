@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from cloud_api.core.config import DEMO_MASTER_SECRET, DEMO_TOKEN_SECRET
 from tests.support.child_process import ServiceProcess
 from tests.support.waiting import free_port
 
@@ -43,6 +44,9 @@ class ApiProcess(ServiceProcess):
             PYTHONUNBUFFERED="1",
             DATABASE_URL=db_url,
             XINBAO_DEMO="1",
+            # The demo makes up its secrets per process: this one must share the tests'.
+            XINBAO_MASTER_SECRET=DEMO_MASTER_SECRET,
+            XINBAO_TOKEN_SECRET=DEMO_TOKEN_SECRET,
             XINBAO_MQTT_URL=mqtt_url,
             XINBAO_MQTT_CLIENT_ID=client_id,
             XINBAO_MQTT_COMMAND_TIMEOUT_SECONDS=str(command_timeout_s),

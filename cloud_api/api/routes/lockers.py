@@ -16,6 +16,7 @@ from cloud_api.api.deps import (
     PolicyDep,
     SessionDep,
 )
+from cloud_api.api.problems import problem_responses
 from cloud_api.errors import NotFound
 from cloud_api.models.common import Latitude, Longitude
 from cloud_api.models.handover import CodeCheck, CodeCheckResult, HandoverPublic
@@ -35,7 +36,9 @@ from cloud_api.services.codes import check_code
 router = APIRouter(prefix="/api/v1/lockers", tags=["lockers"])
 
 
-@router.post("", response_model=LockerRegistered, status_code=201)
+@router.post(
+    "", response_model=LockerRegistered, status_code=201, responses=problem_responses(409)
+)
 def register_locker(body: LockerCreate, session: SessionDep, who: LockersWriter, now: NowDep):
     locker, key = lockers.register(session, body, who.name)
     return LockerRegistered(**lockers.detail(session, locker, now).model_dump(), locker_key=key)
@@ -67,7 +70,11 @@ def get_locker(locker_id: LockerIdPath, session: SessionDep, who: LockersReader,
     return lockers.detail(session, lockers.get_locker(session, locker_id), now)
 
 
-@router.patch("/{locker_id}/compartments/{number}", response_model=CompartmentPublic)
+@router.patch(
+    "/{locker_id}/compartments/{number}",
+    response_model=CompartmentPublic,
+    responses=problem_responses(409),
+)
 def update_compartment(
     locker_id: LockerIdPath,
     number: DbId,
@@ -81,7 +88,11 @@ def update_compartment(
     return CompartmentPublic.model_validate(compartment, from_attributes=True)
 
 
-@router.post("/{locker_id}/codes/check", response_model=CodeCheckResult)
+@router.post(
+    "/{locker_id}/codes/check",
+    response_model=CodeCheckResult,
+    responses=problem_responses(429),  # the locker is locked out after wrong codes
+)
 def check_locker_code(
     locker: CallingLocker, body: CodeCheck, session: SessionDep, policy: PolicyDep, now: NowDep
 ):
@@ -107,7 +118,11 @@ def _own_handover(session, locker, handover_id):
     return handover
 
 
-@router.post("/{locker_id}/handovers/{handover_id}/deposited", response_model=HandoverPublic)
+@router.post(
+    "/{locker_id}/handovers/{handover_id}/deposited",
+    response_model=HandoverPublic,
+    responses=problem_responses(409),
+)
 def report_deposited(
     locker: CallingLocker, handover_id: DbId, session: SessionDep, policy: PolicyDep, now: NowDep
 ):
@@ -117,7 +132,11 @@ def report_deposited(
     return handovers.public(session, handover)
 
 
-@router.post("/{locker_id}/handovers/{handover_id}/collected", response_model=HandoverPublic)
+@router.post(
+    "/{locker_id}/handovers/{handover_id}/collected",
+    response_model=HandoverPublic,
+    responses=problem_responses(409),
+)
 def report_collected(
     locker: CallingLocker, handover_id: DbId, session: SessionDep, policy: PolicyDep, now: NowDep
 ):

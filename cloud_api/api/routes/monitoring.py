@@ -7,12 +7,13 @@ from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import field_validator
+from pydantic import WithJsonSchema, field_validator
 from sqlalchemy import select
 from sqlmodel import Field, SQLModel
 
 from cloud_api.api.deps import CurrentStaff, DbId, Limit, LockerIdPath, NowDep, Offset, SessionDep
 from cloud_api.api.locker_sync import BridgeDep
+from cloud_api.api.problems import problem_responses
 from cloud_api.errors import Conflict, NotFound
 from cloud_api.models.common import LockerId
 from cloud_api.models.monitoring import (
@@ -24,7 +25,12 @@ from cloud_api.models.monitoring import (
 )
 from cloud_api.services import alarms, audit, codes, lockers
 from cloud_api.services import staff as staff_service
-from xinbao.contract import CommandType, ContractError, check_runtime_settings
+from xinbao.contract import (
+    RUNTIME_SETTINGS,
+    CommandType,
+    ContractError,
+    check_runtime_settings,
+)
 
 router = APIRouter(prefix="/api/v1", tags=["monitoring"])
 
@@ -49,12 +55,28 @@ class LockerCommandPublic(SQLModel):
     remote_open_id: int | None
 
 
+# xinbao.contract.RUNTIME_SETTINGS as a schema: the names, types and bounds a locker takes.
+_SETTINGS_SCHEMA = {
+    "type": "object",
+    "minProperties": 1,
+    "additionalProperties": False,
+    "properties": {
+        name: {
+            "type": "integer" if kind is int else "number",
+            "minimum": low,
+            "maximum": high,
+        }
+        for name, (kind, low, high) in RUNTIME_SETTINGS.items()
+    },
+}
+
+
 class LockoutLiftRequest(SQLModel):
     reason: str = Field(default="", max_length=500)
 
 
 class LockerConfigRequest(SQLModel):
-    settings: dict[str, Any]
+    settings: Annotated[dict[str, Any], WithJsonSchema(_SETTINGS_SCHEMA)]
 
     @field_validator("settings")
     @classmethod
@@ -81,7 +103,7 @@ def list_alarms(
     )
 
 
-@router.post("/alarms/{alarm_id}/ack", response_model=AlarmPublic)
+@router.post("/alarms/{alarm_id}/ack", response_model=AlarmPublic, responses=problem_responses(409))
 def acknowledge_alarm(alarm_id: DbId, staff: CurrentStaff, session: SessionDep, now: NowDep):
     """Staff have dealt with it: the alarm is cleared and the acknowledgement audited."""
     return alarms.acknowledge(session, alarm_id, f"staff:{staff.username}", now)
@@ -135,7 +157,12 @@ def get_command(request_id: uuid.UUID, staff: CurrentStaff, session: SessionDep)
     return LockerCommandPublic.model_validate(found, from_attributes=True)
 
 
-@router.post("/lockers/{locker_id}/config", response_model=LockerCommandPublic, status_code=201)
+@router.post(
+    "/lockers/{locker_id}/config",
+    response_model=LockerCommandPublic,
+    status_code=201,
+    responses=problem_responses(409),  # no MQTT link in this process
+)
 def configure_locker(
     locker_id: LockerIdPath,
     body: LockerConfigRequest,
@@ -157,7 +184,10 @@ def configure_locker(
 
 
 @router.post(
-    "/lockers/{locker_id}/lockout/lift", response_model=LockerCommandPublic, status_code=201
+    "/lockers/{locker_id}/lockout/lift",
+    response_model=LockerCommandPublic,
+    status_code=201,
+    responses=problem_responses(409),  # no MQTT link in this process
 )
 def lift_lockout(
     locker_id: LockerIdPath,

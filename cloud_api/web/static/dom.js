@@ -9,6 +9,9 @@ export function h(tag, attrs, ...children) {
       el.addEventListener(key.slice(2), value);
     } else if (key === "class") {
       el.className = value;
+    } else if (key === "style") {
+      // Through the CSSOM: a style attribute would be refused by the CSP (no inline styles).
+      el.style.cssText = String(value);
     } else if (key === "dataset") {
       Object.assign(el.dataset, value);
     } else if (value === true) {

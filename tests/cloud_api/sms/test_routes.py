@@ -41,7 +41,10 @@ def app_with(engine):
         kind = "console" if isinstance(provider, ConsoleProvider) else "twilio"
         app = FastAPI()
         mount_sms(
-            app, SmsContext(engine, _settings(kind), provider), staff_dependencies=[Depends(_staff)]
+            app,
+            SmsContext(engine, _settings(kind), provider),
+            staff_dependencies=[Depends(_staff)],
+            admin_dependencies=[Depends(_staff)],
         )
         client = TestClient(app)
         clients.append(client)
@@ -240,9 +243,25 @@ def test_console_inbox_shows_what_the_phone_got(engine, app_with, clock):
     )
 
 
-def test_console_inbox_is_404_with_twilio(app_with, twilio_provider):
+def test_console_inbox_is_not_mounted_with_twilio(app_with, twilio_provider):
     client = app_with(twilio_provider)
     answer = client.get("/api/v1/sms/console-inbox", headers={"X-Staff": "yes"})
+    assert answer.status_code == 404
+    assert "/api/v1/sms/console-inbox" not in client.get("/openapi.json").json()["paths"]
+
+
+def test_console_inbox_is_off_when_settings_say_twilio(engine, clock):
+    """A console provider swapped in under Twilio settings still shows no inbox: the inbox
+    follows the configured provider, not whatever object happens to be installed."""
+    console = ConsoleProvider(capacity=10)
+    add_pickup(engine)
+    SmsDispatcher(engine, console, master_secret=MASTER, clock=clock).run_once()
+    app = FastAPI()
+    context = SmsContext(engine, _settings("console"), console)
+    mount_sms(app, context, staff_dependencies=[Depends(_staff)], admin_dependencies=[])
+    context.settings = _settings("twilio")
+    with TestClient(app) as client:
+        answer = client.get("/api/v1/sms/console-inbox", headers={"X-Staff": "yes"})
     assert answer.status_code == 404 and answer.json()["title"] == "No console inbox"
 
 

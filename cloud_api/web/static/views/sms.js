@@ -40,6 +40,9 @@ async function inboxPanel() {
     if (err.status === 404) {
       return panel(title, notice("muted", "真实短信服务在用，无演示收件箱 A real SMS provider is in use: no console inbox", { id: "sms-inbox", "data-unavailable": "true" }));
     }
+    if (err.status === 403) {
+      return panel(title, notice("muted", "仅管理员可查看演示收件箱 Only administrators see the console inbox", { id: "sms-inbox", "data-unavailable": "true" }));
+    }
     return panel(title, failure(err, "收件箱 Inbox"));
   }
 }
