@@ -18,15 +18,15 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
-import pyotp
 import pytest
 
 from locker_controller.app import Controller
 from locker_controller.config import parse_config
 from locker_controller.kiosk import build_app
 from locker_controller.store import Handover, StaffMember
-from tests.locker_controller.conftest import LOCKER_KEY, controller_toml
+from tests.locker_controller.conftest import LOCKER_ID, LOCKER_KEY, controller_toml
 from tests.locker_controller.test_pickup_offline import load_item
+from tests.support.passes import pass_now
 from xinbao.codes import code_for
 from xinbao.contract import CommandType, LiftLockoutPayload, sign_command
 from xinbao.lockout import mobile_digest
@@ -203,26 +203,26 @@ def test_the_kiosk_rate_limits_each_client(cabinet):
 
 def test_keypad_guesses_do_not_lock_staff_out_nor_one_staff_number_another(cabinet):
     cab = cabinet(rate_burst=10_000)
-    secrets = {"S001": pyotp.random_base32(), "S002": pyotp.random_base32()}
-    cab.ctl.store.replace_staff(
-        StaffMember(no, no, secret, ["admin"], -1) for no, secret in secrets.items()
-    )
+    cab.ctl.store.replace_staff(StaffMember(no, no, ["admin"]) for no in ("S001", "S002"))
     for i in range(5):
         cab.code(str(10_000_000 + i))
     assert cab.ctl.lockout.remaining() > 0
     login = cab.call(
-        "POST", "/api/staff/login", {"staff_no": "S001", "totp": pyotp.TOTP(secrets["S001"]).now()}
+        "POST",
+        "/api/staff/login",
+        {"staff_no": "S001", "staff_pass": pass_now(LOCKER_KEY, LOCKER_ID, "S001")},
     )
     assert login.status_code == 200, login.text
-    # Five bad one-time codes for S002 lock S002 only.
+    # Five bad passes for S002 lock S002 only.
     for _ in range(5):
-        bad = cab.call("POST", "/api/staff/login", {"staff_no": "S002", "totp": "000000"})
+        bad = cab.call("POST", "/api/staff/login", {"staff_no": "S002", "staff_pass": "0" * 10})
         assert bad.status_code == 401
     locked = cab.call(
-        "POST", "/api/staff/login", {"staff_no": "S002", "totp": pyotp.TOTP(secrets["S002"]).now()}
+        "POST",
+        "/api/staff/login",
+        {"staff_no": "S002", "staff_pass": pass_now(LOCKER_KEY, LOCKER_ID, "S002")},
     )
     assert locked.status_code == 429 and locked.json()["reason"] == "locked_out"
-    cab.clock.now += 31  # S001's next log-in needs a fresh TOTP step anyway
     assert cab.ctl.lockout.remaining("staff:S001") == 0
     lockouts = [d for t, d in cab.events() if t == "lockout"]
     assert lockouts[-1]["staff_no"] == "S002"
@@ -297,14 +297,15 @@ def test_staff_lift_the_lockout_with_a_signed_command(cabinet, sim):
 
 def test_staff_may_reopen_a_jammed_door_without_the_ticket(cabinet, sim):
     cab = cabinet(rate_burst=10_000)
-    secret = pyotp.random_base32()
-    cab.ctl.store.replace_staff([StaffMember("S009", "Zhao", secret, ["admin"], -1)])
+    cab.ctl.store.replace_staff([StaffMember("S009", "Zhao", ["admin"])])
     cab.seed(5, None, 51, state="reserved", kind="dropoff")
     sim.inject(board=1, fault="jammed", channel=3)
     number = cab.code(code_for(LOCKER_KEY, 51)).json()["compartment"]
     sim.clear(board=1, fault="jammed")
     login = cab.call(
-        "POST", "/api/staff/login", {"staff_no": "S009", "totp": pyotp.TOTP(secret).now()}
+        "POST",
+        "/api/staff/login",
+        {"staff_no": "S009", "staff_pass": pass_now(LOCKER_KEY, LOCKER_ID, "S009")},
     )
     token = login.json()["token"]
     fake = cab.call(
