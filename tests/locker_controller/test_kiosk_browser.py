@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from locker_controller.store import Handover
-from tests.locker_controller.conftest import LOCKER_KEY, wait_until
+from tests.locker_controller.conftest import LOCKER_KEY, db_events, wait_until
 from tests.locker_controller.test_doors import handover, seed, wait_event
 from tests.locker_controller.test_pickup_offline import load_item
 from tests.locker_controller.test_staff import seed_world, staff_pass
@@ -275,3 +275,44 @@ def test_staff_panel_logs_out_after_inactivity(tmp_path, sim, make_controller, o
     expect(page.locator("#keypad-screen")).to_be_visible(timeout=WAIT_MS)
     expect(page.locator("#message")).to_contain_text("Staff logged out after inactivity.")
     wait_event(tmp_path, "staff_action", compartment=5, action="maintenance")
+
+
+def test_a_jam_at_the_staff_panel_offers_reopen_and_the_lists_stay_put(
+    tmp_path, sim, make_controller, open_kiosk
+):
+    """Issue 13: a staff collect whose door jammed said "press reopen" with no reopen
+    button and showed the door in the success colour; the task lists were redrawn on every
+    refresh, so a button could go from under a finger. Now: the failed door is red, a
+    reopen button reopens it with the staff session, and a refresh that changes nothing
+    redraws nothing."""
+    seed_world(tmp_path, sim)
+    ctl = make_controller()
+    ctl.start()
+    page = open_kiosk(ctl)
+    staff_log_in(page, "S001")
+    button = page.locator("#tasks-recover button[data-compartment='6']")
+    expect(button).to_be_visible()
+    handle = button.element_handle()
+    page.wait_for_timeout(3500)  # past one task refresh (3 s)
+    assert handle.evaluate("b => b.isConnected"), "the button was redrawn under the finger"
+
+    sim.inject(board=1, fault="jammed", channel=2)
+    page.click("#tasks-collect button[data-compartment='2']")
+    expect(page.locator("#staff-door")).to_have_text("2", timeout=WAIT_MS)
+    expect(page.locator("#staff-door")).to_have_class("door failed")
+    expect(page.locator("#staff-message")).to_have_class("message bad")
+    expect(page.locator("#staff-reopen")).to_be_visible()
+    assert sim.compartment(1, 2).door_open is False
+    shot(page, "staff-panel-jammed")
+
+    sim.clear(board=1, fault="jammed")
+    page.click("#staff-reopen")
+    expect(page.locator("#staff-door")).to_have_class("door", timeout=WAIT_MS)
+    expect(page.locator("#staff-message")).to_have_class("message ok")
+    expect(page.locator("#staff-reopen")).to_be_hidden()
+    assert sim.compartment(1, 2).door_open is True
+    sim.take_item(1, 2)
+    sim.close_door(1, 2)
+    assert wait_event(tmp_path, "collected", compartment=2)["data"]["by"] == "S001"
+    sent = [e for e in db_events(tmp_path / "data") if e["type"] == "unlock_sent"]
+    assert sent[-1]["data"].get("reopen") and sent[-1]["data"].get("staff_no") == "S001"
