@@ -4,6 +4,7 @@ Each public function is one transaction: it changes state with conditional UPDAT
 the audit entries, queues the SMS in the outbox, and commits all of it together.
 """
 
+import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -31,6 +32,8 @@ from cloud_api.sms.errors import SmsInputError
 from cloud_api.sms.outbox import enqueue_sms
 from cloud_api.sms.outbox import normalise_number as normalise_mobile
 from xinbao.allocation import APPLICANT_MESSAGES
+
+log = logging.getLogger(__name__)
 
 _SMS_LOCKER_NAME = 30  # the SMS templates' limit for a locker name
 
@@ -339,7 +342,33 @@ def report_deposited(
         records.move(session, record, wanted, actor, now)
     if handover.kind == HandoverKind.pickup:
         _queue_code_sms(session, handover, record, "pickup_code", now)
+    else:
+        _queue_dropoff_receipt(session, handover, record, now)
     session.commit()
+
+
+def _queue_dropoff_receipt(
+    session: Session, handover: Handover, record: ApprovalRecord, now: datetime
+) -> None:
+    """The applicant's receipt: which locker and compartment took the documents, and when."""
+    locker = session.get(Locker, handover.locker_id)
+    compartment = session.get(Compartment, handover.compartment_id)
+    try:
+        enqueue_sms(
+            session,
+            dedupe_key=f"handover:{handover.id}:dropoff_receipt",
+            to_number=record.mobile,
+            template="dropoff_receipt",
+            params={
+                "locker_name": _locker_name(locker),
+                "compartment": compartment.number if compartment else "?",
+                "application_number": record.application_number,
+                "deposited_at": now,
+            },
+            handover_id=handover.id,
+        )
+    except SmsInputError as err:  # the deposit stands; the receipt is a courtesy
+        log.warning("no drop-off receipt for handover %s: %s", handover.id, err)
 
 
 def report_collected(

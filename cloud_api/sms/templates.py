@@ -88,12 +88,18 @@ def _url(value: Any) -> str:
 
 _PARAM_CHECKS: dict[str, Callable[[Any], str]] = {
     "locker_name": _text(30),
+    "application_number": _text(64),
+    "compartment": _text(6),
+    "deposited_at": _moment_zh,
     "expires_at": _moment_zh,
     "service_phone": _phone,
     "rating_url": _url,
 }
 
-_ENGLISH_FORMS: dict[str, Callable[[Any], str]] = {"expires_at": _moment_en}
+_ENGLISH_FORMS: dict[str, Callable[[Any], str]] = {
+    "expires_at": _moment_en,
+    "deposited_at": _moment_en,
+}
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,12 @@ TEMPLATES: dict[str, SmsTemplate] = {
             "overdue",
             SIGNATURE + "您在{locker_name}的证照已超过保管期，请尽快取件或致电{service_phone}。"
             "Your licence at {locker_name} is overdue. Collect it soon or call {service_phone}.",
+        ),
+        SmsTemplate(
+            "dropoff_receipt",
+            SIGNATURE + "您的材料已于{deposited_at}投入{locker_name}{compartment}号箱，受理号"
+            "{application_number}，审核结果另行短信通知。Documents for {application_number} "
+            "are in box {compartment}, {deposited_at_en}; the result comes by SMS.",
         ),
         SmsTemplate(
             "receipt",

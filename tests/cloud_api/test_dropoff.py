@@ -59,6 +59,11 @@ def test_full_dropoff_journey(world, settings, engine, app, console):
     assert r.json()["state"] == "deposited"
     record = c.get("/api/v1/records/XA-2025-0001", headers=world.integrator_headers).json()
     assert record["status"] == "documents_in_locker"
+    # The applicant's receipt (issue 13): application number, locker, compartment, time.
+    assert app.state.dispatcher.run_once() == 1
+    [receipt] = [m.body for m in console.inbox("+8613800138000") if "受理号" in m.body]
+    assert "XA-2025-0001" in receipt and "3号箱" in receipt and " box 3, " in receipt, receipt
+    assert "审核结果另行短信通知" in receipt and "the result comes by SMS" in receipt, receipt
 
     waiting = c.get("/api/v1/staff/dropoffs-waiting", headers=world.admin_headers).json()
     assert [h["id"] for h in waiting] == [handover["id"]]

@@ -251,6 +251,10 @@ def test_remote_opens_answered_and_timed_out_and_a_config_change(page, live):
 def test_a_lockout_alarm_is_shown_and_staff_lift_the_lockout(page, live):
     """Issue 11: the second lockout level raises an alarm; staff lift it from the page."""
     live.locker.online()
+    # The cloud listens to this locker (a busy machine may take a while to subscribe).
+    wait_until(
+        lambda: live.api.get(f"/api/v1/lockers/{LOCKER}").json()["online"], 20, "on line"
+    )
     live.locker.event("lockout", None, seconds=60.0, level=2, alarm=True)
     go(page, "alarms")
     row = page.locator('#alarms-results tr[data-kind="lockout"]')

@@ -8,6 +8,9 @@ PARAMS = {
     "expires_at": "2025-03-05T10:00:00+00:00",
     "service_phone": "029-86868686",
     "rating_url": "https://zwfw.example.gov.cn/rate/7Hk2Qz",
+    "application_number": "XA-2025-SPJY-00012345",
+    "compartment": "12",
+    "deposited_at": "2025-03-05T10:00:00+00:00",
 }
 
 
@@ -86,3 +89,9 @@ def test_segments_counts_gsm_and_ucs2():
     assert segments("中" * 70) == 1
     assert segments("中" * 71) == 2
     assert segments("中" * 135) == 3
+
+
+def test_dropoff_receipt_names_the_record_the_compartment_and_the_time():
+    body = render("dropoff_receipt", _params("dropoff_receipt"), None)
+    assert body.count("XA-2025-SPJY-00012345") == 2 and "12号箱" in body and "box 12" in body
+    assert "3月5日 18:00" in body and "5 Mar 18:00" in body
