@@ -178,11 +178,17 @@ class Journey:
     def collected_in_cloud(self) -> None:
         self.handover_reaches(self.pickup, "collected", record="collected")
         receipts = wait_until(
-            lambda: [m for m in self.cloud.sms_inbox() if not CODE_IN_SMS.search(m["body"])],
+            lambda: [m for m in self.cloud.sms_inbox() if "满意度评价" in m["body"]],
             STEP_S,
-            "the receipt SMS",
+            "the thank-you SMS with the rating link",
         )
         assert len(receipts) == 1, receipts
+        # The drop-off's receipt was queued once too (the outbox: an API process restarted
+        # in the journey starts with an empty console inbox).
+        r = self.cloud.get("/api/v1/sms/outbox", params={"handover_id": self.dropoff["id"]})
+        assert r.status_code == 200, r.text
+        templates = sorted(m["template"] for m in r.json())
+        assert templates == ["dropoff_code", "dropoff_receipt"], templates
 
     # --- waiting for the cloud ----------------------------------------------------------
 
