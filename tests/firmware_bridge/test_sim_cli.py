@@ -41,7 +41,7 @@ def test_scan_status_unlock_against_a_pty(cu16_sim):
     sim = cu16_sim
     port = ["--port", sim.start_pty()]
 
-    result = xinbao("board", "scan", *port, *CU16, "--addresses", "0-3", "--timeout", "0.1")
+    result = xinbao("board", "scan", *port, *CU16, "--addresses", "0-3", "--timeout", "0.5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
 
@@ -165,7 +165,7 @@ def test_scan_of_a_duplicate_address_says_garbled(cu16_sim):
     sim = cu16_sim
     port = ["--port", sim.start_pty()]
     sim.inject(2, "duplicate_address")
-    scan = ["board", "scan", *port, *CU16, "--timeout", "0.1"]
+    scan = ["board", "scan", *port, *CU16, "--timeout", "0.5"]
     result = xinbao(*scan, "--addresses", "2-3")
     assert result.returncode == EXIT_GARBLED
     assert one_line_error(result) == (
@@ -200,7 +200,7 @@ def test_baud_overrides_the_protocol_default():
 
 def test_scan_over_tcp_with_nobody_there(cu16_sim):
     url = cu16_sim.start_tcp("127.0.0.1", 0)
-    result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "1,2", "--timeout", "0.1")
+    result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "1,2", "--timeout", "0.5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
     result = xinbao("board", "scan", "--port", url, *CU16, "--addresses", "5-6", "--timeout", "0.1")
@@ -236,10 +236,12 @@ def sim_process(tmp_path) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
 
 
 def test_against_the_simulator_process(sim_process):
+    # Timeouts that expect an answer have room for a loaded machine: a board's reply that
+    # came after 0.1 s was heard at the next address, and the scan called it garbled.
     device, proc, truth = sim_process
     port = ["--port", device, "--protocol", "bcc-8a"]
 
-    result = xinbao("board", "scan", *port, "--addresses", "0-3", "--timeout", "0.1")
+    result = xinbao("board", "scan", *port, "--addresses", "0-3", "--timeout", "0.5")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == ["board 1: answers", "board 2: answers"]
 
@@ -273,7 +275,7 @@ def test_detect_names_the_protocol_the_boards_speak(protocol, baud):
     ) as sim:
         result = xinbao(
             "board", "detect", "--port", sim.start_pty(), "--addresses", "1-2",
-            "--timeout", "0.1", "--progress",
+            "--timeout", "0.3", "--progress",
         )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines() == [f"{protocol} at {baud} baud: boards 1, 2"]
