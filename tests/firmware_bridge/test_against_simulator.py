@@ -33,7 +33,8 @@ from simulator import BoardSpec, Cabinet, Simulator, TruthEvent
 from tests.support.waiting import wait_until
 
 PULSE_MS = 50  # the shortest pulse BoardConfig takes: unlock tests wait it out
-TIMEOUT = 0.15  # replies are immediate without wire timing; this only bounds silence
+TIMEOUT = 0.4  # replies are immediate without wire timing; this bounds silence, with room for
+# a loaded machine (at 0.15 s a late reply under a 4-worker suite was taken for silence)
 
 # protocol -> (simulated addresses, addresses a scan tries, an address nobody answers)
 PROTOCOLS: dict[str, tuple[list[int], range, int]] = {
