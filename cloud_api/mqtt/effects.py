@@ -197,16 +197,9 @@ def _follow_compartment(
     current = session.get(Compartment, handover.compartment_id)
     if number is None or current is None or current.number == number:
         return
-    target = session.scalar(
-        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
-    )
-    if target is None:
-        raise Refused(f"locker {locker_id} has no compartment {number}")
+    target, displaced = _compartment_and_holder(session, locker_id, number, handover)
     planned, deviation = deposit_placement(event)
     reason = deviation or "cabinet_chose"
-    displaced = None
-    if target.handover_id not in (None, handover.id):
-        displaced = session.get(Handover, target.handover_id)
     lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
     message = (
         f"handover {handover.id} ({handover.kind}) is in compartment {number}, "
@@ -233,22 +226,8 @@ def _follow_compartment(
             **({"displaced": moved_other} if moved_other else {}),
         },
     )
-    alarms.raise_alarm(
-        session,
-        locker_id,
-        AlarmKind.placement,
-        at,
-        compartment=number,
-        seq=event.seq,
-        data={
-            "handover_id": handover.id,
-            **views,
-            "reason": reason,
-            "message": message,
-            **({"displaced": moved_other} if moved_other else {}),
-        },
-    )
-    notices.warning("locker %s: %s", locker_id, message)
+    place = (number, event.seq)
+    _placement_alarm(session, locker_id, at, place, handover, views, reason, message, moved_other)
 
 
 def _deposited_after_end(
@@ -261,14 +240,7 @@ def _deposited_after_end(
     ended = handover.state
     old = session.get(Compartment, handover.compartment_id)
     number = event.compartment if event.compartment is not None else (old and old.number)
-    target = session.scalar(
-        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
-    )
-    if target is None:
-        raise Refused(f"locker {locker_id} has no compartment {number}")
-    displaced = None
-    if target.handover_id not in (None, handover.id):
-        displaced = session.get(Handover, target.handover_id)
+    target, displaced = _compartment_and_holder(session, locker_id, number, handover)
     moved_other = _rehome(session, locker_id, displaced, None, handover)
     lockers.assign_compartment(session, handover, target, CompartmentState.reserved)
     message = (
@@ -285,24 +257,54 @@ def _deposited_after_end(
         f"handover:{handover.id}",
         detail,
     )
+    views = {"cloud": ended, "cabinet": number}
+    reason = "deposited_after_end"
+    place = (number, event.seq)
+    _placement_alarm(session, locker_id, at, place, handover, views, reason, message, moved_other)
+    # The cabinet hears the handover's state again (it kept the item, commands.py).
+    session.info.setdefault("resync", set()).add(handover.id)
+
+
+def _compartment_and_holder(
+    session: Session, locker_id: str, number: int | None, handover: Handover
+) -> tuple[Compartment, Handover | None]:
+    """The compartment the event names, and the other handover holding it, if any."""
+    target = session.scalar(
+        select(Compartment).where(Compartment.locker_id == locker_id, Compartment.number == number)
+    )
+    if target is None:
+        raise Refused(f"locker {locker_id} has no compartment {number}")
+    holder = None
+    if target.handover_id not in (None, handover.id):
+        holder = session.get(Handover, target.handover_id)
+    return target, holder
+
+
+def _placement_alarm(
+    session: Session,
+    locker_id: str,
+    at: datetime,
+    place: tuple[int | None, int],
+    handover: Handover,
+    views: dict,
+    reason: str,
+    message: str,
+    moved_other: dict | None,
+) -> None:
+    """Staff hear where the item really is (``place``: compartment and event seq), with both
+    views and any reservation it moved."""
+    compartment, seq = place
+    displaced = {"displaced": moved_other} if moved_other else {}
+    data = {"handover_id": handover.id, **views, "reason": reason, "message": message}
     alarms.raise_alarm(
         session,
         locker_id,
         AlarmKind.placement,
         at,
-        compartment=number,
-        seq=event.seq,
-        data={
-            "handover_id": handover.id,
-            "cloud": ended,
-            "cabinet": number,
-            "reason": "deposited_after_end",
-            "message": message,
-            **({"displaced": moved_other} if moved_other else {}),
-        },
+        compartment=compartment,
+        seq=seq,
+        data={**data, **displaced},
     )
-    # The cabinet hears the handover's state again (it kept the item, commands.py).
-    session.info.setdefault("resync", set()).add(handover.id)
     notices.warning("locker %s: %s", locker_id, message)
 
 
