@@ -27,6 +27,7 @@ MAX_REPORTS = 1000
 class _Health:
     consecutive_timeouts: int = 0
     last_seen: float | None = None  # time.time() of the last valid frame
+    timeouts: int = 0  # every exchange it left unanswered since the bus opened
 
 
 class BoardBook:
@@ -35,7 +36,8 @@ class BoardBook:
         self._lock = threading.Lock()
         self._health: dict[int, _Health] = {address: _Health() for address in boards}
         self._latest: dict[int, tuple[float, BoardStatus]] = {}  # board -> (monotonic, status)
-        self._widths: dict[int, int] = {}  # board -> inputs in its last status reply
+        self._widths: dict[int, int] = {}  # board -> inputs its status replies carry
+        self._width_seen: dict[int, int] = {}  # board -> width of its latest silence-framed
         self._reports: deque[DoorReport] = deque(maxlen=MAX_REPORTS)
 
     # -- health --------------------------------------------------------------------------
@@ -44,6 +46,7 @@ class BoardBook:
         with self._lock:
             record = self._health.setdefault(board, _Health())
             record.consecutive_timeouts += 1
+            record.timeouts += 1
             if record.consecutive_timeouts == self.unreachable_after:
                 log.warning("board %s is unreachable", board)
 
@@ -70,15 +73,24 @@ class BoardBook:
             reachable=record.consecutive_timeouts < self.unreachable_after,
             consecutive_timeouts=record.consecutive_timeouts,
             last_seen=record.last_seen,
+            timeouts=record.timeouts,
         )
 
     # -- status ----------------------------------------------------------------------------
 
     def saw_status(self, status: BoardStatus, width: int | None) -> None:
+        """A status read. ``width``: the inputs a reply framed on the line's silence carried.
+        Two such replies in a row must agree before the width is learnt: a pause inside one
+        reply (a USB adapter's burst, a loaded machine) can end it early once, and a frame
+        cut short can still check out (8A: ``80 01 00 33 B2`` is the front of a 24-input
+        reply), so one reply alone must not set the length every later reply is framed on."""
         with self._lock:
             self._latest[status.board] = (time.monotonic(), status)
-            if width is not None:
+            if width is None:
+                return
+            if self._width_seen.get(status.board) == width:
                 self._widths[status.board] = width
+            self._width_seen[status.board] = width
 
     def latest(self, board: int) -> tuple[float, BoardStatus] | None:
         with self._lock:
@@ -97,11 +109,12 @@ class BoardBook:
         with self._lock:
             return self._widths.get(board)
 
-    def forget_width(self, board: int) -> None:
-        """A reply framed on the learnt width failed: learn it again from the line's
-        silence (a reply cut short once must not set the length for good)."""
+    def forget_width(self, board: int) -> bool:
+        """A reply framed on the learnt width failed, or more bytes followed it: learn the
+        width again from the line's silence. Whether a learnt width was forgotten."""
         with self._lock:
-            self._widths.pop(board, None)
+            self._width_seen.pop(board, None)
+            return self._widths.pop(board, None) is not None
 
     # -- door reports ----------------------------------------------------------------------
 

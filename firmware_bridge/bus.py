@@ -299,6 +299,14 @@ class LockBus:
             if counts:
                 self._book.timed_out(board)
             raise
+        finally:
+            for trailed in self._transaction.take_trailed():
+                if self._book.forget_width(trailed):
+                    log.warning(
+                        "board %s: more bytes followed a status reply framed on its learnt "
+                        "width; learning the width again",
+                        trailed,
+                    )
         if exchange.frame is not None:
             self._book.heard(board)
         return exchange
@@ -333,7 +341,10 @@ class LockBus:
             raise
         assert exchange.frame is not None
         status = board_status(self.protocol, config, exchange.frame)
-        self._book.saw_status(status, self.protocol.reply_width(exchange.frame))
+        # A width is learnt only from replies framed on silence (two alike: BoardBook).
+        framed_on_silence = not (config.status_width or learnt)
+        width = self.protocol.reply_width(exchange.frame) if framed_on_silence else None
+        self._book.saw_status(status, width)
         return status
 
     def _look_before(self, config: BoardConfig, label: str) -> BoardStatus | None:

@@ -66,6 +66,9 @@ class BoardHealth:
     reachable: bool
     consecutive_timeouts: int
     last_seen: float | None  # time.time() of the last valid frame from this board
+    # Exchanges it left unanswered (after the transaction's retries) since the bus opened: a
+    # counter for metrics, where consecutive_timeouts starts again at every answer.
+    timeouts: int = 0
 
 
 @dataclass

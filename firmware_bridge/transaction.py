@@ -7,8 +7,10 @@ Why each rule exists:
   polls): a keypad user must not wait for the retries of a poll of a dead board.
 - A reply ends on its length (the codec knows it), so a USB adapter that delivers a frame
   in bursts does not split it, and a reply is used the moment it is whole. Only an 8A status
-  reply whose board's width nobody knows yet ends on silence (GARBLED_QUIET_S after its
-  last byte); the bus then knows the width for the next one.
+  reply whose board's width nobody knows yet ends on silence (SILENCE_FRAMED_QUIET_S after
+  its last byte); the bus then knows the width for the next one. Such a reply that began
+  before the deadline is given its silence even when that runs past the deadline: the
+  board answered in time, and a scan with a short timeout must not call it garbled.
 - Frames that do not answer the request in flight (another board, another kind) are dropped:
   a duplicate DIP address or a late reply must not pass for the answer. Notices (frames a
   board sends of its own accord, LockProtocol.NOTICES) are no such trouble: door reports go
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 
 DRAIN_MAX_S = 1.0  # a line that never goes quiet (a babbling board) still ends the drain
 GARBLED_QUIET_S = 0.025  # after a bad frame, this much silence ends the attempt early
+# A reply whose length only silence tells must not end on a pause inside it: a USB adapter
+# hands bytes on in bursts (an FTDI's latency timer is 16 ms), and a loaded machine may not
+# read them for a while. Only an 8A board's first status replies wait this long.
+SILENCE_FRAMED_QUIET_S = 0.08
 
 
 @dataclass(frozen=True)
@@ -97,6 +103,10 @@ class BusTransaction:
         self._line_busy_until = 0.0  # time.monotonic() of the last byte on the line
         self.on_notice: Callable[[Frame], None] | None = None  # door reports and the like
         self._unknown_seen: set[tuple[str, int]] = set()  # (frame kind, board) logged once
+        # Boards whose latest reply was followed by bytes that were neither a reply nor a
+        # notice: the reply may have been framed too short (see take_trailed).
+        self._trailed: set[int] = set()
+        self._last_replier: int | None = None
 
     def execute(
         self,
@@ -130,6 +140,7 @@ class BusTransaction:
                         raise BoardRefusal(
                             f"board {request.board}: {refusal}", board=request.board, reason=refusal
                         )
+                    self._last_replier = frame.board
                     return Exchange(frame, sent_at)
                 problem = trouble or problem
                 log.debug(
@@ -186,9 +197,19 @@ class BusTransaction:
         else:
             log.debug("board %s: notice %r with nobody listening", frame.board, frame)
 
-    def _take_notices(self, data: bytes | bytearray, *, final: bool) -> bytearray:
+    def take_trailed(self) -> set[int]:
+        """Boards whose reply was followed, since the last call, by bytes that were neither a
+        reply nor a notice. For a reply framed on a learnt length that is the sign the
+        length was learnt short (the rest of the reply came after it)."""
+        trailed, self._trailed = self._trailed, set()
+        return trailed
+
+    def _take_notices(
+        self, data: bytes | bytearray, *, final: bool, after: int | None = None
+    ) -> bytearray:
         """Hand on the notices in ``data``; what is left (a notice still arriving, unless
-        ``final``). Everything else in it was not asked for and is dropped."""
+        ``final``). Everything else in it was not asked for and is dropped; when ``after``
+        names the board whose reply these bytes followed, that board is noted as trailed."""
         rest = bytes(data)
         while rest:
             used, frame = self.protocol.decode(rest, self.protocol.NOTICES, final=final)
@@ -196,6 +217,8 @@ class BusTransaction:
                 break
             if frame is not None:
                 self._notice(frame)
+            elif after is not None:
+                self._trailed.add(after)
             rest = rest[used:]
         return bytearray(rest)
 
@@ -206,8 +229,9 @@ class BusTransaction:
             time.sleep(quiet_until - now)
         # Anything already waiting was not asked for; door reports among it still count.
         stale = self.transport.take_waiting()
-        if stale and self.protocol.NOTICES:
-            self._take_notices(stale, final=True)
+        if stale:
+            self._take_notices(stale, final=True, after=self._last_replier)
+        self._last_replier = None
         frame = request.pack()
         sent_at = self.transport.write(frame)
         self._line_busy_until = max(time.monotonic(), sent_at + len(frame) * self._char_time)
@@ -222,13 +246,17 @@ class BusTransaction:
         last_byte_at = looked_at = 0.0
         echo = request.pack()
         kinds = (*request.expected(), *self.protocol.NOTICES)
+        silence_framed = any(kind.ENDS_ON_SILENCE for kind in request.expected())
+        quiet = SILENCE_FRAMED_QUIET_S if silence_framed else GARBLED_QUIET_S
+        # A line that never goes quiet still ends the wait this long after the deadline.
+        last_call = deadline + 2 * quiet
 
         def reject(raw: bytes, reason: str) -> None:
             heard[reason] = f"{reason} ({raw.hex(' ')})"
 
         while True:
             now = time.monotonic()
-            if buffer and now - last_byte_at > GARBLED_QUIET_S and looked_at != last_byte_at:
+            if buffer and now - last_byte_at > quiet and looked_at != last_byte_at:
                 # The head of the buffer still "needs more" but the line went quiet: noise
                 # that looks like the start of a long frame (a stray 80 before an 8A reply,
                 # 01 02 05 before a Modbus one) must not hide a whole reply behind it.
@@ -238,7 +266,19 @@ class BusTransaction:
                     return found, None
             # A frame with a bad checksum followed by silence: the board has had its say.
             said_its_say = "bad checksum" in heard and now - last_byte_at > GARBLED_QUIET_S
-            if now >= deadline or said_its_say:
+            # A reply framed on silence that began in time is waited for until it has had
+            # its silence (the flush above then takes it), not cut off at the deadline.
+            finishing = (
+                silence_framed and buffer and now - last_byte_at <= quiet and now < last_call
+            )
+            if (now >= deadline and not finishing) or said_its_say:
+                if buffer and request.expected() != request.REPLIES:
+                    # Time is up, so nothing more of the reply is coming: a frame shorter
+                    # than the request expected is the board's whole answer after all (an
+                    # 8A board narrower than its wired channels), for the caller to judge.
+                    found = self._flush(request, (*request.REPLIES, *self.protocol.NOTICES), buffer)
+                    if found is not None:
+                        return found, None
                 if noise.startswith(echo):
                     # Our own frame, echoed by the adapter (loop://, some RS-485 converters):
                     # it says nothing about the board.
@@ -251,7 +291,8 @@ class BusTransaction:
                     if kind in heard:
                         return None, heard[kind]
                 return None, heard.get("incomplete")
-            chunk = self.transport.read(min(deadline - now, GARBLED_QUIET_S))
+            until = last_byte_at + quiet if finishing else deadline
+            chunk = self.transport.read(max(min(until - now, GARBLED_QUIET_S), 0.001))
             if not chunk:
                 continue
             last_byte_at = self._line_busy_until = time.monotonic()
@@ -269,10 +310,9 @@ class BusTransaction:
                     self._notice(frame)
                     continue
                 if request.answered_by(frame):
-                    if buffer and self.protocol.NOTICES:
-                        buffer = self._take_notices(buffer, final=True)  # a report behind it
-                    if buffer:
-                        log.debug("dropped %s after a reply", bytes(buffer).hex(" "))
+                    if buffer:  # a report behind it, or the rest of a reply framed short
+                        log.debug("after a reply: %s", bytes(buffer).hex(" "))
+                        self._take_notices(buffer, final=True, after=frame.board)
                     return frame, None
                 heard["unexpected"] = f"unexpected frame {frame!r}"
 

@@ -30,6 +30,8 @@ class Reply:
     delay: float  # extra seconds before the reply starts (slow fault)
     boards: tuple[int, ...]
     garbled: bool = False
+    # (bytes, seconds): the reply pauses this long after this many bytes (split_reply fault)
+    pause: tuple[int, float] | None = None
 
 
 class VirtualBus:
@@ -91,7 +93,9 @@ class VirtualBus:
             frame = noise.params["bytes"] + frame
         slow = board.fault("slow")
         delay = slow.params["seconds"] if slow else 0.0
-        return Reply(data=frame, delay=delay, boards=(board.address,), garbled=garbled)
+        split = board.fault("split_reply")
+        pause = (split.params["after"], split.params["seconds"]) if split else None
+        return Reply(data=frame, delay=delay, boards=(board.address,), garbled=garbled, pause=pause)
 
     def collide(self, a: bytes, b: bytes) -> bytes:
         """Two drivers on one pair: a dominant 0 wins each bit (idle line reads 1).

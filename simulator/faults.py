@@ -2,7 +2,7 @@
 
 Each fault is a small declarative record; the board and the bus ask "is fault X active for
 this channel?" and act on it. Faults that concern the whole reply path (absent, garbage,
-bad_checksum, slow, duplicate_address) are per board; door faults may name one channel.
+bad_checksum, slow, duplicate_address, split_reply) are per board; door faults may name one channel.
 """
 
 from __future__ import annotations
@@ -55,9 +55,23 @@ FAULT_KINDS: dict[str, FaultKind] = {
         FaultKind("forced_open", True, {}, "door is forced open now, with no command"),
         FaultKind("left_open", True, {}, "door cannot be closed"),
         FaultKind("duplicate_address", False, {}, "a second board answers the same address"),
+        FaultKind(
+            "split_reply",
+            False,
+            {"after": 5, "seconds": 0.05},
+            "each reply pauses after this many bytes (a USB adapter's bursts, a busy host)",
+        ),
     )
 }
-_PARAM_CHECKS = {"bytes": _garbage_bytes, "seconds": _seconds}
+
+
+def _byte_count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 255:
+        raise FaultError(f"a split reply pauses after 1..255 bytes, not {value!r}")
+    return value
+
+
+_PARAM_CHECKS = {"bytes": _garbage_bytes, "seconds": _seconds, "after": _byte_count}
 
 
 @dataclass(frozen=True)

@@ -138,9 +138,18 @@ class LinkSession:
             ready = complete + self._frame_end + self._bus.reply_delay + reply.delay
             begin = max(now, ready, self._tx_free_at)
             end = begin + len(reply.data) * self._char
+            if reply.pause is not None and reply.pause[0] < len(reply.data):
+                # The front goes out, the line pauses, then the rest follows.
+                after, pause = reply.pause
+                front, rest = reply.data[:after], reply.data[after:]
+                front_end = begin + len(front) * self._char
+                end += pause
+                self._schedule(front_end, lambda t, r=reply, d=front: self._send(r, d))
+                self._schedule(end, lambda t, d=rest: self._resume(d))
+            else:
+                # A reply already due (no wire timing) goes out in this same pass of run_due.
+                self._schedule(end, lambda t, r=reply: self._send(r))
             self._tx_free_at = end
-            # A reply already due (no wire timing) goes out in this same pass of run_due.
-            self._schedule(end, lambda t, r=reply: self._send(r))
 
     def push(self, data: bytes, board: int, channel: int | None, now: float) -> None:
         """Send ``data`` unasked (a board reporting a door), after whatever is already
@@ -161,7 +170,13 @@ class LinkSession:
         )
         self._write(data)
 
-    def _send(self, reply: Reply) -> None:
+    def _resume(self, data: bytes) -> None:
+        self._truth.record("reply_resumed", bus=self._bus.name, link=self._link, hex=data.hex(" "))
+        self._write(data)
+
+    def _send(self, reply: Reply, data: bytes | None = None) -> None:
+        """Write ``reply`` (or ``data``, its front, when the reply pauses on the way)."""
+        data = reply.data if data is None else data
         # Log first: the master may act on the reply the instant it is written, and the
         # ground truth must never show an effect before its cause.
         self._truth.record(
@@ -172,8 +187,8 @@ class LinkSession:
             hex=reply.data.hex(" "),
             garbled=reply.garbled,
         )
-        written = self._write(reply.data)
-        if written < len(reply.data):
+        written = self._write(data)
+        if written < len(data):
             self._truth.record(
-                "reply_lost", bus=self._bus.name, link=self._link, lost=len(reply.data) - written
+                "reply_lost", bus=self._bus.name, link=self._link, lost=len(data) - written
             )

@@ -20,6 +20,7 @@ EVENT_KINDS = frozenset(
         "frame_received",  # a request frame complete on the wire (data: hex, on_wire_complete)
         "reply_sent",  # reply bytes going to the master (data: hex, garbled)
         "reply_lost",  # bytes of a reply the port could not take (nobody reading it)
+        "reply_resumed",  # the rest of a reply that paused on the way (split_reply fault)
         "report_sent",  # an unasked door report going to the master (data: hex)
         "noise_dropped",  # bytes that never formed a frame
         "lock_pulse",  # a lock coil energised (data: duration_s, jammed)

@@ -68,6 +68,9 @@ class Frame:
     RANGES: ClassVar[dict[str, range]] = {}
     # A valid frame whose meaning no document gives: noted once, never taken for garbage.
     UNKNOWN: ClassVar[bool] = False
+    # A kind whose length only the line going quiet tells (an 8A status reply of a board
+    # whose width nobody knows yet): the transaction waits longer for that silence.
+    ENDS_ON_SILENCE: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         for field, allowed in self.RANGES.items():

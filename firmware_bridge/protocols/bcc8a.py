@@ -230,6 +230,8 @@ class BoardStateReply(Frame):
 
     HEAD = QUERY_HEAD
     DATA: ClassVar[int | None] = None
+    LEAST: ClassVar[int] = 1  # fewest data bytes a reply framed on silence may carry
+    ENDS_ON_SILENCE = True
     RANGES = {"board": BYTE}
     board: int
     data: bytes = bytes(3)
@@ -248,7 +250,21 @@ class BoardStateReply(Frame):
         if not 1 <= data_bytes <= MAX_DATA:
             raise ConfigError(f"an 8A status reply carries 1..{MAX_DATA} data bytes")
         name = f"BoardStateReply{data_bytes * 8}"
-        return type(name, (BoardStateReply,), {"DATA": data_bytes, "__module__": __name__})
+        attrs = {"DATA": data_bytes, "ENDS_ON_SILENCE": False, "__module__": __name__}
+        return type(name, (BoardStateReply,), attrs)
+
+    @staticmethod
+    @functools.cache
+    def at_least(data_bytes: int) -> type[BoardStateReply]:
+        """The reply kind of a board of unknown width that has at least ``data_bytes`` data
+        bytes (its wired channels say so): a shorter frame that checks out is the front of
+        the reply cut short by a pause on the line, not the reply."""
+        if not 1 <= data_bytes <= MAX_DATA:
+            raise ConfigError(f"an 8A status reply carries 1..{MAX_DATA} data bytes")
+        if data_bytes == 1:
+            return BoardStateReply
+        name = f"BoardStateReplyAtLeast{data_bytes * 8}"
+        return type(name, (BoardStateReply,), {"LEAST": data_bytes, "__module__": __name__})
 
     @classmethod
     def seal(cls, body: bytes) -> bytes:
@@ -266,7 +282,7 @@ class BoardStateReply(Frame):
         longest = 2 + MAX_DATA + 2
         if len(buffer) < longest and not final:
             return 0
-        for end in range(min(len(buffer), longest), 4, -1):
+        for end in range(min(len(buffer), longest), 2 + cls.LEAST + 1, -1):
             if buffer[end - 2] == QUERY_CMD and cls.sealed(buffer[:end]):
                 return end
         return None
@@ -287,10 +303,12 @@ class QueryAll(BccBoardRequest):
     WHAT = "a status query"
     # Inputs the board's reply carries, when known; not on the wire.
     width: int | None = field(default=None, compare=False)
+    # While the width is unknown: inputs the reply carries at least (the wired channels).
+    least: int = field(default=1, compare=False)
 
     def expected(self) -> tuple[type[Frame], ...]:
         if self.width is None:
-            return self.REPLIES
+            return (BoardStateReply.at_least(-(-self.least // 8)),)
         return (BoardStateReply.sized(-(-self.width // 8)),)
 
 
@@ -342,7 +360,10 @@ class Bcc8a(LockProtocol):
         return QueryOne(board, wire_channel)
 
     def query_all(self, board: int, channels: int, reply_width: int | None = None) -> Request:
-        return QueryAll(board, width=reply_width)
+        # ``channels`` is the board's configured lock count, or max_channels when nobody
+        # said (then nothing is known): its reply carries at least that many inputs.
+        least = channels if 1 <= channels < self.max_channels else 1
+        return QueryAll(board, width=reply_width, least=least)
 
     def reported_input(self, notice: Frame) -> tuple[int, int] | None:
         return (notice.channel, notice.level) if isinstance(notice, DoorReport) else None

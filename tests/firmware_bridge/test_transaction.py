@@ -8,9 +8,10 @@ import pytest
 from firmware_bridge.errors import BoardRefusal, BoardTimeout, ProtocolError
 from firmware_bridge.protocols import get_protocol
 from firmware_bridge.protocols.base import pack_bits
+from firmware_bridge.protocols.bcc8a import BoardStateReply
 from firmware_bridge.protocols.kerong import Cu16Status, Cu16StatusReply
 from firmware_bridge.protocols.modbus_relay import Inputs, ReadInputs, Refusal
-from firmware_bridge.transaction import BusTransaction
+from firmware_bridge.transaction import SILENCE_FRAMED_QUIET_S, BusTransaction
 from firmware_bridge.transport import SerialTransport
 from tests.firmware_bridge.fake_board import Cu16Board
 
@@ -158,3 +159,30 @@ def test_two_threads_never_interleave_frames(make_peer, open_transport):
     assert not errors
     assert len(peer.requests) == 20
     assert peer.noise == b""  # every byte the board heard was part of a whole request
+
+
+@pytest.mark.parametrize(("answer_at", "timeout"), [(0.002, 0.06), (0.1, 0.12)])
+def test_an_8a_reply_framed_on_silence_that_began_in_time_is_taken(
+    make_peer, open_transport, answer_at, timeout
+):
+    """While a board's width is unknown its status reply ends on the line going quiet
+    (SILENCE_FRAMED_QUIET_S). A reply that starts before the deadline is the board's answer
+    even when that silence ends after it: a scan with a short timeout once called such a
+    board garbled ("incomplete frame") when the machine was slow to read."""
+    reply = BoardStateReply(board=1, data=bytes([0xFF, 0xFF, 0xFF]))
+    peer = make_peer("bcc-8a", lambda request: [(answer_at, reply.pack())])
+    # The timeout is shorter than the reply's time plus its silence, in both cases.
+    assert answer_at + SILENCE_FRAMED_QUIET_S > timeout
+    bus = transaction(open_transport(peer.url, 9600), "bcc-8a", timeout=timeout, retries=0)
+    exchange = bus.execute(get_protocol("bcc-8a").query_all(1, 64))
+    assert exchange.frame == reply
+    assert len(peer.requests) == 1
+
+
+def test_an_8a_reply_that_begins_after_the_deadline_is_not_waited_for(make_peer, open_transport):
+    peer = make_peer(
+        "bcc-8a", lambda request: [(0.2, BoardStateReply(board=1, data=bytes(3)).pack())]
+    )
+    bus = transaction(open_transport(peer.url, 9600), "bcc-8a", timeout=0.1, retries=0)
+    with pytest.raises(BoardTimeout):
+        bus.execute(get_protocol("bcc-8a").query_all(1, 64))

@@ -23,6 +23,7 @@ from firmware_bridge import (
 from firmware_bridge.cli import EXIT_BAD_ARGUMENT, board_app
 from firmware_bridge.protocols import bcc8a
 from simulator import BoardSpec, Simulator
+from tests.support.waiting import wait_until
 
 PULSE_MS = 50
 
@@ -103,14 +104,65 @@ def test_bcc8a_learnt_width_is_relearnt_when_the_board_changes(make_peer, make_b
         return [(0, bcc8a.BoardStateReply(1, replies[0]).pack())]
 
     peer = make_peer("bcc-8a", board)
-    bus = make_bus(peer.url, "bcc-8a", retries=0, timeout=0.1, drain_quiet=0.02)
+    bus = make_bus(peer.url, "bcc-8a", retries=0, timeout=0.2, drain_quiet=0.02)
     assert len(bus.status(1).channels) == 8
+    assert len(bus.status(1).channels) == 8  # two alike: the width is learnt
     replies.pop(0)
     with pytest.raises(ProtocolError, match="in reply to a status query"):
         bus.status(1)  # framed on 8 inputs: the 24-input reply does not fit
-    status = bus.status(1)
-    assert len(status.channels) == 24 and not status.channel(3).locked
-    assert len(bus.status(1).channels) == 24
+    for _ in range(3):
+        status = bus.status(1)
+        assert len(status.channels) == 24 and not status.channel(3).locked
+
+
+# A USB adapter hands bytes on in bursts and a loaded host may read them late: the 8A reply
+# 80 01 00 33 B2 33 33 can arrive as 80 01 00 33 B2 (which checks out on its own), a pause,
+# then 33 33. The split_reply fault makes the simulator do exactly that.
+
+
+def test_bcc8a_reply_paused_inside_is_read_whole(rig):
+    """A pause shorter than the silence an unknown-width reply waits for (16 ms, an FTDI's
+    latency timer, and a margin) does not end the reply: read whole from the first poll."""
+    spec = BoardSpec("bcc-8a", 1, channels=24)
+    sim, bus = rig(spec, configs=[BoardConfig("bcc-8a", 1)], retries=0, timeout=0.5)
+    open_all_but(sim, 1, HIGH_IN_33_REPLY)
+    sim.inject(1, "split_reply", after=5, seconds=0.04)
+    for _ in range(4):
+        status = bus.status(1)
+        assert len(status.channels) == 24
+        assert {c.channel for c in status.channels if c.locked} == HIGH_IN_33_REPLY
+
+
+def test_bcc8a_wired_channels_rule_out_a_reply_cut_short(rig):
+    """A long pause ends the line's silence inside the reply, but the board has 24 locks
+    wired: a 1-byte front that checks out cannot be its reply, so the bus waits for the rest."""
+    spec = BoardSpec("bcc-8a", 1, channels=24)
+    config = BoardConfig("bcc-8a", 1, channels=24)
+    sim, bus = rig(spec, configs=[config], retries=0, timeout=0.5)
+    open_all_but(sim, 1, HIGH_IN_33_REPLY)
+    sim.inject(1, "split_reply", after=5, seconds=0.15)
+    for _ in range(3):
+        status = bus.status(1)
+        assert {c.channel for c in status.channels if c.locked} == HIGH_IN_33_REPLY
+
+
+def test_bcc8a_width_is_not_learnt_from_a_reply_cut_short(rig):
+    """With nothing configured, a reply cut by a long pause is taken short on that poll (the
+    line gave no other sign), but the bytes that follow it stop the bus from learning the
+    short width; once the line is healthy the true width is learnt and kept."""
+    spec = BoardSpec("bcc-8a", 1, channels=24)
+    sim, bus = rig(spec, configs=[BoardConfig("bcc-8a", 1)], retries=0, timeout=0.5)
+    open_all_but(sim, 1, HIGH_IN_33_REPLY)
+    sim.inject(1, "split_reply", after=5, seconds=0.15)
+    for _ in range(4):
+        since = sim.truth.last_seq
+        bus.status(1)
+        # The rest of the reply arrives after the bus took the front; the next request finds it.
+        wait_until(lambda s=since: sim.truth.events("reply_resumed", s), 2, "the reply's rest")
+    sim.clear(1)
+    for _ in range(4):  # a short width learnt above would misread all of these
+        status = bus.status(1)
+        assert {c.channel for c in status.channels if c.locked} == HIGH_IN_33_REPLY
 
 
 # -- 8A batch unlock, keep power, door reports ------------------------------------------------
