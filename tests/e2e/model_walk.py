@@ -17,18 +17,24 @@ ground truth:
 * ``audit``: the audit chain verifies, and the cloud's deposited/collected events of every
   handover name the compartment where the item physically went in/out.
 
+The keypad's lockout is modelled too: an accepted code resets no lockout counter
+(xinbao/lockout.py), so the walk counts its wrong codes, expects ``locked_out`` on exactly
+the threshold-th one (``wrong`` before it) and waits the lockout out before its next code.
+
 A failure raises AssertionError carrying the seed and the steps taken (the reproduction).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlmodel import Session, select
 
 from cloud_api.models.monitoring import LockerEventRecord
+from locker_controller.config import ControllerConfig
 from tests.e2e.conftest import LOCKER_ID
 from tests.e2e.staffed_cabinet import staff_login, wait_door
 from tests.e2e.three_views import WIRING, cabinet_view, cloud_view, truth
@@ -40,6 +46,9 @@ STEP_S = 30
 LIVE = ("reserved", "deposited")
 SIZES = {1: "S", 2: "S", 3: "M", 4: "M", 5: "M", 6: "L"}
 BOARD2 = {n for n, (b, _) in WIRING.items() if b == 2}
+# The test cabinet keeps the controller's defaults for these (tests/support/cabinet.py).
+LOCKOUT_THRESHOLD = ControllerConfig.model_fields["lockout_threshold"].default
+FORGIVE_S = ControllerConfig.model_fields["lockout_forgive_s"].default
 
 
 @dataclass
@@ -71,6 +80,10 @@ class Walk:
     steps: list[str] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)
     wrong_streak: int = 0
+    # time.monotonic() of each wrong code checked since the last lockout, and when the
+    # lockout the walk last saw ends (by the retry_after the kiosk gave, read on arrival).
+    failures: list[float] = field(default_factory=list)
+    locked_until: float = 0.0
     audit: list[dict] = field(default_factory=list)  # the trail read so far, in seq order
     serial: int = 0
 
@@ -271,7 +284,7 @@ class Walk:
     def fill_dropoff(self, hid: int):
         it = self.item(hid)
         wait_until(self.settled, STEP_S, "the reservation at the cabinet")
-        r = self.controller.code(self.code(it))
+        r = self.enter_code(self.code(it))
         assert r.status_code == 200 and r.json()["ok"], r.text
         opened = r.json()["compartment"]
         assert opened == it.compartment, f"code of {hid} opened {opened}, not {it.compartment}"
@@ -322,7 +335,7 @@ class Walk:
 
     def pick_up(self, hid: int, left_open: bool = False, offline: bool = False):
         it = self.item(hid)
-        r = self.controller.code(self.code(it))
+        r = self.enter_code(self.code(it))
         assert r.status_code == 200 and r.json()["ok"], r.text
         opened = r.json()["compartment"]
         assert opened == it.compartment, f"code of {hid} opened {opened}, not {it.compartment}"
@@ -385,7 +398,7 @@ class Walk:
         if self.rng.random() < 0.7 and len([i for i in self.items if i.state in LIVE]) < 5:
             self.reserve_dropoff(size)
         if cancelled is not None:
-            r = self.controller.code(self.code(it))
+            r = self.enter_code(self.code(it))
             assert r.status_code == 200 and r.json()["ok"], r.text
             opened = r.json()["compartment"]
             assert opened == it.compartment, f"code of {it.hid} opened {opened}"
@@ -440,13 +453,36 @@ class Walk:
     def pick_up_left_open(self, hid: int):
         return self.pick_up(hid, left_open=True)
 
+    def enter_code(self, code: str):
+        """Type a code the walk expects to open a door, after any lockout it saw ends."""
+        wait = self.locked_until - time.monotonic()
+        if wait > 0:
+            self.counts["lockouts waited out"] += 1
+            time.sleep(wait)
+        return self.controller.code(code)
+
     def wrong_code(self):
         digits = self.cloud.settings.code_digits
         valid = {self.code(i) for i in self.items}
         while (code := "".join(self.rng.choice("0123456789") for _ in range(digits))) in valid:
             pass
         r = self.controller.code(code)
-        assert not (r.status_code == 200 and r.json().get("ok")), r.text
+        reason = r.json().get("reason")
+        assert r.status_code == 429 or r.status_code == 400, r.text
+        now = time.monotonic()
+        if now < self.locked_until:
+            # During a lockout guesses are not checked, so they count for nothing.
+            assert reason == "locked_out", r.text
+        else:
+            # Failures leak away one per FORGIVE_S: only those older than that may be gone.
+            self.failures = [t for t in self.failures if now - t < FORGIVE_S] + [now]
+            if len(self.failures) >= LOCKOUT_THRESHOLD:
+                assert reason == "locked_out" and r.json()["retry_after"] > 0, r.text
+                self.locked_until = now + r.json()["retry_after"]
+                self.failures = []
+                self.counts["lockouts"] += 1
+            else:
+                assert reason == "wrong", f"wrong code {len(self.failures)}: {r.text}"
         self.wrong_streak += 1
         self.counts["wrong codes refused"] += 1
         return None
