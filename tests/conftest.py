@@ -28,8 +28,18 @@ import time
 import weakref
 
 import pytest
+from argon2 import PasswordHasher
 
+from cloud_api.core import security
 from tests.support.postgres import PgDatabases
+
+# Staff passwords are hashed with argon2id at a test cost in this process. The production
+# cost (argon2-cffi's defaults: about 130 ms a hash or a check on this machine) guards stolen
+# hashes against guessing, which no test measures, and hundreds of tests create and log in
+# staff: minutes of the suite's CPU. The hashes are the same kind (parameters ride in each
+# hash); processes the tests start (API, demo, compose) keep the production cost.
+security._hasher = PasswordHasher(time_cost=1, memory_cost=8 * 1024, parallelism=1)
+security._DUMMY_HASH = security._hasher.hash("xinbao-no-such-user")
 
 # Seconds a test's threads, tasks and processes get to finish after it, when they were told
 # to stop. The fixture's own tests shorten it through the environment.

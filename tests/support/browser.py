@@ -3,7 +3,9 @@
 - ``launch_chromium()``: a context manager giving a headless Browser (fails the test with the
   apt command when chromium is missing).
 - ``serve(app)``: uvicorn in a thread on a free port, lifespan on (so the app's MQTT bridge
-  runs); ``(server, thread, base_url)``; stop with ``stop_serving(server, thread)``.
+  runs); ``(server, thread, base_url)``; stop with ``stop_serving(server, thread)``. An app
+  that must know its own address before it is built (links in its SMS) is given a socket
+  bound beforehand: ``serve(app, sock)`` (``bound_socket()``).
 - ``screenshot(page, name)``: the page as it is now, kept in test-artifacts/ for a person.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -31,6 +33,11 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
+# Playwright's 5 s default for expect() is shorter than a big page takes to render when the
+# whole suite runs beside it on two cores (CI once saw the API docs heading drawn just after
+# 5 s). A page that never shows what is expected still fails, only later.
+expect.set_options(timeout=15_000)
+
 
 @contextmanager
 def launch_chromium() -> Iterator[Browser]:
@@ -44,9 +51,16 @@ def launch_chromium() -> Iterator[Browser]:
             browser.close()
 
 
-def serve(app) -> tuple[uvicorn.Server, threading.Thread, str]:
+def bound_socket() -> tuple[socket.socket, str]:
+    """A socket on a free local port, and the base URL it will be served at."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    return sock, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def serve(app, sock: socket.socket | None = None) -> tuple[uvicorn.Server, threading.Thread, str]:
+    if sock is None:
+        sock, _ = bound_socket()
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="dash-api")
