@@ -5,6 +5,7 @@ settings end with a one-line message and exit status 2, never a traceback.
 """
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -62,14 +63,24 @@ def api_command(
     migrate_only: Annotated[
         bool, typer.Option(help="apply the migrations (and the API role's grants), then exit")
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            envvar="XINBAO_API_WORKERS",
+            help="worker processes on the port (default: one per core; one in the demo)",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the cloud REST API (OpenAPI at /openapi.json)."""
     import uvicorn
     from sqlalchemy.exc import SQLAlchemyError
 
+    from cloud_api import workers as api_workers
     from cloud_api.core.config import load_settings
     from cloud_api.core.db import migrate as run_migrations
-    from cloud_api.main import create_app
     from cloud_api.sms.config import SmsSettings
     from cloud_api.sms.errors import SmsConfigError
 
@@ -101,8 +112,60 @@ def api_command(
     if migrate_only:
         typer.echo("database migrated")
         return
-    app = create_app(settings, sms_settings=sms_settings)
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    count = workers or api_workers.default_workers(settings.demo)
+    if count == 1:
+        if os.environ.get(api_workers.METRICS_DIR_ENV):
+            # Set by the operator for one process too: start from zero all the same.
+            api_workers.prepare_metrics_dir(Path(os.environ[api_workers.METRICS_DIR_ENV]))
+        from cloud_api.main import create_app
+
+        app = create_app(settings, sms_settings=sms_settings)
+        uvicorn.run(app, host=host, port=port, log_level="info")
+        return
+    _serve_workers(settings, host, port, count)
+
+
+WORKER_HEALTHCHECK_S = 60
+
+
+def _serve_workers(settings, host: str, port: int, count: int) -> None:
+    """N uvicorn workers on one port (cloud_api/workers.py says what each one runs)."""
+    import inspect
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from cloud_api import workers as api_workers
+
+    run_dir = Path(tempfile.mkdtemp(prefix="xinbao-api-"))
+    try:
+        # Before any worker imports prometheus_client: it picks its mode at import.
+        api_workers.prepare_metrics_dir(run_dir)
+        os.environ[api_workers.RUN_DIR_ENV] = str(run_dir)
+        os.environ[api_workers.WORKERS_ENV] = str(count)
+        if settings.demo:
+            # The demo makes its secrets up per process: the workers must share this one's.
+            os.environ["XINBAO_MASTER_SECRET"] = settings.master_secret.get_secret_value()
+            os.environ["XINBAO_TOKEN_SECRET"] = settings.token_secret.get_secret_value()
+        typer.echo(f"serving with {count} worker processes", err=True)
+        options = {}
+        if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+            # uvicorn kills a worker that does not answer its ping in time (5 s by default)
+            # and starts another: on a busy host a worker still importing its modules was
+            # killed, again and again, and never served.
+            options["timeout_worker_healthcheck"] = WORKER_HEALTHCHECK_S
+        uvicorn.run(
+            "cloud_api.workers:app_from_environment",
+            factory=True,
+            workers=count,
+            host=host,
+            port=port,
+            log_level="info",
+            **options,
+        )
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _session():
@@ -133,8 +196,6 @@ def _session():
 
 
 def _database_url_given() -> bool:
-    import os
-
     return any(os.environ.get(n) for n in ("DATABASE_URL", "XINBAO_DATABASE_URL"))
 
 

@@ -41,6 +41,8 @@ def make_env(locker_id: str, admin_username: str = "admin") -> dict[str, str]:
         "POSTGRES_API_PASSWORD": _secret(),
         "XINBAO_MASTER_SECRET": master,
         "XINBAO_TOKEN_SECRET": _secret(),
+        # Prometheus's bearer token for GET /metrics on the API and the kiosk.
+        "XINBAO_METRICS_TOKEN": _secret(),
         "XINBAO_FIRST_ADMIN_USERNAME": admin_username,
         "XINBAO_FIRST_ADMIN_PASSWORD": _secret(),
         "MQTT_CLOUD_PASSWORD": _secret(),

@@ -20,6 +20,7 @@ from locker_controller.config import ControllerConfig
 from locker_controller.doors import DoorWatcher
 from locker_controller.errors import CodeRefused, CompartmentUnavailable
 from locker_controller.lockout import Lockout
+from locker_controller.metrics import ControllerMetrics
 from locker_controller.operations import DROPOFF, PICKUP, Operations, Purpose
 from locker_controller.outbox import EventLog
 from locker_controller.placement import Placement
@@ -36,6 +37,7 @@ class DoorOpened:
     compartment: int
     outcome: UnlockOutcome
     handover_id: int | None = None
+    frame_sent_at: float | None = None  # time.monotonic() when the unlock frame went out
 
 
 class Keypad:
@@ -47,7 +49,9 @@ class Keypad:
         doors: DoorWatcher,
         operations: Operations,
         lockout: Lockout,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
+        self._metrics = metrics
         self._key = config.locker_key
         self.codes = CodeBook(config.locker_key)
         self._reopen_window_s = config.reopen_window_s
@@ -79,6 +83,20 @@ class Keypad:
         return handovers.get(counter) if counter is not None else None
 
     async def submit(self, code: str, mobile: str | None = None) -> DoorOpened:
+        """Open the door of a typed code (timed for the metrics: to the unlock frame on the
+        wire, and to the answer)."""
+        started = time.monotonic()
+        try:
+            opened = await self._submit(code, mobile)
+        except CodeRefused:
+            if self._metrics is not None:
+                self._metrics.keypad(started, "refused")
+            raise
+        if self._metrics is not None:
+            self._metrics.keypad(started, "opened", opened.frame_sent_at)
+        return opened
+
+    async def _submit(self, code: str, mobile: str | None) -> DoorOpened:
         """Open the door of a typed code. During a lockout guesses are not checked: a code
         opens only together with the last 4 digits of the mobile it was sent to (``mobile``),
         which a guesser lacks and the applicant has (xinbao/lockout.py)."""
@@ -127,7 +145,7 @@ class Keypad:
             )
         except CompartmentUnavailable:
             raise CodeRefused("out_of_service", f"compartment {number}") from None
-        return DoorOpened(number, result.outcome, handover.handover_id)
+        return DoorOpened(number, result.outcome, handover.handover_id, result.frame_sent_at)
 
     @staticmethod
     def _unusable(handover: Handover) -> str | None:

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from locker_controller.metrics import ControllerMetrics
 from locker_controller.store import Store
 from xinbao.contract import CommandReply, EventType, LockerEvent
 
@@ -45,12 +46,15 @@ T = TypeVar("T")  # an outbox row as its publisher takes it
 
 
 class EventLog:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, metrics: ControllerMetrics | None = None) -> None:
         self._store = store
+        self._metrics = metrics
         self.wake = asyncio.Event()
 
     def record(self, type_: EventType, compartment: int | None = None, **data: Any) -> LockerEvent:
         event = self._store.add_event(type_, compartment, data)
+        if self._metrics is not None:
+            self._metrics.event(type_.value)
         log.info("event %s %s compartment=%s %s", event.seq, type_, compartment, data or "")
         self.wake.set()
         return event

@@ -43,6 +43,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Session
 
 from cloud_api.core.config import Settings
+from cloud_api.metrics.instruments import CloudMetrics
 from cloud_api.models.common import utcnow
 from cloud_api.models.monitoring import LockerCommand
 from cloud_api.mqtt.errors import LinkDown, MessageDropped
@@ -106,6 +107,7 @@ class CloudBridge:
         *,
         handover_policy: HandoverPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        metrics: CloudMetrics | None = None,
     ) -> None:
         endpoint = settings.mqtt_endpoint
         if endpoint is None:
@@ -119,7 +121,7 @@ class CloudBridge:
         self._group = settings.mqtt_group
         self._staff_round_s = settings.mqtt_staff_round_seconds
         self._view_round_s = settings.mqtt_view_round_seconds
-        self._ingest = Ingest(engine, self._policy, self.client_id, clock)
+        self._ingest = Ingest(engine, self._policy, self.client_id, clock, metrics=metrics)
         self.commands = CommandSender(settings, engine, self._publish_command, clock)
         self._ingest.resync = self.sync_handovers
         self._queue: FairIntake[_Message] = FairIntake(

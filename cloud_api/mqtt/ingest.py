@@ -28,6 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from cloud_api.errors import CloudError
+from cloud_api.metrics.instruments import CloudMetrics
 from cloud_api.models.locker import Locker
 from cloud_api.models.monitoring import AlarmKind, LockerEventRecord, LockerLink
 from cloud_api.mqtt import reconcile
@@ -131,8 +132,10 @@ class Ingest:
         received_by: str,
         clock: Callable[[], datetime],
         order_wait_s: float = ORDER_WAIT_S,
+        metrics: CloudMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self._policy = policy
         self._received_by = received_by[:64]
         self._clock = clock
@@ -177,6 +180,7 @@ class Ingest:
                 session.flush()
             except IntegrityError:
                 session.rollback()
+                self._count(locker_id, event, Ingested.duplicate)
                 return Ingested.duplicate
             link.last_seen_at = now
             _numbering_restart(locker_id, link, row)
@@ -294,7 +298,8 @@ class Ingest:
         link.last_seq = max(link.last_seq, event.seq)
         row.outcome = Ingested.applied.value
         try:
-            applied = apply_event(session, self._policy, locker_id, event, min(event.ts, now))
+            at = min(event.ts, now)
+            applied = apply_event(session, self._policy, locker_id, event, at, now)
         except Refused as err:
             why = f"refused: {err}"
         except CloudError as err:
@@ -314,7 +319,9 @@ class Ingest:
                     self.resync(locker_id, sorted(moved))
                 except LinkDown as err:  # the full sync on the locker's return carries it
                     log.warning("handovers %s not synced to %s now: %s", moved, locker_id, err)
-            return Ingested.applied if applied else Ingested.stored
+            outcome = Ingested.applied if applied else Ingested.stored
+            self._count(locker_id, event, outcome)
+            return outcome
         # End this transaction before the next: on SQLite it holds the write lock.
         session.rollback()
         return self._settle(locker_id, event, now, why)
@@ -349,12 +356,25 @@ class Ingest:
                 _numbering_restart(locker_id, link, row)
             elif row.outcome != "pending":
                 session.commit()
+                self._count(locker_id, event, Ingested.duplicate)
                 return Ingested.duplicate  # another process settled it meanwhile
             row.outcome = why[:300]
             link.last_seen_at = now
             link.last_seq = max(link.last_seq, event.seq)
             session.commit()
-        return Ingested.refused if why.startswith("refused") else Ingested.ignored
+        outcome = Ingested.refused if why.startswith("refused") else Ingested.ignored
+        self._count(locker_id, event, outcome)
+        return outcome
+
+    def _count(self, locker_id: str, event: LockerEvent, outcome: Ingested) -> None:
+        """Metrics: one event taken in, and (unless a duplicate) its lag from the cabinet's
+        clock to now, its row committed."""
+        if self._metrics is None:
+            return
+        lag = None
+        if outcome is not Ingested.duplicate:
+            lag = (self._clock() - event.ts).total_seconds()
+        self._metrics.event(locker_id, event.type.value, outcome.value, lag)
 
     # --- presence and telemetry ---------------------------------------------------------
 

@@ -45,6 +45,9 @@ def _serve(database_url: str, port: int, log) -> subprocess.Popen:
         "XINBAO_FIRST_ADMIN_PASSWORD": ADMIN[1],
         "XINBAO_SCHEDULER_INTERVAL_SECONDS": "0.2",
         "XINBAO_SMS_INTERVAL_SECONDS": "0.2",
+        # Production's default is a worker per core: two here, whatever the host, so the
+        # clean stop below covers a supervisor and its workers.
+        "XINBAO_API_WORKERS": "2",
     }
     return subprocess.Popen(
         [str(XINBAO), "api", "--host", "127.0.0.1", "--port", str(port)],

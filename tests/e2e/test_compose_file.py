@@ -235,6 +235,7 @@ def test_controller_start_refuses_missing_or_bad_settings(tmp_path, env):
         "XINBAO_DATA_DIR": str(tmp_path / "data"),
         "XINBAO_KIOSK_HOST": "127.0.0.1",
         "XINBAO_KIOSK_PORT": "8080",
+        "XINBAO_METRICS_TOKEN": env["XINBAO_METRICS_TOKEN"],
     }
     bad_key = subprocess.run(
         script, env={**good, "XINBAO_LOCKER_KEY_HEX": "xyz"}, capture_output=True, text=True

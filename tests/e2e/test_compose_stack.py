@@ -12,6 +12,7 @@ sent after the forbidden message, on the same connection, arrives; the forbidden
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,6 +42,9 @@ pytestmark = pytest.mark.slow
 
 LOCKER = "XA-0001"
 INTRUDER = "XA-0002"
+# Two API containers of two workers each (--workers ${XINBAO_API_WORKERS:-2}): a client id
+# per worker, the container's plus -w<slot> (cloud_api/workers.py).
+API_CLIENT_IDS = ("cloud-api-1-w0", "cloud-api-1-w1", "cloud-api-2-w0", "cloud-api-2-w1")
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +155,10 @@ def test_a_locker_account_cannot_take_over_another_clients_session(stack, probes
     cloud = _cloud(stack, probes)
     cloud.subscribe(f"xinbao/v1/lockers/{LOCKER}/presence")
     assert cloud.next_message() == (f"xinbao/v1/lockers/{LOCKER}/presence", b"online", True)
-    wait_until(lambda: "as cloud-api-1 " in stack.broker_log(), "api-1 on the broker")
-    for stolen in (LOCKER, f"locker-{LOCKER}", "cloud-api-1", "cloud-api-2"):
+    wait_until(lambda: "as cloud-api-1-w0 " in stack.broker_log(), "api-1 on the broker")
+    controller_connects = re.compile(rf" as {LOCKER} \(")
+    connected_before = len(controller_connects.findall(stack.broker_log()))
+    for stolen in (LOCKER, f"locker-{LOCKER}", *API_CLIENT_IDS):
         intruder = probes(INTRUDER, "intruder-password", client_id=stolen)
         assert not intruder.connect().is_failure
         # A round trip on the intruder's own topics: the broker has handled its CONNECT.
@@ -164,15 +170,22 @@ def test_a_locker_account_cannot_take_over_another_clients_session(stack, probes
         assert watcher.messages_until(lambda m, k=marker: m[1] == k)[-1][1] == marker
         intruder.close()
     log = stack.broker_log()
-    for victim in (LOCKER, f"locker-{LOCKER}", "cloud-api-1", "cloud-api-2"):
+    for victim in (LOCKER, f"locker-{LOCKER}", *API_CLIENT_IDS):
         assert f"Client {victim} already connected" not in log, log[-3000:]
     assert re.search(rf"as {INTRUDER} \(.*u'{INTRUDER}'\)", log)
-    # The controller never dropped: its presence stayed "online" (a take-over would have
-    # sent its last will), and it still says it is on line.
+    # The controller never dropped: the broker saw no new connection of it, its presence
+    # never went "offline" (a take-over would have sent its last will), and it still says it
+    # is on line. ("online" may come again: a controller the cloud has not answered yet
+    # announces itself every 15 s, which a loaded machine can show here.)
     status = httpx.get(f"http://127.0.0.1:{stack.kiosk_port}/api/status", timeout=5).json()
     assert status["online"] is True
-    with pytest.raises(AssertionError, match="no message arrived"):
-        cloud.next_message(timeout=1.0)
+    log = stack.broker_log()
+    assert len(controller_connects.findall(log)) == connected_before, log[-3000:]
+    heard = []
+    with contextlib.suppress(AssertionError):
+        while True:
+            heard.append(cloud.next_message(timeout=1.0))
+    assert [m for m in heard if m[1] != b"online"] == [], heard
 
 
 @pytest.mark.postgres
@@ -241,8 +254,8 @@ def test_cloud_account_sees_every_locker_through_a_shared_subscription(stack, pr
 @pytest.mark.mosquitto
 def test_both_api_processes_answer_on_one_database(stack):
     first, second = (f"http://127.0.0.1:{port}" for port in stack.api_ports)
-    # Each process's MQTT bridge is logged in to the broker as "cloud", under its own id.
-    for client_id in ("cloud-api-1", "cloud-api-2"):
+    # Each worker's MQTT bridge is logged in to the broker as "cloud", under its own id.
+    for client_id in API_CLIENT_IDS:
         wait_until(
             lambda c=client_id: re.search(rf"as {c} \(.*u'cloud'\)", stack.broker_log()),
             f"{client_id} connected to the broker",
@@ -391,7 +404,9 @@ def test_controller_events_reach_both_api_processes_through_the_acl(stack):
     assert [(r[1], r[2]) for r in rows] == [
         (kind, c) for c in channels for kind in ("door_forced", "door_closed")
     ]
-    assert {r[3] for r in rows} == {"cloud-api-1", "cloud-api-2"}
+    # Split between the two containers (and within each, between its workers).
+    assert {r[3] for r in rows} <= set(API_CLIENT_IDS)
+    assert {r[3].rsplit("-w", 1)[0] for r in rows} == {"cloud-api-1", "cloud-api-2"}
     for url in (first, second):
         events = httpx.get(f"{url}/api/v1/lockers/{LOCKER}/events", headers=auth).json()
         assert {e["event_id"] for e in events} >= {r[0] for r in rows}

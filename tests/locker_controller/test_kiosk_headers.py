@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 from fastapi.testclient import TestClient
 
-from locker_controller.config import KioskSettings
+from locker_controller.config import KioskSettings, MetricsSettings
 from locker_controller.kiosk import build_app
 
 
@@ -25,7 +25,9 @@ def _directives(csp: str) -> dict[str, list[str]]:
 def test_kiosk_page_and_api_carry_the_security_headers():
     page_html = resources.files("locker_controller").joinpath("kiosk.html").read_text("utf-8")
     # Only the settings are read to build the app; nothing here reaches the controller.
-    config = SimpleNamespace(code_digits=8, kiosk=KioskSettings(), reopen_window_s=60.0)
+    config = SimpleNamespace(
+        code_digits=8, kiosk=KioskSettings(), reopen_window_s=60.0, metrics=MetricsSettings()
+    )
     with TestClient(build_app(SimpleNamespace(config=config))) as client:
         page = client.get("/")
         refused = client.post("/api/code", json={"code": 12})  # 422, before any controller use
