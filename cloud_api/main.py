@@ -1,9 +1,10 @@
 """The FastAPI application: ``create_app(settings)``.
 
 The lifespan creates the first admin (if the settings name one) and runs the background work
-of this process: the SMS dispatcher, the scheduler and, when XINBAO_MQTT_URL is set, the MQTT
-bridge to the lockers (cloud_api.mqtt). Both are safe to run in several API
-processes at once (see their modules), so a deployment simply runs N identical processes.
+of this process: the SMS dispatcher, the webhook delivery worker, the scheduler and, when
+XINBAO_MQTT_URL is set, the MQTT bridge to the lockers (cloud_api.mqtt). All are safe to run
+in several API processes at once (see their modules), so a deployment simply runs N identical
+processes.
 The schema is not created here: ``xinbao api`` runs the alembic migrations before serving.
 """
 
@@ -16,6 +17,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from cloud_api.api import problems
 from cloud_api.api.deps import get_current_admin, get_current_staff, refuse_repeated_query
@@ -28,13 +30,16 @@ from cloud_api.api.routes import (
     records,
     sms_outbox,
     staff,
+    staff_records,
+    webhooks,
 )
 from cloud_api.core.config import Settings
 from cloud_api.core.db import make_engine
+from cloud_api.metrics import CloudMetrics, mount_metrics
 from cloud_api.models.common import utcnow
 from cloud_api.mqtt import CloudBridge
 from cloud_api.services import audit as audit_trail
-from cloud_api.services import bootstrap, policy, sms_relevance
+from cloud_api.services import bootstrap, outbox, policy, sms_relevance
 from cloud_api.services.scheduler import Scheduler
 from cloud_api.sms.config import SmsSettings
 from cloud_api.sms.dispatcher import SmsDispatcher
@@ -42,6 +47,7 @@ from cloud_api.sms.providers import SmsProvider, build_provider
 from cloud_api.sms.routes import SmsContext, mount_sms
 from cloud_api.web import mount_web
 from cloud_api.web.api_docs import mount_docs
+from cloud_api.webhooks.delivery import WebhookDispatcher
 from xinbao.security_headers import SecurityHeaders
 
 log = logging.getLogger(__name__)
@@ -66,12 +72,25 @@ def create_app(
         master_secret=settings.master_key,
         digits=settings.code_digits,
         obsolete=sms_relevance.why_obsolete,
+        on_status=outbox.audit_status,
+    )
+    webhook_dispatcher = WebhookDispatcher(
+        engine,
+        master_secret=settings.master_key,
+        digits=settings.code_digits,
+        max_attempts=settings.webhook_max_attempts,
+        backoff_base_seconds=settings.webhook_backoff_base_seconds,
+        backoff_max_seconds=settings.webhook_backoff_max_seconds,
+        max_age_seconds=settings.webhook_max_age_hours * 3600,
+        timeout_seconds=settings.webhook_timeout_seconds,
+        service_clock=clock,
     )
     scheduler = Scheduler(
         engine, handover_policy, [timedelta(hours=h) for h in settings.reminder_hours], clock
     )
+    metrics = CloudMetrics(CollectorRegistry(), settings.metrics_locker_labels)
     bridge = (
-        CloudBridge(settings, engine, handover_policy=handover_policy, clock=clock)
+        CloudBridge(settings, engine, handover_policy=handover_policy, clock=clock, metrics=metrics)
         if settings.mqtt_url
         else None
     )
@@ -90,6 +109,10 @@ def create_app(
                 asyncio.create_task(
                     scheduler.run_forever(stop, settings.scheduler_interval_seconds),
                     name="scheduler",
+                ),
+                asyncio.create_task(
+                    webhook_dispatcher.run_forever(stop, settings.webhook_interval_seconds),
+                    name="webhook-dispatcher",
                 ),
             ]
             if settings.audit_checkpoint_file:
@@ -116,6 +139,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             provider.close()
+            webhook_dispatcher.close()
             engine.dispose()
 
     app = FastAPI(
@@ -137,9 +161,11 @@ def create_app(
     app.state.policy = handover_policy
     app.state.scheduler = scheduler
     app.state.dispatcher = dispatcher
+    app.state.webhooks = webhook_dispatcher
     app.state.bridge = bridge
+    app.state.metrics = metrics
     problems.install(app)
-    for module in (records, lockers, handovers, audit, monitoring):
+    for module in (records, lockers, handovers, audit, monitoring, staff_records, webhooks):
         app.include_router(module.router)
     # Routers that do not declare their own particular problems (docs/api.md lists them).
     app.include_router(staff.router, responses=problems.problem_responses(401, 404, 409, 429))
@@ -147,7 +173,12 @@ def create_app(
     app.include_router(staff.keys_router, responses=problems.problem_responses(409))
     mount_sms(
         app,
-        SmsContext(engine=engine, settings=sms_settings, provider=provider),
+        SmsContext(
+            engine=engine,
+            settings=sms_settings,
+            provider=provider,
+            on_status=outbox.audit_status,
+        ),
         staff_dependencies=[Depends(get_current_staff)],
         admin_dependencies=[Depends(get_current_admin)],
     )
@@ -155,5 +186,7 @@ def create_app(
         app.include_router(bench.router)
     mount_web(app)
     mount_docs(app)
+    # Added last, so the request timer is the outermost middleware and sees every answer.
+    mount_metrics(app, metrics, settings, engine, clock)
     problems.declare_problems(app)
     return app

@@ -22,6 +22,8 @@ from locker_controller.doors import DoorWatcher
 from locker_controller.keypad import Keypad
 from locker_controller.kiosk import build_app
 from locker_controller.lockout import Lockout
+from locker_controller.lost_code import LostCodeDesk
+from locker_controller.metrics import ControllerMetrics
 from locker_controller.mqtt_link import MqttLink
 from locker_controller.operations import Operations
 from locker_controller.outbox import EventLog, OutboxPublisher
@@ -40,13 +42,20 @@ class Controller:
         self.store.sync_layout(
             (c.number, c.size, c.bus, c.board, c.channel) for c in config.compartments
         )
-        self.events = EventLog(self.store)
+        self.metrics = ControllerMetrics()
+        self.events = EventLog(self.store, self.metrics)
         self.cabinet = Cabinet(config, opener)
         self.operations = Operations(self.store, self.events)
         self.doors = DoorWatcher(config, self.cabinet, self.store, self.events, self.operations)
         self.lockout = Lockout(config, self.store, self.events)
         self.keypad = Keypad(
-            config, self.store, self.events, self.doors, self.operations, self.lockout
+            config,
+            self.store,
+            self.events,
+            self.doors,
+            self.operations,
+            self.lockout,
+            metrics=self.metrics,
         )
         self.staff = StaffDesk(
             config, self.store, self.events, self.doors, self.operations, self.lockout
@@ -58,7 +67,9 @@ class Controller:
         self.commands.lift_lockout = self.lockout.lift
         self.keypad.warm()
         self.publisher = OutboxPublisher(self.store, self.events)
+        self.metrics.watch(self)
         self.link: MqttLink | None = None
+        self.lost_code = LostCodeDesk(config, self.events, self.cloud_reachable)
         self.kiosk_url: str | None = None
         self.heartbeats_sent = 0
         self._started = time.monotonic()
@@ -75,6 +86,10 @@ class Controller:
         elif name == "lockout_threshold":
             self.lockout.threshold = value
 
+    def cloud_reachable(self) -> bool:
+        """Connected, and the cloud has spoken on this connection (the outbox flows)."""
+        return self.link is not None and self.link.connected and not self.publisher.held
+
     def status(self) -> dict[str, Any]:
         return {
             "locker_id": self.config.locker_id,
@@ -88,6 +103,7 @@ class Controller:
             "busy": self.operations.busy(),
             "locked_for_s": self.lockout.remaining(),
             "lockout_level": self.lockout.level(),
+            "lost_code_kept_back": self.lost_code.dropped,
             "doors": {n: d.open for n, d in self.doors.doors.items()},
             # Every door read often enough since start-up to be trusted (debounce_polls).
             "doors_settled": all(d.settled for d in self.doors.doors.values()),

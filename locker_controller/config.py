@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import re
 import tomllib
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -51,6 +52,7 @@ from firmware_bridge.errors import ConfigError as BridgeConfigError
 from locker_controller.errors import ConfigError
 from xinbao.codes import derive_locker_key
 from xinbao.contract import LOCKER_ID_RE
+from xinbao.scrape_gate import ScrapeGate
 from xinbao.secret_strength import weakness
 
 PROTOCOL_NAMES = ("kerong-cu16", "kerong-cu48", "kerong-cu48b", "bcc-8a", "modbus-relay")
@@ -107,6 +109,42 @@ class KioskSettings(_Section):
     # steady rate. A person types a code in seconds; a script flooding the keypad gets 429s.
     rate_burst: int = Field(default=20, ge=1, le=10_000)
     rate_per_s: float = Field(default=1.0, gt=0, le=10_000)
+
+
+class MetricsSettings(_Section):
+    """Who may read the kiosk's GET /metrics (xinbao.scrape_gate): with a token, whoever
+    sends it (and is in ``allow`` if that is given); without one, only the addresses in
+    ``allow``, this machine's loopback by default."""
+
+    token: str | None = Field(default=None, min_length=32, max_length=256, repr=False)
+    allow: list[str] | None = None
+
+    @field_validator("token")
+    @classmethod
+    def _strong(cls, value: str | None) -> str | None:
+        if value is not None and (why := weakness(value)) is not None:
+            raise ValueError(f"is not a random token ({why})")
+        return value
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        for item in value or []:
+            try:
+                ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"{item[:60]!r} is not an address or network (e.g. 10.0.0.0/8)"
+                ) from None
+        return value
+
+    def gate(self) -> ScrapeGate:
+        networks = (
+            tuple(ip_network(n, strict=False) for n in self.allow)
+            if self.allow is not None
+            else None
+        )
+        return ScrapeGate(token=self.token or "", allow=networks)
 
 
 class BoardSettings(_Section):
@@ -173,8 +211,13 @@ class ControllerConfig(_Section):
     lockout_forgive_s: float = Field(default=720.0, gt=0, le=86_400)
     lockout_level_decay_s: float = Field(default=2400.0, gt=0, le=7 * 86_400)
     staff_session_s: float = Field(default=300.0, gt=0, le=86_400)
+    # Lost-code requests forwarded to the cloud an hour at most (the cloud has its own,
+    # lower limit); beyond it the kiosk answers as ever and forwards nothing, so a keypad
+    # flood does not fill the outbox.
+    lost_code_per_hour: int = Field(default=30, ge=1, le=3600)
     mqtt: MqttSettings | None = None
     kiosk: KioskSettings = Field(default_factory=KioskSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     buses: list[BusSettings] = Field(min_length=1)
     compartments: list[CompartmentSettings] = Field(min_length=1)
 

@@ -2,8 +2,10 @@
 
 Served by uvicorn inside the controller's event loop (``uvicorn.Server.serve`` as a task), so
 a code goes from the HTTP request to the bus thread without crossing another loop or thread.
-``POST /api/code`` is also what a QR/barcode scanner and the benchmark use. Every refusal is
-a 4xx with a reason word and messages in Chinese and English; nothing here returns a 500.
+``POST /api/code`` is also what a QR/barcode scanner and the benchmark use;
+``POST /api/lost-code`` forwards a lost-code request to the cloud (lost_code.py). Every
+refusal is a 4xx (503: out of service, off line) with a reason word and messages in Chinese
+and English; nothing here returns a 500.
 
 A hostile keypad user is expected: ``/api/code``, ``/api/reopen`` and ``/api/staff/login``
 are rate-limited per client (429 ``rate_limited``), a lockout is shown on every page load
@@ -21,11 +23,13 @@ from typing import Annotated, Any
 
 from fastapi import Body, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from locker_controller.errors import CodeRefused, StaffRefused
 from xinbao.allocation import APPLICANT_MESSAGES
+from xinbao.scrape_gate import MESSAGES as SCRAPE_MESSAGES
 from xinbao.security_headers import SecurityHeaders, content_security_policy, inline_hashes
 
 MESSAGES = {
@@ -57,6 +61,21 @@ MESSAGES = {
     "no_handover": ("没有对应的业务", "No such item for this action."),
     "no_compartment": ("没有该箱格", "No such compartment."),
     "not_permitted": ("您无权进行此操作", "You are not allowed to do this."),
+    # Forgot my code: one answer whether or not the details match (no oracle for records).
+    "lost_code_sent": (
+        "如信息无误，新的开箱码将以短信发送到您的手机，原开箱码随即失效。",
+        "If the details match, a new code is sent to your mobile by SMS; the old code stops "
+        "working.",
+    ),
+    "offline": (
+        "网络暂时不可用，现在无法补发开箱码。请稍后再试，或联系工作人员。",
+        "No network connection: a new code cannot be sent right now. Please try again later "
+        "or contact staff.",
+    ),
+    "malformed_application_no": (
+        "请输入正确的申请编号（字母、数字和“-”）",
+        "Please type your application number (letters, digits and -).",
+    ),
 }
 
 
@@ -173,6 +192,11 @@ class CodeIn(BaseModel):
     mobile_last4: str | None = Field(default=None, max_length=8)
 
 
+class LostCodeIn(BaseModel):
+    application_no: str = Field(max_length=80)
+    mobile_last4: str = Field(max_length=8)
+
+
 class ReopenIn(BaseModel):
     compartment: int = Field(ge=1, le=10_000)
     # From the answer to the code that opened (jammed) this door; staff send their token.
@@ -260,6 +284,19 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
             extra["reopen_ticket"] = tickets.issue(opened.compartment, opened.handover_id)
         return _opened(opened.compartment, opened.outcome.value, **extra)
 
+    @app.post("/api/lost-code")
+    async def lost_code(request: Request, body: Annotated[LostCodeIn, Body()]):
+        """Forgot my code: forwarded to the cloud, which sends a new code by SMS if the
+        details match a live handover here. The same answer either way."""
+        if (refused := limited(request)) is not None:
+            return refused
+        try:
+            controller.lost_code.request(body.application_no, body.mobile_last4)
+        except CodeRefused as err:
+            return refuse(err.reason, 503 if err.reason == "offline" else 422)
+        zh, en = MESSAGES["lost_code_sent"]
+        return {"ok": True, "reason": "lost_code_sent", "message_zh": zh, "message_en": en}
+
     @app.post("/api/reopen")
     async def reopen(
         request: Request,
@@ -291,6 +328,26 @@ def build_app(controller, clock: Callable[[], float] = time.monotonic) -> FastAP
     @app.get("/api/status")
     async def status():
         return controller.status()
+
+    gate = config.metrics.gate()
+
+    @app.get("/metrics")
+    async def metrics(request: Request):
+        """Prometheus text format (locker_controller/metrics.py), for the addresses and the
+        token the config's [metrics] section allows."""
+        reason = gate.refusal(
+            request.client.host if request.client else None,
+            request.headers.get("authorization"),
+        )
+        if reason is not None:
+            zh, en = SCRAPE_MESSAGES[reason]
+            body = {"ok": False, "reason": reason, "message_zh": zh, "message_en": en}
+            status = 401 if reason == "metrics_token" else 403
+            headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+            return JSONResponse(body, status_code=status, headers=headers)
+        return Response(
+            generate_latest(controller.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     @app.get("/api/kiosk")
     async def kiosk_settings():

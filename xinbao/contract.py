@@ -151,6 +151,9 @@ class EventType(StrEnum):
     STAFF_LOGIN = "staff_login"
     STAFF_ACTION = "staff_action"
     COMMAND_REJECTED = "command_rejected"
+    # The applicant at the kiosk lost the code: application number and a keyed digest of
+    # the mobile's last 4 digits (xinbao/lost_code.py); the cloud may send a new code.
+    CODE_REISSUE_REQUESTED = "code_reissue_requested"
 
 
 def deposit_placement(event: "LockerEvent") -> tuple[int | None, str | None]:

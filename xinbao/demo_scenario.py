@@ -10,10 +10,17 @@ the run and is named.
 from __future__ import annotations
 
 import asyncio
+import csv
+import hashlib
+import hmac
+import io
+import json
 import re
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -26,6 +33,7 @@ MOBILE = "+8613800138000"
 STEP_TIMEOUT_S = 45.0
 _POLL_S = 0.2
 _CODE_IN_SMS = re.compile(r"(?:开箱码|取件码|[Cc]ode )(\d{6,10})(?!\d)")
+_RATING_LINK = re.compile(r"https?://\S+/rate/[0-9]+\.[0-9]+\.[A-Za-z0-9_-]+")
 
 
 class StepFailed(DemoError):
@@ -49,6 +57,7 @@ class Journey:
     code: str = ""
     compartment: int = 0
     staff_token: str = ""
+    receipt: str = ""  # the thank-you SMS, with its rating link
 
 
 async def _poll(check: Callable[[], Awaitable[Any]], timeout: float) -> Any:
@@ -64,6 +73,51 @@ async def _poll(check: Callable[[], Awaitable[Any]], timeout: float) -> Any:
         await asyncio.sleep(_POLL_S)
 
 
+class WebhookReceiver:
+    """The approval platform's end of the webhooks: a local HTTP server that keeps what it
+    is sent (headers and raw body), on loopback, for the journey to check."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(min(length, 1 << 20))
+                with receiver._lock:
+                    receiver.received.append((dict(self.headers.items()), body))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:  # quiet: the journey says what came
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/xinbao-events"
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="demo-webhook-receiver", daemon=True
+        )
+        self._thread.start()
+
+    def events(self) -> list[tuple[dict[str, str], bytes]]:
+        with self._lock:
+            return list(self.received)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def signed_by(secret: str, headers: dict[str, str], body: bytes) -> bool:
+    """The check docs/integrators.md gives receivers: HMAC-SHA256 over timestamp.body."""
+    timestamp = headers.get("X-Xinbao-Timestamp", "")
+    expected = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return hmac.compare_digest(expected.hexdigest(), headers.get("X-Xinbao-Signature", ""))
+
+
 class FullJourney:
     def __init__(self, stack: DemoStack, say: Say, step_timeout: float = STEP_TIMEOUT_S) -> None:
         self.stack = stack
@@ -71,17 +125,22 @@ class FullJourney:
         self.timeout = step_timeout
         self.http = stack.http
         self.j = Journey(number=f"XA-DEMO-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.receiver: WebhookReceiver | None = None
+        self.webhook_secret = ""
 
     def steps(self) -> list[tuple[str, Callable[[], Awaitable[str]]]]:
         return [
+            ("webhook receiver started, subscribed (admin API)", self.subscribe_webhooks),
             ("record created (integrator API)", self.create_record),
             ("pre-review passed", self.pass_prereview),
             ("drop-off reserved", self.reserve_dropoff),
             ("drop-off code received by SMS", self.read_dropoff_sms),
+            ("code lost: a new one asked for at the kiosk, received by SMS", self.lost_code),
             ("drop-off code typed at the kiosk", self.type_code),
             ("door opened in the simulator", self.door_opened),
             ("documents put in, door closed", self.put_in_and_close),
             ("'deposited' reached the cloud (MQTT)", self.dropoff_deposited),
+            ("drop-off receipt received by SMS", self.read_dropoff_receipt),
             ("staff logged in at the cabinet (staff number + staff pass)", self.staff_login),
             ("staff collected the documents at the cabinet", self.staff_collect),
             ("documents received in the cloud", self.documents_received),
@@ -95,9 +154,19 @@ class FullJourney:
             ("licence taken, door closed", self.take_out_and_close),
             ("'collected' reached the cloud", self.collected),
             ("receipt SMS received", self.read_receipt_sms),
+            ("satisfaction rating given on the SMS link's page", self.rate),
+            ("CSV batch of finished licences imported (staff API)", self.import_csv),
+            ("signed webhook events received for the record", self.webhooks_received),
         ]
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            if self.receiver is not None:
+                self.receiver.close()
+
+    async def _run(self) -> None:
         steps = self.steps()
         self.say(f"full journey for record {self.j.number} ({len(steps)} steps)")
         for index, (name, step) in enumerate(steps, start=1):
@@ -400,8 +469,112 @@ class FullJourney:
         return "record collected"
 
     async def read_receipt_sms(self) -> str:
-        body = await self._new_sms(lambda text: _CODE_IN_SMS.search(text) is None)
+        body = await self._new_sms(lambda text: _RATING_LINK.search(text) is not None)
+        self.j.receipt = body
         return f"SMS: {body[:60]}…"
+
+    # --- around the locker: webhooks, a lost code, receipts, a rating, a CSV import -------
+
+    async def subscribe_webhooks(self) -> str:
+        # The approval platform listens; an admin subscribes it for the demo's API key.
+        self.receiver = WebhookReceiver()
+        keys = await self._api("GET", "/api/v1/api-keys", self.stack.staff_headers)
+        key = next((k for k in keys if k["active"]), None)
+        if key is None:
+            raise DemoError("no active integrator API key to subscribe webhooks for")
+        issued = await self._api(
+            "POST",
+            "/api/v1/webhooks/subscribers",
+            self.stack.staff_headers,
+            json={"api_key_id": key["id"], "name": "demo platform", "url": self.receiver.url},
+        )
+        self.webhook_secret = issued["secret"]
+        return f"{self.receiver.url} for key {key['name']!r}"
+
+    async def lost_code(self) -> str:
+        # The applicant deleted the SMS: at the kiosk, application number + the mobile's
+        # last 4 digits; the same answer whatever they type, the new code comes by SMS.
+        response = await self.http.post(
+            f"{self.stack.kiosk_url}/api/lost-code",
+            json={"application_no": self.j.number, "mobile_last4": MOBILE[-4:]},
+        )
+        answer = response.json()
+        if response.status_code != 200 or not answer.get("ok", True):
+            raise DemoError(
+                f"kiosk /api/lost-code: HTTP {response.status_code} {answer.get('reason')}"
+            )
+        old = self.j.code
+        detail = await self._code_from_sms()
+        if self.j.code == old:
+            raise DemoError("the new code is the old one")
+        return f"new {detail}"
+
+    async def read_dropoff_receipt(self) -> str:
+        number = self.j.number
+        body = await self._new_sms(
+            lambda text: number in text and _CODE_IN_SMS.search(text) is None
+        )
+        return f"SMS: {body[:60]}…"
+
+    async def rate(self) -> str:
+        found = _RATING_LINK.search(self.j.receipt)
+        if found is None:
+            raise DemoError(f"no rating link in the receipt: {self.j.receipt[:120]}")
+        link = found.group(0)
+        page = await self.http.get(link)
+        if page.status_code != 200 or 'name="score"' not in page.text:
+            raise DemoError(f"the rating page at {link}: HTTP {page.status_code}")
+        sent = await self.http.post(
+            link, data={"score": "5", "comment": "很方便 Very convenient"}, follow_redirects=True
+        )
+        if sent.status_code != 200 or 'id="rated"' not in sent.text:
+            raise DemoError(f"the rating was not taken: HTTP {sent.status_code}")
+        return "5 stars"
+
+    async def import_csv(self) -> str:
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["申请编号", "申请人", "手机号", "事项"])
+        stamp = time.strftime("%H%M%S")
+        writer.writerow([f"XA-CSV-{stamp}-1", "李华", "13900139000", "营业执照 business licence"])
+        writer.writerow([f"XA-CSV-{stamp}-2", "欧阳娜娜", "+8613700137000", "药品经营许可证"])
+        report = await self._api(
+            "POST",
+            "/api/v1/staff/records/import",
+            {**self.stack.staff_headers, "Content-Type": "text/csv"},
+            content=rows.getvalue().encode("utf-8-sig"),
+        )
+        if report["created"] != 2 or report["refused"]:
+            raise DemoError(f"import report: {json.dumps(report, ensure_ascii=False)[:300]}")
+        return f"{report['created']} records created (approved)"
+
+    async def webhooks_received(self) -> str:
+        assert self.receiver is not None
+        want = {
+            "record.created",
+            "record.status_changed",
+            "handover.reserved",
+            "handover.state_changed",
+            "code.reissued",
+            "rating.created",
+        }
+
+        async def check() -> list[str]:
+            types = []
+            for headers, body in self.receiver.events():
+                event = json.loads(body)
+                if (event.get("record") or {}).get("application_number") != self.j.number:
+                    continue
+                if not signed_by(self.webhook_secret, headers, body):
+                    raise DemoError(f"event {event.get('id')} has a bad signature")
+                types.append(event["type"])
+            missing = want - set(types)
+            if missing:
+                raise _NotYet(f"webhook events not received yet: {sorted(missing)}")
+            return types
+
+        types = await _poll(check, self.timeout)
+        return f"{len(types)} events, signatures good ({', '.join(sorted(set(types)))})"
 
 
 async def run_full_journey(stack: DemoStack, say: Say) -> None:

@@ -86,6 +86,7 @@ class DemoStack:
         # The demo staff's id, role and token generation (security.issue_token).
         self._staff: tuple[int, str, int] | None = None
         self.master_key = b""
+        self.seeded = 0  # demo records added to the database at this start
 
     # --- addresses -------------------------------------------------------------------------
 
@@ -137,6 +138,8 @@ class DemoStack:
         cloud_mqtt_url, locker_mqtt = await self._start_broker()
         self.say("preparing the cloud database (SQLite) ...")
         await asyncio.to_thread(self._prepare_database)
+        if self.seeded:
+            self.say(f"added {self.seeded} demo approval records (dashboard: Records)")
         self.say("starting the simulated cabinet (kerong-cu16 + bcc-8a boards on ptys) ...")
         ptys = self._start_cabinet()
         self.data.controller_config.write_text(
@@ -251,6 +254,8 @@ class DemoStack:
                     [Scope.records_write, Scope.handovers_write, Scope.lockers_read],
                 )
                 self.data.save(state)
+            # A few records in different states, so the dashboard's records page has some.
+            self.seeded = bootstrap.seed_demo_records(engine)
         except SQLAlchemyError as err:
             raise DemoError(f"cannot create the demo accounts: {err}") from None
         finally:
@@ -288,6 +293,8 @@ class DemoStack:
             XINBAO_SMS_PROVIDER="console",
             XINBAO_SMS_INTERVAL_SECONDS="0.5",
             XINBAO_SERVICE_PHONE="12345",
+            # The thank-you SMS's rating link leads to this demo's own rating page.
+            XINBAO_RATING_URL=f"{self.api_url}/rate",
         )
         return env
 

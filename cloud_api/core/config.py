@@ -12,6 +12,7 @@ import hmac
 import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Literal, Self
 from urllib.parse import unquote, urlsplit
 
@@ -26,6 +27,7 @@ from xinbao.secret_strength import MIN_BITS, weakness
 DEMO_MASTER_SECRET = secrets.token_urlsafe(32)
 DEMO_TOKEN_SECRET = secrets.token_urlsafe(32)
 _MIN_SECRET_LENGTH = 32
+RATING_URL_MAX = 80
 _HOW_TO_MAKE = "e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
 
 
@@ -84,9 +86,20 @@ class Settings(BaseSettings):
     login_lockout_max_seconds: float = Field(default=900, gt=0)
     resend_min_interval_seconds: float = Field(default=60, ge=0)
     resend_max_per_handover: int = Field(default=5, ge=0, le=100)
+    # A lost code asked for again at a kiosk (docs/codes.md "Lost codes"): requests a record
+    # may make a day (wrong digits count: they are guesses), a locker's kiosk an hour, and
+    # how old a request may be when it reaches the cloud (a cabinet that lost its link just
+    # after it was typed sends it later; the applicant has gone by then).
+    lost_code_per_record_per_day: int = Field(default=3, ge=1, le=100)
+    lost_code_per_locker_per_hour: int = Field(default=10, ge=1, le=10_000)
+    lost_code_max_age_seconds: float = Field(default=900, gt=0, le=24 * 3600)
 
     service_phone: str = "12345"
+    # The applicant's rating page (满意度评价, docs/ratings.md): the public address of this
+    # API's /rate. The thank-you SMS links to {rating_url}/{signed token}, good for
+    # rating_valid_days after the pickup.
     rating_url: str = "https://xinbao.example.cn/rate"
+    rating_valid_days: float = Field(default=30, gt=0, le=365)
 
     first_admin_username: str | None = None
     first_admin_password: SecretStr | None = None
@@ -96,6 +109,15 @@ class Settings(BaseSettings):
     sms_interval_seconds: float = Field(default=2, gt=0)
     # A bare endpoint doing the same single-row query as the code check, for bench/api_bench.py.
     bench_routes: bool = False
+
+    # Webhooks to integrators (cloud_api/webhooks, docs/integrators.md): how often the
+    # delivery worker looks for due events, and when it gives up on one (a dead letter).
+    webhook_interval_seconds: float = Field(default=1, gt=0, le=3600)
+    webhook_max_attempts: int = Field(default=20, ge=1, le=1000)
+    webhook_backoff_base_seconds: float = Field(default=5, gt=0, le=3600)
+    webhook_backoff_max_seconds: float = Field(default=3600, gt=0, le=7 * 24 * 3600)
+    webhook_max_age_hours: float = Field(default=72, gt=0, le=24 * 90)
+    webhook_timeout_seconds: float = Field(default=10, gt=0, le=120)
 
     # MQTT link to the lockers (cloud_api.mqtt); unset = this process runs without one.
     mqtt_url: str | None = None
@@ -121,12 +143,45 @@ class Settings(BaseSettings):
     # reconciles, cloud_api/mqtt/reconcile.py) when no full sync did so meanwhile.
     mqtt_view_round_seconds: float = Field(default=600, ge=1, le=24 * 3600)
 
+    # Who may read GET /metrics (cloud_api/metrics/scrape.py, docs/deploy.md "Metrics"). With
+    # a token, a scrape must send it (Authorization: Bearer ...); without one, only the
+    # addresses in metrics_allow may scrape, by default this machine's loopback only.
+    metrics_token: SecretStr = SecretStr("")
+    # Comma-separated addresses or networks (10.0.0.0/8, ::1); with a token as well, both
+    # must match.
+    metrics_allow: str | None = None
+    # Lockers that get a label of their own on the ingest lag histogram, per API process;
+    # the ones seen after these are counted as locker="_other" (bounded cardinality).
+    metrics_locker_labels: int = Field(default=2000, ge=0, le=100_000)
+
     @field_validator("database_url", "owner_database_url")
     @classmethod
     def _database_url(cls, value: str | None) -> str | None:
         from cloud_api.core.db import check_url
 
         return value if value is None else check_url(value)
+
+    @field_validator("rating_url")
+    @classmethod
+    def _rating_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        # The link goes into an SMS of at most three parts (tests/cloud_api/test_ratings.py
+        # checks it): the token adds up to 45 characters.
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.netloc
+            or parts.query
+            or parts.fragment
+            or len(value) > RATING_URL_MAX
+            or any(c.isspace() or ord(c) < 0x21 or ord(c) > 0x7E for c in value)
+        ):
+            raise ValueError(
+                f"XINBAO_RATING_URL must be an http(s) address of at most {RATING_URL_MAX} "
+                "characters, without spaces, query or fragment (this API's /rate, as applicants "
+                "reach it, e.g. https://zwfw.example.gov.cn/rate)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _secrets(self) -> Self:
@@ -166,6 +221,8 @@ class Settings(BaseSettings):
             raise ConfigError("XINBAO_REMINDER_HOURS must be hours between 0 and a year")
         if self.lockout_max_seconds < self.lockout_base_seconds:
             raise ConfigError("XINBAO_LOCKOUT_MAX_SECONDS must not be below the base")
+        if self.webhook_backoff_max_seconds < self.webhook_backoff_base_seconds:
+            raise ConfigError("XINBAO_WEBHOOK_BACKOFF_MAX_SECONDS must not be below the base")
         if self.login_lockout_max_seconds < self.login_lockout_base_seconds:
             raise ConfigError("XINBAO_LOGIN_LOCKOUT_MAX_SECONDS must not be below the base")
         if self.mqtt_url is not None:
@@ -181,11 +238,49 @@ class Settings(BaseSettings):
                     "XINBAO_MQTT_URL must look like mqtt://user:password@host:1883 "
                     "(or mqtts:// for TLS)"
                 )
+        self._check_metrics_gate()
         if (self.first_admin_username is None) != (self.first_admin_password is None):
             raise ConfigError(
                 "set both XINBAO_FIRST_ADMIN_USERNAME and XINBAO_FIRST_ADMIN_PASSWORD, or neither"
             )
         return self
+
+    def _check_metrics_gate(self) -> None:
+        token = self.metrics_token.get_secret_value()
+        if token:
+            if len(token) < _MIN_SECRET_LENGTH:
+                raise ConfigError(
+                    f"XINBAO_METRICS_TOKEN must be at least {_MIN_SECRET_LENGTH} characters, "
+                    f"{_HOW_TO_MAKE}"
+                )
+            why = weakness(token)
+            if why is not None:
+                raise ConfigError(f"XINBAO_METRICS_TOKEN is not a strong secret ({why})")
+            if token in (
+                self.master_secret.get_secret_value(),
+                self.token_secret.get_secret_value(),
+            ):
+                raise ConfigError(
+                    "XINBAO_METRICS_TOKEN must differ from the master and token secrets: "
+                    "whoever scrapes metrics must not hold them"
+                )
+        self.metrics_networks  # noqa: B018 - raises ConfigError on a bad address
+
+    @property
+    def metrics_networks(self) -> "list[IPv4Network | IPv6Network] | None":
+        """The networks metrics_allow names (None: not set)."""
+        if self.metrics_allow is None or not self.metrics_allow.strip():
+            return None
+        networks = []
+        for item in self.metrics_allow.split(","):
+            try:
+                networks.append(ip_network(item.strip(), strict=False))
+            except ValueError:
+                raise ConfigError(
+                    f"XINBAO_METRICS_ALLOW: {item.strip()[:60]!r} is not an address or network "
+                    "(e.g. 127.0.0.1, 10.0.0.0/8, ::1)"
+                ) from None
+        return networks
 
     def audit_key(self) -> bytes:
         """The audit chain's key: XINBAO_AUDIT_KEY, else derived from the master secret."""
@@ -194,6 +289,12 @@ class Settings(BaseSettings):
             return hashlib.sha256(b"xinbao/audit-key/v1|" + own.encode()).digest()
         master = self.master_secret.get_secret_value().encode()
         return hmac.new(master, b"xinbao/audit-chain/v1", hashlib.sha256).digest()
+
+    def rating_key(self) -> bytes:
+        """The key that signs rating links: derived from the token secret, labelled, so a
+        rating token can never pass as a staff token or the other way round."""
+        token = self.token_secret.get_secret_value().encode()
+        return hmac.new(token, b"xinbao/rating-link/v1", hashlib.sha256).digest()
 
     @property
     def master_key(self) -> bytes:

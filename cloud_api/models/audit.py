@@ -16,7 +16,8 @@ class AuditEntry(SQLModel, table=True):
     at: datetime = Field(sa_column=Column(UtcDateTime(), nullable=False))
     actor: str = Field(max_length=100)
     action: str = Field(max_length=64, index=True)
-    subject: str = Field(max_length=200)
+    # Indexed: a record's page lists the entries about it and its handovers (0012).
+    subject: str = Field(max_length=200, index=True)
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_hash: str = Field(max_length=64)
     hash: str = Field(max_length=64)

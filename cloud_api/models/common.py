@@ -17,6 +17,7 @@ from sqlalchemy import DateTime
 from sqlalchemy.types import TypeDecorator
 
 from xinbao.contract import LOCKER_ID_RE
+from xinbao.lost_code import APPLICATION_NUMBER_PATTERN
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_INT = 2**31 - 1
@@ -113,7 +114,11 @@ Mobile = Annotated[
 ApplicationNumber = Annotated[
     str,
     StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]*$"
+        strip_whitespace=True,
+        min_length=1,
+        max_length=64,
+        # The kiosk's lost-code form checks the same (xinbao/lost_code.py).
+        pattern=APPLICATION_NUMBER_PATTERN,
     ),
 ]
 Latitude = Annotated[float, AllowInfNan(False), Ge(-90), Le(90)]

@@ -34,6 +34,9 @@ class Scope(StrEnum):
     # Read every integrator's records and handovers, not only the key's own (a supervising
     # system); it grants no writes to others' records.
     records_read_all = "records:read:all"
+    # Fetch a live code once per issue (the integrator's personal centre), or receive it in
+    # the code.issued webhook when the subscriber opted in (docs/integrators.md).
+    codes_read = "codes:read"
 
 
 class Staff(SQLModel, table=True):

@@ -15,8 +15,9 @@ from cloud_api.models.common import utcnow
 from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.locker import Compartment, CompartmentState
 from cloud_api.models.monitoring import AlarmKind
-from cloud_api.services import alarms, audit, handovers, lockers
+from cloud_api.services import alarms, audit, handovers, lockers, lost_codes
 from cloud_api.services.handovers import HandoverPolicy
+from xinbao import lost_code
 from xinbao.allocation import Choice, Unusable, deviation_text, numbers_text
 from xinbao.contract import EventType, LockerEvent, deposit_placement
 
@@ -60,13 +61,21 @@ class Refused(Exception):
 
 
 def apply_event(
-    session: Session, policy: HandoverPolicy, locker_id: str, event: LockerEvent, at: datetime
+    session: Session,
+    policy: HandoverPolicy,
+    locker_id: str,
+    event: LockerEvent,
+    at: datetime,
+    now: datetime | None = None,
 ) -> bool:
     """Apply one event inside the open transaction; True if it changed more than the log.
+    ``at``: when it happened (never after ``now``); ``now``: the cloud's clock.
 
     The handover services commit themselves; everything else is committed by the caller.
     """
     kind = event.type
+    if kind is EventType.CODE_REISSUE_REQUESTED:
+        return _lost_code(session, policy, locker_id, event, now or at)
     actor = f"locker:{locker_id}"
     place = {"compartment": event.compartment, "seq": event.seq, "data": event.data}
     if kind in RAISES:
@@ -138,6 +147,26 @@ def apply_event(
         handovers.staff_recover(session, handover, _by(event, actor), at)
         return True
     return kind in RAISES or kind in CLEARS or kind in AUDITED
+
+
+def _lost_code(
+    session: Session, policy: HandoverPolicy, locker_id: str, event: LockerEvent, now: datetime
+) -> bool:
+    """The kiosk's lost-code request (xinbao/lost_code.py), checked strictly: the cabinet
+    that sent it may be hostile. What it can reach is decided by lost_codes: a code out at
+    this locker, never elsewhere."""
+    if event.compartment is not None:
+        raise Refused("a lost-code request names no compartment")
+    try:
+        number, digest = lost_code.parse_request(event.data)
+    except lost_code.BadRequest as err:
+        raise Refused(f"lost-code request: {err}") from None
+    _, reissued = lost_codes.request_at_kiosk(
+        session, policy, locker_id, number, digest, now, event.ts, str(event.event_id)
+    )
+    if reissued:  # the locker learns the new counters (ingest syncs after the commit)
+        session.info.setdefault("resync", set()).update(h.id for h in reissued)
+    return True
 
 
 def _staff_message(event: LockerEvent) -> dict[str, str]:

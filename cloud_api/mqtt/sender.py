@@ -48,6 +48,19 @@ FULL_SYNC = "full_sync"  # noted on a full sync's command row (until its reply r
 Publish = Callable[[str, bytes], None]
 
 
+def _looked_at_since(since: datetime):
+    """A ping or a sync (whose reply carries the view) went to the locker since ``since``."""
+    return (
+        select(LockerCommand.id)
+        .where(
+            LockerCommand.locker_id == LockerLink.locker_id,
+            LockerCommand.type.in_((CommandType.PING.value, CommandType.SYNC_RESERVATIONS.value)),
+            LockerCommand.issued_at >= since,
+        )
+        .exists()
+    )
+
+
 class CommandSender:
     def __init__(
         self,
@@ -62,7 +75,9 @@ class CommandSender:
         self._clock = clock
         self._lock = threading.Lock()
         self._waiters: dict[str, threading.Event] = {}
-        self._resynced: dict[str, float] = {}  # locker -> when a lost sync was sent again
+        # locker -> (when, request_id) of the full sync last sent for a lost sync
+        self._resynced: dict[str, tuple[float, str]] = {}
+        self._resync_due: set[str] = set()  # lost syncs waiting for their full sync
 
     @property
     def timeout_s(self) -> float:
@@ -141,7 +156,7 @@ class CommandSender:
             return None
         return self.send(locker_id, CommandType.SYNC_RESERVATIONS, payload)
 
-    def sync_locker(self, locker_id: str) -> None:
+    def sync_locker(self, locker_id: str) -> str:
         """Everything a locker coming back on line must know: all live reservations (full),
         what the cloud holds of its events (the locker sends again what a broker lost) and
         the staff credentials."""
@@ -153,7 +168,9 @@ class CommandSender:
             mark = events_mark(session, locker_id)
             session.commit()
         reservations = reservations.model_copy(update={"events_upto": mark})
-        self.send(locker_id, CommandType.SYNC_RESERVATIONS, reservations, note={FULL_SYNC: True})
+        request_id = self.send(
+            locker_id, CommandType.SYNC_RESERVATIONS, reservations, note={FULL_SYNC: True}
+        )
         self.push_staff(locker_id, staff)
         log.info(
             "full sync to %s: %d reservations, %d staff, events held up to seq %d",
@@ -162,6 +179,7 @@ class CommandSender:
             len(staff.staff),
             mark.seq,
         )
+        return request_id
 
     def push_staff(self, locker_id: str, staff: StaffCredentials | None = None) -> str:
         """Who may log in at this locker as it is now, noted by digest (see staff_sync)."""
@@ -192,30 +210,38 @@ class CommandSender:
 
     def ask_views(self, older_than: timedelta) -> list[str]:
         """Ping every on-line locker that got no ping nor full sync for ``older_than``: the
-        reply carries its view and the cloud reconciles (periodic; with several API
-        processes the command table keeps them from asking twice)."""
+        reply carries its view and the cloud reconciles (periodic). Every API worker runs
+        this round, at about the same moment (they start together): each locker is decided
+        and its ping recorded under its ``locker_link`` row lock, so the worker that comes
+        second finds the first one's ping and sends none."""
         since = self._clock() - older_than
-        looked = (
-            select(LockerCommand.id)
-            .where(
-                LockerCommand.locker_id == LockerLink.locker_id,
-                LockerCommand.type.in_(
-                    (CommandType.PING.value, CommandType.SYNC_RESERVATIONS.value)
-                ),
-                LockerCommand.issued_at >= since,
-            )
-            .exists()
-        )
         with Session(self._engine) as session:
             due = list(
                 session.scalars(
-                    select(LockerLink.locker_id).where(LockerLink.online.is_(True), ~looked)
+                    select(LockerLink.locker_id)
+                    .where(LockerLink.online.is_(True), ~_looked_at_since(since))
+                    .order_by(LockerLink.locker_id)
                 )
             )
+            session.commit()  # end the read: on SQLite it holds the write lock
         asked = []
         for locker_id in due:
+            command = None
+            with Session(self._engine, expire_on_commit=False) as session:
+                link = session.get(LockerLink, locker_id, with_for_update=True)
+                still_due = session.scalar(
+                    select(LockerLink.locker_id).where(
+                        LockerLink.locker_id == locker_id, ~_looked_at_since(since)
+                    )
+                )
+                if link is not None and link.online and still_due is not None:
+                    command = self.prepare(session, locker_id, CommandType.PING, PingPayload())
+                session.commit()
+            if command is None:
+                continue
             with contextlib.suppress(LinkDown):  # the full sync on its return looks anyway
-                asked.append(self.send(locker_id, CommandType.PING, PingPayload()))
+                self.publish(locker_id, command)
+                asked.append(str(command.request_id))
         if asked:
             log.info("asked %d on-line lockers for their view", len(asked))
         return asked
@@ -327,7 +353,10 @@ class CommandSender:
                 )
             )
             session.commit()
-        return self._time_out(overdue) if overdue else 0
+        moved = self._time_out(overdue) if overdue else 0
+        if self._resync_due:
+            self._sync_again(set())  # lost syncs whose full sync had to wait
+        return moved
 
     def _time_out(self, overdue: list[LockerCommand]) -> int:
         now = self._clock()
@@ -363,22 +392,33 @@ class CommandSender:
     def _sync_again(self, lockers: set[str]) -> None:
         """A sync nobody answered may never have arrived (published while the locker's
         session was being made again after a broker restart, say): an on-line locker gets a
-        full sync (at most once a minute), so a code the cloud issued is never
-        missing at the cabinet until its next reconnect. (An off-line one gets it on its
-        return anyway.)"""
+        full sync, so a code the cloud issued is never missing at the cabinet until its
+        next reconnect. (An off-line one gets it on its return anyway.) A locker that left
+        the previous such full sync unanswered gets the next one only a minute later, so a
+        locker that answers nothing is not flooded; the lost sync waits for it meanwhile,
+        it is never dropped."""
         now = time.monotonic()
-        for locker_id in sorted(lockers):
-            if now - self._resynced.get(locker_id, -1e9) < max(60.0, 10 * self.timeout_s):
-                continue  # a locker that answers nothing is not flooded with full syncs
+        window = max(60.0, 10 * self.timeout_s)
+        for locker_id in sorted(lockers | self._resync_due):
+            self._resync_due.discard(locker_id)
             with Session(self._engine) as session:
                 link = session.get(LockerLink, locker_id)
                 online = bool(link and link.online)
+                last = self._resynced.get(locker_id)
+                if last is not None and now - last[0] < window:
+                    previous = session.scalar(
+                        select(LockerCommand.status).where(
+                            LockerCommand.request_id == last[1]
+                        )
+                    )
+                    if previous in (None, "sent", "timeout"):
+                        self._resync_due.add(locker_id)  # not answered: wait out the window
+                        continue
             if not online:
                 continue
-            self._resynced[locker_id] = now
             log.warning("%s: a sync went unanswered: sending a full sync", locker_id)
             with contextlib.suppress(LinkDown):
-                self.sync_locker(locker_id)
+                self._resynced[locker_id] = (now, self.sync_locker(locker_id))
 
     def _remote_open_timed_out(self, session: Session, command: LockerCommand, now) -> None:
         moved = session.execute(

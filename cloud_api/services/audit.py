@@ -16,11 +16,14 @@ checkpointed entry to be there with the hash the checkpoint recorded.
 Appends are serialised on the single ``audit_head`` row: an UPDATE of that row takes its lock
 (PostgreSQL row lock, SQLite write lock) before the new hash is computed, and the lock is held
 until commit, so the entry commits together with the state change it records, or not at all.
+The webhook events an entry maps to (cloud_api.webhooks.events) are queued in that transaction
+too.
 """
 
 import asyncio
 import contextlib
 import csv
+import fcntl
 import hashlib
 import hmac
 import json
@@ -38,6 +41,7 @@ from sqlmodel import Session
 
 from cloud_api.models.audit import AuditEntry, AuditHead
 from cloud_api.models.common import utcnow
+from cloud_api.webhooks import events as webhook_events
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +137,9 @@ def append(
     )
     session.add(entry)
     session.flush()
+    # The integrators' webhook events for this entry, in this same transaction (docs/
+    # integrators.md): committed with the change they report, or not at all.
+    webhook_events.derive(session, entry)
     return entry
 
 
@@ -302,6 +309,44 @@ def write_checkpoint(session: Session, path: Path, key: bytes | None = None) -> 
     return checkpoint
 
 
+def write_checkpoint_shared(
+    session: Session, path: Path, key: bytes | None = None
+) -> Checkpoint | None:
+    """``write_checkpoint`` for a file several API workers append to: under an exclusive
+    lock on it, and only when the head is past the file's last checkpoint (so N workers write
+    one line per change, never an older head after a newer one). None if nothing was
+    written."""
+    checkpoint = head_checkpoint(session)
+    if checkpoint is None:
+        return None
+    data = checkpoint.line(key or current_key()).encode()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
+        last = _last_checkpointed_seq(fd)
+        if last is not None and last >= checkpoint.seq:
+            return None
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return checkpoint
+
+
+def _last_checkpointed_seq(fd: int) -> int | None:
+    """The seq of the file's last line (None: empty, or not a checkpoint: then write)."""
+    size = os.fstat(fd).st_size
+    tail = os.pread(fd, min(size, 4096), max(0, size - 4096))
+    lines = [line for line in tail.splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        return int(json.loads(lines[-1])["seq"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
 def read_checkpoints(path: Path, key: bytes | None = None) -> list[Checkpoint]:
     """Every checkpoint in the file, each signature checked; CheckpointError otherwise."""
     key = key or current_key()
@@ -335,7 +380,8 @@ async def checkpoint_forever(
     engine: Engine, path: Path, stop: asyncio.Event, interval: float
 ) -> None:
     """The API process's checkpoint round: append the signed head every ``interval`` seconds
-    when it moved (a first one at start). A failure is logged and retried next round."""
+    when it moved (a first one at start). A failure is logged and retried next round. Every
+    worker of ``xinbao api --workers N`` runs it on the one file (write_checkpoint_shared)."""
     last: tuple[int, str] | None = None
 
     def once() -> tuple[int, str] | None:
@@ -344,8 +390,8 @@ async def checkpoint_forever(
         if checkpoint is None or (checkpoint.seq, checkpoint.hash) == last:
             return last
         with Session(engine) as session:
-            written = write_checkpoint(session, path)
-        return (written.seq, written.hash) if written else last
+            write_checkpoint_shared(session, path)
+        return (checkpoint.seq, checkpoint.hash)
 
     while not stop.is_set():
         try:

@@ -57,6 +57,15 @@ class CodePolicy:
         )
 
 
+@dataclass(frozen=True)
+class LostCodePolicy:
+    """Limits on new codes asked for at a kiosk (cloud_api/services/lost_codes.py)."""
+
+    per_record_per_day: int = 3
+    per_locker_per_hour: int = 10
+    max_age_seconds: float = 900
+
+
 def _live_filter(locker_id: str):
     return and_(
         Handover.locker_id == locker_id,

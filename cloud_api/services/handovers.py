@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session
 
+from cloud_api.core.rating_links import RatingLinks
 from cloud_api.errors import Conflict, IllegalTransition, InputError, NotFound, TooManyRequests
 from cloud_api.models.handover import (
     ACTIVE_STATES,
@@ -26,7 +27,7 @@ from cloud_api.models.handover import (
 from cloud_api.models.locker import Compartment, CompartmentState, Locker
 from cloud_api.models.record import ApprovalRecord, RecordStatus, RecordUpdate
 from cloud_api.services import audit, lockers, records
-from cloud_api.services.codes import CodePolicy, allocate_code
+from cloud_api.services.codes import CodePolicy, LostCodePolicy, allocate_code
 from cloud_api.services.transitions import RECORD_TRANSITIONS, check_handover
 from cloud_api.sms.errors import SmsInputError
 from cloud_api.sms.outbox import enqueue_sms
@@ -47,7 +48,8 @@ class HandoverPolicy:
     resend_min_interval: timedelta
     resend_max: int
     service_phone: str
-    rating_url: str
+    rating_links: RatingLinks
+    lost_codes: LostCodePolicy = LostCodePolicy()
 
 
 def public(session: Session, handover: Handover) -> HandoverPublic:
@@ -382,12 +384,14 @@ def report_collected(
     record = session.get(ApprovalRecord, handover.record_id, with_for_update=True)
     _finish(session, handover, HandoverState.collected, actor, now)
     records.move(session, record, RecordStatus.collected, actor, now)
+    # The link is signed for this handover and expires rating_valid_days from now
+    # (core/rating_links.py); the page behind it is web/rating_page.py.
     enqueue_sms(
         session,
         dedupe_key=f"handover:{handover.id}:receipt",
         to_number=record.mobile,
         template="receipt",
-        params={"rating_url": policy.rating_url},
+        params={"rating_url": policy.rating_links.link(handover.id, now)},
         handover_id=handover.id,
     )
     session.commit()
@@ -439,7 +443,7 @@ def resend(
             raise not_found
     except SmsInputError:
         raise not_found from None
-    if not _code_is_out(handover):
+    if not code_is_out(handover):
         raise Conflict(f"this {handover.kind} is '{handover.state}': there is no code to resend")
     if handover.resend_count >= policy.resend_max:
         raise TooManyRequests(
@@ -452,14 +456,14 @@ def resend(
             retry_after=int(wait.total_seconds()) + 1,
         )
     handover.resend_count += 1
-    _reissue_code(
+    reissue_code(
         session, policy, handover, record, "applicant", "resend", now, resend=handover.resend_count
     )
     session.commit()
     return handover
 
 
-def _code_is_out(handover: Handover) -> bool:
+def code_is_out(handover: Handover) -> bool:
     """The applicant holds a code for this handover that still opens something."""
     live = (handover.kind == HandoverKind.dropoff and handover.state == HandoverState.reserved) or (
         handover.kind == HandoverKind.pickup
@@ -468,7 +472,7 @@ def _code_is_out(handover: Handover) -> bool:
     return live and handover.code_redeemed_at is None
 
 
-def _reissue_code(
+def reissue_code(
     session: Session,
     policy: HandoverPolicy,
     handover: Handover,
@@ -476,16 +480,21 @@ def _reissue_code(
     actor: str,
     reason: str,
     now: datetime,
+    *,
+    says_new: bool = False,
     **detail,
 ) -> None:
     """A new counter replaces the old one (whose code stops working: its digest is gone) and
-    the new code is queued by SMS to the record's mobile; both audited."""
+    the new code is queued by SMS to the record's mobile; both audited. ``says_new``: the
+    SMS says the code replaces one that no longer works (a lost code, a staff resend)."""
     old = handover.code_counter
     handover.code_counter, handover.code_digest = allocate_code(
         session, policy.codes, handover.locker_id
     )
     handover.updated_at = now
     template = "dropoff_code" if handover.kind == HandoverKind.dropoff else "pickup_code"
+    if says_new:
+        template += "_new"
     _queue_code_sms(session, handover, record, template, now)
     audit.append(
         session,
@@ -534,8 +543,8 @@ def update_record(
         )
         for handover in live:
             # A pickup not yet deposited has sent no code: its SMS goes to the new number.
-            if _code_is_out(handover) and handover.code_sent_at is not None:
-                _reissue_code(session, policy, handover, record, actor, "mobile changed", now)
+            if code_is_out(handover) and handover.code_sent_at is not None:
+                reissue_code(session, policy, handover, record, actor, "mobile changed", now)
                 reissued.append(handover)
     session.commit()
     return record, created, reissued

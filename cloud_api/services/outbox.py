@@ -1,4 +1,5 @@
-"""Staff actions on the SMS outbox: sending a dead or failed message again."""
+"""Staff actions on the SMS outbox (sending a dead or failed message again), and the audit
+line of each delivery outcome."""
 
 from sqlalchemy import update
 from sqlmodel import Session
@@ -60,3 +61,31 @@ def requeue(session: Session, message_id: int, actor: str) -> SmsMessage:
     session.commit()
     session.refresh(message)
     return message
+
+
+# The outcomes worth an audit line (and a webhook event): a retry going back to pending is not.
+_AUDITED_STATUSES = frozenset(
+    {
+        SmsStatus.sent,
+        SmsStatus.delivered,
+        SmsStatus.failed,
+        SmsStatus.undelivered,
+        SmsStatus.dead,
+        SmsStatus.superseded,
+    }
+)
+
+
+def audit_status(
+    session: Session, message: SmsMessage, status: str, error: str | None, actor: str
+) -> None:
+    """The dispatcher's and the delivery reports' status hook: ``sms.status`` in the
+    transaction that records the status, so the integrators' ``sms.<status>`` webhook event is
+    queued with it (cloud_api/webhooks/events.py). No number and no body: the integrator knows
+    the record, and the body would hold the code."""
+    if status not in _AUDITED_STATUSES:
+        return
+    detail = {"handover": message.handover_id, "template": message.template, "status": status}
+    if error:
+        detail["error"] = error
+    audit.append(session, actor, "sms.status", f"sms:{message.id}", detail)

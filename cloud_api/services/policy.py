@@ -3,7 +3,8 @@
 from datetime import timedelta
 
 from cloud_api.core.config import Settings
-from cloud_api.services.codes import CodePolicy
+from cloud_api.core.rating_links import RatingLinks
+from cloud_api.services.codes import CodePolicy, LostCodePolicy
 from cloud_api.services.handovers import HandoverPolicy
 
 
@@ -23,5 +24,10 @@ def from_settings(settings: Settings) -> HandoverPolicy:
         resend_min_interval=timedelta(seconds=settings.resend_min_interval_seconds),
         resend_max=settings.resend_max_per_handover,
         service_phone=settings.service_phone,
-        rating_url=settings.rating_url,
+        rating_links=RatingLinks.from_settings(settings),
+        lost_codes=LostCodePolicy(
+            per_record_per_day=settings.lost_code_per_record_per_day,
+            per_locker_per_hour=settings.lost_code_per_locker_per_hour,
+            max_age_seconds=settings.lost_code_max_age_seconds,
+        ),
     )

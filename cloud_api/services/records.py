@@ -19,7 +19,8 @@ from cloud_api.sms.outbox import normalise_number
 INITIAL_STATES = frozenset({RecordStatus.submitted, RecordStatus.prereview_passed})
 
 
-def _mobile(raw: str) -> str:
+def normalised_mobile(raw: str) -> str:
+    """E.164, as records store it (InputError otherwise)."""
     try:
         return normalise_number(raw)
     except SmsInputError as err:
@@ -74,7 +75,7 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
     (an idempotent create stores its answer with it)."""
     if body.status not in INITIAL_STATES:
         raise InputError("a new record starts as 'submitted' or 'prereview_passed'")
-    mobile = _mobile(body.mobile)
+    mobile = normalised_mobile(body.mobile)
     query = select(ApprovalRecord).where(
         ApprovalRecord.application_number == body.application_number
     )
@@ -107,6 +108,32 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
     return record, True
 
 
+def add_approved(
+    session: Session, body: RecordCreate, mobile: str, actor: str, detail: dict
+) -> ApprovalRecord:
+    """A new record for a licence already issued (a staff import), created ``approved``, in
+    the caller's transaction. A concurrent create of the same number fails the caller's
+    whole transaction (IntegrityError, 409): it is run again and finds the record."""
+    record = ApprovalRecord(
+        application_number=body.application_number,
+        applicant_name=body.applicant_name,
+        mobile=mobile,
+        matter_name=body.matter_name,
+        status=RecordStatus.approved.value,
+        created_by=actor,
+    )
+    session.add(record)
+    session.flush()
+    audit.append(
+        session,
+        actor,
+        "record.created",
+        f"record:{record.application_number}",
+        {"status": record.status} | detail,
+    )
+    return record
+
+
 def create(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecord, bool]:
     """The record and whether it was created; an identical repeat returns the existing one."""
     record, created = add(session, body, actor)
@@ -125,7 +152,7 @@ def apply_update(
     """Create or update a record in the caller's transaction: the record, whether it was
     created, and the names of the fields that changed. With ``owner``, another credential's
     record is answered as missing (it cannot be created either: the number is taken)."""
-    mobile = _mobile(body.mobile)
+    mobile = normalised_mobile(body.mobile)
     existing = session.scalar(
         select(ApprovalRecord)
         .where(ApprovalRecord.application_number == application_number)

@@ -62,6 +62,25 @@ def require_daily_work(staff: Staff, session: Session, locker_id: str | None) ->
         raise Forbidden(f"locker {locker.id} is at site {locker.site!r}, which you do not cover")
 
 
+# Approval records (search, open, create by hand, approve or reject): the daily-work roles.
+# A technician maintains cabinets and has no need to read applicants' names and mobiles.
+# Records are not site-scoped: an application belongs to the approval system, and its site is
+# only the locker's, chosen for each handover (docs/security.md).
+RECORD_WORK = DAILY_WORK
+# A CSV batch creates and approves many records at once: admins and supervisors only.
+RECORD_IMPORT = frozenset({Role.admin.value, Role.supervisor.value})
+
+
+def require_record_work(staff: Staff) -> None:
+    if staff.role not in RECORD_WORK:
+        raise Forbidden(f"the role {staff.role!r} does not work on approval records")
+
+
+def require_record_import(staff: Staff) -> None:
+    if staff.role not in RECORD_IMPORT:
+        raise Forbidden("importing records needs a supervisor or an admin")
+
+
 def create_staff(
     session: Session,
     username: str,

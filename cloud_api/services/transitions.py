@@ -62,3 +62,16 @@ def check_record_by_integrator(current: str, wanted: str) -> None:
 def check_handover(current: str, wanted: str) -> None:
     if H(wanted) not in HANDOVER_TRANSITIONS[H(current)]:
         raise IllegalTransition("handover", current, wanted)
+
+
+def record_moves_by_api(current: str) -> list[str]:
+    """The states an integrator or a staff member may move a record to from ``current``
+    (``check_record_by_integrator`` says yes), in the table's order: the dashboard offers
+    exactly these buttons, and the route checks the same rule again."""
+    if R(current) in LOCKER_OWNED_RECORD_STATES:
+        return []
+    return [
+        wanted.value
+        for wanted in R
+        if wanted in RECORD_TRANSITIONS[R(current)] and wanted not in LOCKER_OWNED_RECORD_STATES
+    ]

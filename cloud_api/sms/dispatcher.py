@@ -27,7 +27,6 @@ code was replaced, or whose handover ended, is marked ``superseded`` instead of 
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
@@ -36,6 +35,7 @@ from sqlalchemy import Engine, case, or_, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from cloud_api.core.backoff import backoff_delay
 from cloud_api.sms.config import SmsSettings
 from cloud_api.sms.errors import (
     SmsInputError,
@@ -53,6 +53,9 @@ log = logging.getLogger(__name__)
 _ERROR_LIMIT = 500
 #: Why a message should no longer be sent (None: send it), asked just before each send.
 ObsoleteCheck = Callable[[Session, SmsMessage], str | None]
+#: Told of each status a message takes (with its error), in the transaction that records it:
+#: the service audits delivery outcomes there (and so derives the integrators' webhooks).
+StatusHook = Callable[[Session, SmsMessage, str, str | None, str], None]
 
 
 def _short(text: str) -> str:
@@ -85,6 +88,7 @@ class SmsDispatcher:
         poll_interval_seconds: float = 2.0,
         clock: Callable[[], datetime] = utcnow,
         obsolete: ObsoleteCheck | None = None,
+        on_status: StatusHook | None = None,
     ) -> None:
         if not master_secret:
             raise ValueError("the master secret is empty")
@@ -101,6 +105,7 @@ class SmsDispatcher:
         self.poll_interval = poll_interval_seconds
         self._clock = clock
         self._obsolete = obsolete
+        self._on_status = on_status
 
     @classmethod
     def from_settings(
@@ -112,6 +117,7 @@ class SmsDispatcher:
         master_secret: bytes,
         digits: int = DEFAULT_DIGITS,
         obsolete: ObsoleteCheck | None = None,
+        on_status: StatusHook | None = None,
     ) -> "SmsDispatcher":
         return cls(
             engine,
@@ -126,6 +132,7 @@ class SmsDispatcher:
             batch_size=settings.batch_size,
             poll_interval_seconds=settings.poll_interval_seconds,
             obsolete=obsolete,
+            on_status=on_status,
         )
 
     # -- claiming ---------------------------------------------------------------------------
@@ -273,6 +280,10 @@ class SmsDispatcher:
                     .values(**values)
                     .execution_options(synchronize_session=False)
                 )
+                if result.rowcount == 1 and self._on_status and "status" in values:
+                    self._on_status(
+                        session, message, values["status"], values.get("last_error"), "sms"
+                    )
                 return result.rowcount == 1
         except IntegrityError:
             raise
@@ -298,10 +309,7 @@ class SmsDispatcher:
             self._finish_dead(message, f"provider sid {sid} is already recorded on another SMS")
 
     def _delay(self, exponent: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * 2 ** max(0, min(exponent, 30)))
-        # A little jitter, so messages that failed together during an outage do not all
-        # come back in the same second.
-        return delay * random.uniform(0.9, 1.1)
+        return backoff_delay(self.backoff_base, self.backoff_max, exponent)
 
     def _retry_later(self, message: SmsMessage, error: str) -> None:
         """A failure that counts toward giving up."""

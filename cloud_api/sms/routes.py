@@ -33,6 +33,7 @@ from starlette.concurrency import run_in_threadpool
 from twilio.request_validator import RequestValidator
 
 from cloud_api.sms.config import SmsSettings
+from cloud_api.sms.dispatcher import StatusHook
 from cloud_api.sms.models import FINAL_STATUSES, SmsMessage, SmsMessagePublic, SmsStatus, utcnow
 from cloud_api.sms.providers import ConsoleProvider, SmsProvider
 
@@ -66,6 +67,8 @@ class SmsContext:
     engine: Engine
     settings: SmsSettings
     provider: SmsProvider
+    # Told of each status a delivery report records, in its transaction (dispatcher.py).
+    on_status: StatusHook | None = None
 
 
 class SmsProblem(Exception):
@@ -194,6 +197,7 @@ async def twilio_status(request: Request, context: ContextDep) -> Response:
             _TWILIO_STATUS[reported],
             form.get("ErrorCode"),
             message_id,
+            context.on_status,
         )
     except SmsProblem as problem:
         return problem_response(request, problem)
@@ -210,6 +214,7 @@ def _record_status(
     status: SmsStatus | None,
     error_code: str | None,
     message_id: str | None,
+    on_status: StatusHook | None = None,
 ) -> None:
     with Session(engine) as session, session.begin():
         message = session.scalars(
@@ -259,6 +264,8 @@ def _record_status(
             .values(**values)
             .execution_options(synchronize_session=False)
         )
+        if on_status is not None and status.value != message.status:
+            on_status(session, message, status.value, values.get("last_error"), "twilio")
 
 
 @staff_router.get("/outbox", response_model=list[SmsMessagePublic], summary="SMS outbox")
@@ -306,9 +313,7 @@ def console_inbox(
     to: Annotated[str | None, Query(max_length=20)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> Any:
-    if context.settings.provider != "console" or not isinstance(
-        context.provider, ConsoleProvider
-    ):
+    if context.settings.provider != "console" or not isinstance(context.provider, ConsoleProvider):
         return problem_response(
             request,
             SmsProblem(

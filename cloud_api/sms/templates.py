@@ -134,6 +134,18 @@ TEMPLATES: dict[str, SmsTemplate] = {
             SIGNATURE + "您的证照已放入{locker_name}，取件码{code}，请在{expires_at}前取件。"
             "Your licence is at {locker_name}. Pickup code {code}, valid until {expires_at_en}.",
         ),
+        # A new code for a lost one (the kiosk, or staff on the dashboard): the old code
+        # stopped working when this one was issued.
+        SmsTemplate(
+            "dropoff_code_new",
+            SIGNATURE + "新投件开箱码{code}，原码已失效，请在{expires_at}前到{locker_name}投放。"
+            "New drop-off code {code} (old one void) at {locker_name}, use by {expires_at_en}.",
+        ),
+        SmsTemplate(
+            "pickup_code_new",
+            SIGNATURE + "新取件码{code}，原码已失效，请在{expires_at}前到{locker_name}取件。"
+            "New pickup code {code} (old one void) at {locker_name}, valid until {expires_at_en}.",
+        ),
         SmsTemplate(
             "reminder",
             SIGNATURE + "提醒：您在{locker_name}有待取证照，取件码{code}，请在{expires_at}前取件。"

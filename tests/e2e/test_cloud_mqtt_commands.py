@@ -171,7 +171,10 @@ def test_staff_enrolled_later_reach_an_online_locker(cloud, fake_locker):
     fake_locker.responder = answer_everything
     fake_locker.online()
     wait_until(lambda: staff_lists(fake_locker), 10, "the first staff list")
-    assert staff_lists(fake_locker) == [[]]  # nobody has a TOTP yet
+    # Nobody has a TOTP yet. (Coming on line, the full sync and the staff round may both
+    # push that same empty list when they run at the same moment: harmless, an identical
+    # list replaces itself at the cabinet.)
+    assert all(listed == [] for listed in staff_lists(fake_locker))
 
     enrolled_staff(cloud.engine, "clerk7")
     wait_until(lambda: ["clerk7"] in staff_lists(fake_locker), 20, "the changed list pushed")
@@ -274,3 +277,29 @@ def test_an_unanswered_sync_is_followed_by_a_full_sync(cloud, fake_locker):
     full = wait_until(full_with_it, 30, "a full sync after the unanswered one")
     assert commands(cloud, status="timeout", type="sync_reservations")
     fake_locker.reply(full.request_id, result={"upserted": 1, "revoked": 0})
+
+
+def test_a_second_lost_sync_within_the_minute_is_not_dropped(cloud, fake_locker):
+    """Two syncs lost a few seconds apart (model walk seed 3196: network cuts in a row). The
+    first gets its full sync, which the locker answers; the second used to be dropped,
+    because a full sync for a lost one had been sent less than a minute before, and its
+    code stayed missing at the cabinet. A locker that answered the previous full sync gets
+    the next one at once; one that did not gets it when the minute is over, never dropped."""
+    fake_locker.online()
+    wait_until(lambda: cloud.get(f"/api/v1/lockers/{LOCKER_ID}").json()["online"], 10, "on line")
+
+    def full_with(handover_id, after=0):
+        for c in fake_locker.received("sync_reservations")[after:]:
+            p = c.parsed_payload()
+            if p.full and any(u.handover_id == handover_id for u in p.upserts):
+                return c
+        return None
+
+    cloud.record("XA-CMD-10")
+    first = cloud.dropoff("XA-CMD-10")
+    full = wait_until(lambda: full_with(first["id"]), 30, "a full sync after the first loss")
+    fake_locker.reply(full.request_id, result={"upserted": 1, "revoked": 0})
+    seen = len(fake_locker.received("sync_reservations"))
+    cloud.record("XA-CMD-11")
+    second = cloud.dropoff("XA-CMD-11")
+    wait_until(lambda: full_with(second["id"], seen), 30, "a full sync after the second loss")

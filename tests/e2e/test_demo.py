@@ -90,6 +90,15 @@ def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp
         ).json()
         assert (locker["latitude"], locker["longitude"]) == (34.3712, 109.0406)
         assert {c["size"] for c in locker["compartments"]} == {"S", "M", "L"}
+        # The records page is not empty: a handful of records in different states.
+        seeded = http.get(
+            api + "/api/v1/staff/records",
+            params={"q": "XA-2026-"},
+            headers={"Authorization": f"Bearer {login.json()['access_token']}"},
+        ).json()
+        assert seeded["total"] >= 5
+        assert len({r["status"] for r in seeded["items"]}) >= 5
+    assert "demo approval records" in out
 
     # The databases (and the secrets beside them) are the demo user's alone.
     assert stat.S_IMODE(data.stat().st_mode) == 0o700
@@ -112,6 +121,7 @@ def test_plain_demo_prints_addresses_serves_them_and_stops_cleanly(run_demo, tmp
     again = run_demo("--data-dir", str(data), *FREE_PORTS)
     again.wait_for_line(r"running; press Ctrl-C", START_TIMEOUT_S)
     assert "reusing the demo data in" in again.output
+    assert "demo approval records" not in again.output  # seeded once
     assert re.search(rf"^\s+password\s+{re.escape(password)}$", again.output, re.M)
     again.process.send_signal(signal.SIGTERM)
     assert again.finish(timeout=60) == 0, again.output

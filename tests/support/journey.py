@@ -270,7 +270,9 @@ def assert_matches_ground_truth(sim, engine, locker_id: str, authorised: Counter
     """Every door movement of the simulator reached the cloud exactly once, in order per
     compartment; every lock pulse was one the journey authorised; no event stored twice."""
     truth = truth_door_moves(sim)
-    assert truth, "the journey moved no door"
+    # A short random walk may open no door at all (reservations, cancels and wrong codes
+    # only): then nothing may have moved. Otherwise an empty truth means the check is blind.
+    assert truth or not authorised, "the journey authorised lock pulses but moved no door"
     with contextlib.suppress(AssertionError):  # the assertion below says what differs
         wait_until(lambda: cloud_door_moves(engine, locker_id) == truth, STEP_S, "the cloud")
     assert cloud_door_moves(engine, locker_id) == truth

@@ -17,7 +17,10 @@ from cloud_api.api.deps import (
     StaffPrincipal,
 )
 from cloud_api.api.locker_sync import BridgeDep, sync_handover
+from cloud_api.api.problems import problem_responses
 from cloud_api.errors import NotFound
+from cloud_api.models.code_reissue import CodeResent
+from cloud_api.models.common import ApplicationNumber
 from cloud_api.models.handover import HandoverKind, HandoverPublic, HandoverState, LoadRequest
 from cloud_api.models.remote_open import RemoteOpenCreate, RemoteOpenPublic, RemoteOpenRequest
 from cloud_api.models.staff import (
@@ -35,7 +38,7 @@ from cloud_api.models.staff import (
     TotpConfirm,
     TotpEnrolment,
 )
-from cloud_api.services import handovers, staff_login
+from cloud_api.services import handovers, lost_codes, staff_login
 from cloud_api.services import staff as staff_service
 
 router = APIRouter(prefix="/api/v1/staff", tags=["staff"])
@@ -195,6 +198,38 @@ def start_load(
     handover = handovers.start_load(session, policy, body, f"staff:{staff.username}", now)
     sync_handover(bridge, handover)
     return handovers.public(session, handover)
+
+
+@router.post(
+    "/records/{application_number}/resend-code",
+    response_model=CodeResent,
+    responses=problem_responses(409, 429),
+)
+def resend_code(
+    application_number: ApplicationNumber,
+    staff: CurrentStaff,
+    session: SessionDep,
+    policy: PolicyDep,
+    now: NowDep,
+    bridge: BridgeDep,
+):
+    """A new code for the record's live handover (a drop-off reserved, a licence waiting),
+    sent by SMS to the record's mobile; the old code stops working at once, at the locker
+    too (reservation sync). For the applicant who lost the SMS and calls. Needs a role that
+    does the daily work at the locker's site; audited as ``code.reissued`` (via dashboard).
+    409 ``no_live_handover`` when no code of the record is out; 429 when one went out less
+    than XINBAO_RESEND_MIN_INTERVAL_SECONDS ago."""
+    record, reissued = lost_codes.resend_by_staff(session, policy, application_number, staff, now)
+    for handover in reissued:
+        sync_handover(bridge, handover)
+    sent_to = lost_codes.masked_mobile(record.mobile)
+    return CodeResent(
+        application_number=record.application_number,
+        sent_to=sent_to,
+        handovers=[handovers.public(session, h) for h in reissued],
+        message_zh=f"新开箱码已发送至 {sent_to}，原开箱码已失效",
+        message_en=f"A new code went to {sent_to}; the old code no longer works.",
+    )
 
 
 @router.get("/recovery-tasks", response_model=list[HandoverPublic])

@@ -4,10 +4,12 @@
 const TOKEN_KEY = "xinbao.staff.token";
 
 export class ApiError extends Error {
-  constructor(status, title, detail) {
+  constructor(status, title, detail, problem) {
     super(detail || title || `HTTP ${status}`);
     this.status = status;
     this.title = title || `HTTP ${status}`;
+    // The whole problem document: some carry reason, message_zh and message_en.
+    this.problem = problem || null;
   }
 
   // The route itself is missing (an older API without that feature), not a missing object.
@@ -41,12 +43,16 @@ async function readBody(response) {
   }
 }
 
-export async function api(method, path, body) {
+export async function api(method, path, body, raw) {
   const headers = { Accept: "application/json" };
   const bearer = token();
   if (bearer) headers.Authorization = `Bearer ${bearer}`;
   const init = { method, headers };
-  if (body !== undefined) {
+  if (raw !== undefined) {
+    // A file sent as it is (its bytes, so the server judges the encoding).
+    headers["Content-Type"] = raw.type;
+    init.body = raw.body;
+  } else if (body !== undefined) {
     headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
@@ -62,13 +68,16 @@ export async function api(method, path, body) {
     onSessionEnded();
   }
   if (!response.ok) {
-    throw new ApiError(response.status, data && data.title, data && data.detail);
+    const error = new ApiError(response.status, data && data.title, data && data.detail);
+    error.problem = data; // reason, message_zh, message_en where the API gives them
+    throw error;
   }
   return data;
 }
 
 export const get = (path) => api("GET", path);
 export const post = (path, body) => api("POST", path, body === undefined ? {} : body);
+export const upload = (path, body, type) => api("POST", path, undefined, { body, type });
 
 export function query(params) {
   const parts = Object.entries(params)

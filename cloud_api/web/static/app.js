@@ -1,6 +1,7 @@
 // The dashboard shell: log-in, navigation by URL hash, one view module per page.
 
 import { ApiError, get, post, setToken, token, whenSessionEnds } from "./api.js";
+import { startAlarmBadge, stopAlarmBadge } from "./alarm_badge.js";
 import { h, notice } from "./dom.js";
 import { startNotices, stopNotices } from "./notices.js";
 import * as alarms from "./views/alarms.js";
@@ -8,12 +9,14 @@ import * as audit from "./views/audit.js";
 import * as commands from "./views/commands.js";
 import * as load from "./views/load.js";
 import * as lockers from "./views/lockers.js";
+import * as ratings from "./views/ratings.js";
 import * as records from "./views/records.js";
 import * as remoteOpen from "./views/remote_open.js";
 import * as sms from "./views/sms.js";
 import * as staff from "./views/staff.js";
 import * as staffPass from "./views/staff_pass.js";
 import * as tasks from "./views/tasks.js";
+import * as webhooks from "./views/webhooks.js";
 
 const VIEWS = {
   lockers,
@@ -26,6 +29,8 @@ const VIEWS = {
   staff,
   commands,
   sms,
+  ratings,
+  webhooks,
   audit,
 };
 const DEFAULT_VIEW = "lockers";
@@ -37,6 +42,7 @@ let renderSeq = 0;
 
 function showLogin(message) {
   stopNotices();
+  stopAlarmBadge();
   if (cleanup) cleanup();
   cleanup = null;
   me = null;
@@ -104,6 +110,7 @@ async function enter() {
   $("login-view").hidden = true;
   $("app-view").hidden = false;
   startNotices();
+  startAlarmBadge();
   if (!location.hash.startsWith("#/")) location.hash = `#/${DEFAULT_VIEW}`;
   else route();
 }

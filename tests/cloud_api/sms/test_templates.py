@@ -28,7 +28,9 @@ def test_every_template_is_chinese_first_then_english_and_short(name):
     assert "{" not in body and "}" not in body
 
 
-@pytest.mark.parametrize("name", ["dropoff_code", "pickup_code", "reminder"])
+@pytest.mark.parametrize(
+    "name", ["dropoff_code", "pickup_code", "reminder", "dropoff_code_new", "pickup_code_new"]
+)
 def test_code_templates_show_code_twice_and_times_in_china_time(name):
     body = render(name, _params(name), "40417365")
     assert body.count("40417365") == 2

@@ -1,11 +1,12 @@
 // Alarms raised from locker events (door left open, forced, jammed, board down, locker off
 // line, repeated code guessing). They come from the cloud's MQTT side; an API without it shows "unavailable".
+// The list follows the server (live.js): a new alarm appears without a reload, and the list is
+// redrawn only when it changed.
 
 import { get, post, query } from "../api.js";
 import { badge, bi, failure, h, panel, showToast, table, when } from "../dom.js";
 import { name, tone } from "../labels.js";
-
-const REFRESH_MS = 20000;
+import { watch } from "../live.js";
 
 function ackCell(alarm) {
   const acked = alarm.acked_at || alarm.acknowledged_at;
@@ -65,21 +66,27 @@ function alarmRow(alarm) {
 export async function render(main) {
   const results = h("div", { id: "alarms-results" });
   const showAll = h("input", { type: "checkbox", id: "alarms-all" });
-  const load = async () => {
-    try {
-      const alarms = await get(`/api/v1/alarms${query({ open: showAll.checked ? "" : "true" })}`);
+  const live = watch(
+    async () => {
+      const all = showAll.checked;
+      return { all, alarms: await get(`/api/v1/alarms${query({ open: all ? "" : "true" })}`) };
+    },
+    (answer, err) => {
+      if (err) {
+        results.replaceChildren(failure(err, "告警 Alarms"));
+        return;
+      }
       results.replaceChildren(
         table(
           ["类型 Kind", "柜机 Locker", "格口 No.", "发生 Raised", "解除 Cleared", "确认 Ack"],
-          alarms.map(alarmRow),
-          showAll.checked ? "没有告警 No alarms" : "没有未解除的告警 No open alarms",
+          answer.alarms.map(alarmRow),
+          answer.all ? "没有告警 No alarms" : "没有未解除的告警 No open alarms",
         ),
       );
-    } catch (err) {
-      results.replaceChildren(failure(err, "告警 Alarms"));
-    }
-  };
-  showAll.addEventListener("change", load);
+    },
+  );
+  showAll.addEventListener("change", () => live.refresh());
+  await live.first;
   main.replaceChildren(
     h("div", { class: "page-head" }, h("h1", {}, bi("告警", "Alarms"))),
     panel(
@@ -88,9 +95,5 @@ export async function render(main) {
       results,
     ),
   );
-  await load();
-  const timer = setInterval(() => {
-    if (document.visibilityState === "visible") load();
-  }, REFRESH_MS);
-  return () => clearInterval(timer);
+  return live.stop;
 }

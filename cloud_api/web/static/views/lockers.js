@@ -1,10 +1,10 @@
-// Lockers: online state and occupancy per size; one locker's compartments, boards, events.
+// Lockers: online state, open alarms and occupancy per size; one locker's compartments,
+// boards, events. Both pages follow the server (live.js) and redraw only on a change.
 
 import { get, query } from "../api.js";
 import { badge, bi, failure, h, notice, panel, table, when } from "../dom.js";
 import { name } from "../labels.js";
-
-const REFRESH_MS = 20000;
+import { watch } from "../live.js";
 
 export function onlineBadge(locker) {
   // `online` comes from MQTT presence; an API without the MQTT side does not send it.
@@ -36,11 +36,21 @@ function occupancyBar(o) {
   );
 }
 
-function lockerRow(locker) {
+// A locker with open alarms carries a marker (linked to its alarms) while they stay open.
+function alarmMarker(count) {
+  if (!count) return null;
+  return h(
+    "a",
+    { href: "#/alarms", class: "alarm-marker", "data-alarm-count": count },
+    badge(`告警 ${count} alarm${count > 1 ? "s" : ""}`, "bad"),
+  );
+}
+
+function lockerRow(locker, openAlarms) {
   return h(
     "tr",
-    { "data-locker-id": locker.id },
-    h("td", {}, h("a", { href: `#/lockers/${encodeURIComponent(locker.id)}` }, locker.id)),
+    { "data-locker-id": locker.id, "data-open-alarms": openAlarms || 0 },
+    h("td", {}, h("a", { href: `#/lockers/${encodeURIComponent(locker.id)}` }, locker.id), alarmMarker(openAlarms)),
     h("td", {}, locker.site, h("div", { class: "sub" }, locker.address)),
     h("td", {}, onlineBadge(locker)),
     h("td", {}, locker.last_seen_at === undefined ? "—" : when(locker.last_seen_at)),
@@ -55,8 +65,16 @@ function lockerRow(locker) {
   );
 }
 
-async function renderList(main) {
-  const lockers = await get("/api/v1/lockers?limit=500");
+async function loadList() {
+  // The alarm summary is an extra: without it (an older API) the list still shows.
+  const [lockers, alarms] = await Promise.all([
+    get("/api/v1/lockers?limit=500"),
+    get("/api/v1/dashboard/alarm-summary").catch(() => null),
+  ]);
+  return { lockers, alarms: alarms ? alarms.lockers : {} };
+}
+
+function drawList(main, { lockers, alarms }) {
   const online = lockers.filter((l) => l.online === true).length;
   const known = lockers.some((l) => typeof l.online === "boolean");
   main.replaceChildren(
@@ -76,7 +94,7 @@ async function renderList(main) {
       bi("全部柜机", "All lockers"),
       table(
         ["编号 Id", "地点 Site", "状态 State", "最后在线 Last seen", "空闲格口 Free compartments", ""],
-        lockers.map(lockerRow),
+        lockers.map((l) => lockerRow(l, alarms[l.id])),
         "尚无柜机 No lockers registered yet",
       ),
     ),
@@ -124,28 +142,32 @@ function boardsPanel(locker) {
   );
 }
 
-async function eventsPanel(lockerId) {
-  try {
-    const events = await get(`/api/v1/lockers/${encodeURIComponent(lockerId)}/events${query({ limit: 20 })}`);
-    const rows = events.map((e) =>
-      h(
-        "tr",
-        {},
-        h("td", { class: "nowrap" }, when(e.ts || e.received_at)),
-        h("td", {}, e.type),
-        h("td", {}, e.compartment ?? "—"),
-        h("td", {}, e.outcome || ""),
-        h("td", { class: "mono" }, e.data ? JSON.stringify(e.data).slice(0, 120) : ""),
-      ),
-    );
-    return panel(bi("最近事件", "Recent events"), table(["时间 Time", "类型 Type", "格口 No.", "处理 Outcome", "数据 Data"], rows, "尚无事件 No events yet"));
-  } catch (err) {
-    return panel(bi("最近事件", "Recent events"), failure(err, "事件 Events"));
-  }
+function eventsPanel(events) {
+  if (events.error) return panel(bi("最近事件", "Recent events"), failure(events.error, "事件 Events"));
+  const rows = events.map((e) =>
+    h(
+      "tr",
+      {},
+      h("td", { class: "nowrap" }, when(e.ts || e.received_at)),
+      h("td", {}, e.type),
+      h("td", {}, e.compartment ?? "—"),
+      h("td", {}, e.outcome || ""),
+      h("td", { class: "mono" }, e.data ? JSON.stringify(e.data).slice(0, 120) : ""),
+    ),
+  );
+  return panel(bi("最近事件", "Recent events"), table(["时间 Time", "类型 Type", "格口 No.", "处理 Outcome", "数据 Data"], rows, "尚无事件 No events yet"));
 }
 
-async function renderDetail(main, lockerId) {
-  const locker = await get(`/api/v1/lockers/${encodeURIComponent(lockerId)}`);
+async function loadDetail(lockerId) {
+  const path = `/api/v1/lockers/${encodeURIComponent(lockerId)}`;
+  const [locker, events] = await Promise.all([
+    get(path),
+    get(`${path}/events${query({ limit: 20 })}`).catch((error) => ({ error })),
+  ]);
+  return { locker, events };
+}
+
+function drawDetail(main, { locker, events }) {
   const counts = {};
   for (const c of locker.compartments) {
     const key = c.out_of_service ? "out_of_service" : c.state;
@@ -172,22 +194,14 @@ async function renderDetail(main, lockerId) {
       h("div", { class: "occupancy wide" }, occupancyBars(locker.occupancy)),
     ),
     boardsPanel(locker),
-    await eventsPanel(locker.id),
+    eventsPanel(events),
   );
 }
 
 export async function render(main, { args }) {
-  const show = async () => {
-    try {
-      if (args[0]) await renderDetail(main, args[0]);
-      else await renderList(main);
-    } catch (err) {
-      main.replaceChildren(failure(err, "柜机 Lockers"));
-    }
-  };
-  await show();
-  const timer = setInterval(() => {
-    if (document.visibilityState === "visible") show();
-  }, REFRESH_MS);
-  return () => clearInterval(timer);
+  const live = args[0]
+    ? watch(() => loadDetail(args[0]), (data, err) => (err ? main.replaceChildren(failure(err, "柜机 Lockers")) : drawDetail(main, data)))
+    : watch(loadList, (data, err) => (err ? main.replaceChildren(failure(err, "柜机 Lockers")) : drawList(main, data)));
+  await live.first;
+  return live.stop;
 }
