@@ -292,30 +292,14 @@ def head_checkpoint(session: Session) -> Checkpoint | None:
     return Checkpoint(head.last_seq, head.last_hash, head.keyed_from, utcnow().isoformat())
 
 
-def write_checkpoint(session: Session, path: Path, key: bytes | None = None) -> Checkpoint | None:
-    """Append the signed head to ``path`` (created 0600; only ever appended to, O_APPEND, one
-    write per line, fsync'd). None if the trail is empty."""
-    checkpoint = head_checkpoint(session)
-    if checkpoint is None:
-        return None
-    data = checkpoint.line(key or current_key()).encode()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    return checkpoint
-
-
-def write_checkpoint_shared(
-    session: Session, path: Path, key: bytes | None = None
+def write_checkpoint(
+    session: Session, path: Path, key: bytes | None = None, *, only_if_newer: bool = False
 ) -> Checkpoint | None:
-    """``write_checkpoint`` for a file several API workers append to: under an exclusive
-    lock on it, and only when the head is past the file's last checkpoint (so N workers write
-    one line per change, never an older head after a newer one). None if nothing was
-    written."""
+    """Append the signed head to ``path`` (created 0600; only ever appended to, O_APPEND, one
+    write per line, fsync'd, under an exclusive lock on the file). None if nothing was
+    written: the trail is empty, or ``only_if_newer`` and the head is not past the file's
+    last checkpoint (several API workers append to one file: one line per change, never an
+    older head after a newer one)."""
     checkpoint = head_checkpoint(session)
     if checkpoint is None:
         return None
@@ -324,9 +308,10 @@ def write_checkpoint_shared(
     fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)  # released when fd is closed
-        last = _last_checkpointed_seq(fd)
-        if last is not None and last >= checkpoint.seq:
-            return None
+        if only_if_newer:
+            last = _last_checkpointed_seq(fd)
+            if last is not None and last >= checkpoint.seq:
+                return None
         os.write(fd, data)
         os.fsync(fd)
     finally:
@@ -381,7 +366,7 @@ async def checkpoint_forever(
 ) -> None:
     """The API process's checkpoint round: append the signed head every ``interval`` seconds
     when it moved (a first one at start). A failure is logged and retried next round. Every
-    worker of ``xinbao api --workers N`` runs it on the one file (write_checkpoint_shared)."""
+    worker of ``xinbao api --workers N`` runs it on the one file (``only_if_newer``)."""
     last: tuple[int, str] | None = None
 
     def once() -> tuple[int, str] | None:
@@ -390,7 +375,7 @@ async def checkpoint_forever(
         if checkpoint is None or (checkpoint.seq, checkpoint.hash) == last:
             return last
         with Session(engine) as session:
-            write_checkpoint_shared(session, path)
+            write_checkpoint(session, path, only_if_newer=True)
         return (checkpoint.seq, checkpoint.hash)
 
     while not stop.is_set():

@@ -463,6 +463,22 @@ def resend(
     return handover
 
 
+def active_for_record(session: Session, record_id: int) -> list[Handover]:
+    """The record's handovers in an active state, oldest first, locked until the transaction
+    ends (a resend, a kiosk request and a new mobile number do not interleave)."""
+    return list(
+        session.scalars(
+            select(Handover)
+            .where(
+                Handover.record_id == record_id,
+                Handover.state.in_([s.value for s in ACTIVE_STATES]),
+            )
+            .order_by(Handover.id)
+            .with_for_update()
+        )
+    )
+
+
 def code_is_out(handover: Handover) -> bool:
     """The applicant holds a code for this handover that still opens something."""
     live = (handover.kind == HandoverKind.dropoff and handover.state == HandoverState.reserved) or (
@@ -532,16 +548,7 @@ def update_record(
     )
     reissued: list[Handover] = []
     if "mobile" in changed:
-        live = session.scalars(
-            select(Handover)
-            .where(
-                Handover.record_id == record.id,
-                Handover.state.in_([s.value for s in ACTIVE_STATES]),
-            )
-            .order_by(Handover.id)
-            .with_for_update()
-        )
-        for handover in live:
+        for handover in active_for_record(session, record.id):
             # A pickup not yet deposited has sent no code: its SMS goes to the new number.
             if code_is_out(handover) and handover.code_sent_at is not None:
                 reissue_code(session, policy, handover, record, actor, "mobile changed", now)

@@ -35,12 +35,17 @@ from cloud_api.models.code_reissue import (
     ReissueOutcome,
     ReissueVia,
 )
-from cloud_api.models.handover import ACTIVE_STATES, Handover, HandoverKind, HandoverState
+from cloud_api.models.handover import Handover, HandoverKind, HandoverState
 from cloud_api.models.record import ApprovalRecord
 from cloud_api.models.staff import Staff
 from cloud_api.services import audit, records
 from cloud_api.services import staff as staff_service
-from cloud_api.services.handovers import HandoverPolicy, code_is_out, reissue_code
+from cloud_api.services.handovers import (
+    HandoverPolicy,
+    active_for_record,
+    code_is_out,
+    reissue_code,
+)
 from xinbao.codes import derive_locker_key
 from xinbao.lockout import mobile_last_digits
 from xinbao.lost_code import digest_matches
@@ -60,17 +65,8 @@ def live_handovers(
     """The record's handovers whose code the applicant holds and could still use: a drop-off
     reserved and not expired, a pickup deposited (or overdue, when its code keeps working).
     Locked until the transaction ends, so a resend and a kiosk request do not interleave."""
-    found = session.scalars(
-        select(Handover)
-        .where(
-            Handover.record_id == record.id,
-            Handover.state.in_([s.value for s in ACTIVE_STATES]),
-        )
-        .order_by(Handover.id)
-        .with_for_update()
-    )
     live = []
-    for handover in found:
+    for handover in active_for_record(session, record.id):
         if not code_is_out(handover) or handover.code_sent_at is None:
             continue
         if handover.kind == HandoverKind.dropoff and handover.expires_at <= now:
@@ -90,7 +86,10 @@ def _reissue(
     actor: str,
     via: ReissueVia,
     now: datetime,
+    event_id: str | None = None,
 ) -> None:
+    """A new code for ``handover`` (the old one stops working), audited and counted in the
+    reissue table (``event_id``: the kiosk request it answers)."""
     old = handover.code_counter
     reason = f"reissued via {via.value}"
     reissue_code(session, policy, handover, record, actor, reason, now, says_new=True)
@@ -109,6 +108,18 @@ def _reissue(
             "old_counter": old,
             "counter": handover.code_counter,
         },
+    )
+    session.add(
+        CodeReissue(
+            at=now,
+            via=via.value,
+            locker_id=handover.locker_id,
+            record_id=record.id,
+            handover_id=handover.id,
+            outcome=ReissueOutcome.reissued.value,
+            actor=actor,
+            event_id=event_id,
+        )
     )
 
 
@@ -264,16 +275,7 @@ def request_at_kiosk(
         return _declined(session, outcome, base, application_number, now, record), []
 
     for handover in here:
-        _reissue(session, policy, handover, record, base["actor"], ReissueVia.kiosk, now)
-        session.add(
-            CodeReissue(
-                at=now,
-                outcome=ReissueOutcome.reissued.value,
-                record_id=record.id,
-                handover_id=handover.id,
-                **base,
-            )
-        )
+        _reissue(session, policy, handover, record, base["actor"], ReissueVia.kiosk, now, event_id)
     return ReissueOutcome.reissued, here
 
 
@@ -326,16 +328,5 @@ def resend_by_staff(
     actor = f"staff:{staff.username}"
     for handover in live:
         _reissue(session, policy, handover, record, actor, ReissueVia.dashboard, now)
-        session.add(
-            CodeReissue(
-                at=now,
-                via=ReissueVia.dashboard.value,
-                locker_id=handover.locker_id,
-                record_id=record.id,
-                handover_id=handover.id,
-                outcome=ReissueOutcome.reissued.value,
-                actor=actor,
-            )
-        )
     session.commit()
     return record, live

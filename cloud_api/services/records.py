@@ -82,14 +82,7 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
     existing = session.scalar(query)
     if existing is not None:
         return _repeat(existing, body, mobile, actor), False
-    record = ApprovalRecord(
-        application_number=body.application_number,
-        applicant_name=body.applicant_name,
-        mobile=mobile,
-        matter_name=body.matter_name,
-        status=body.status.value,
-        created_by=actor,
-    )
+    record = _new_record(body, mobile, actor, body.status)
     try:
         # A savepoint, so losing the race below undoes only this insert, not the caller's
         # earlier work in the transaction.
@@ -98,14 +91,33 @@ def add(session: Session, body: RecordCreate, actor: str) -> tuple[ApprovalRecor
     except IntegrityError:
         # A concurrent create of the same number committed first; answer as for a repeat.
         return _repeat(session.scalar(query), body, mobile, actor), False
+    _audit_created(session, record, actor)
+    return record, True
+
+
+def _new_record(
+    body: RecordCreate, mobile: str, actor: str, status: RecordStatus
+) -> ApprovalRecord:
+    return ApprovalRecord(
+        application_number=body.application_number,
+        applicant_name=body.applicant_name,
+        mobile=mobile,
+        matter_name=body.matter_name,
+        status=status.value,
+        created_by=actor,
+    )
+
+
+def _audit_created(
+    session: Session, record: ApprovalRecord, actor: str, detail: dict | None = None
+) -> None:
     audit.append(
         session,
         actor,
         "record.created",
         f"record:{record.application_number}",
-        {"status": record.status},
+        {"status": record.status} | (detail or {}),
     )
-    return record, True
 
 
 def add_approved(
@@ -114,23 +126,10 @@ def add_approved(
     """A new record for a licence already issued (a staff import), created ``approved``, in
     the caller's transaction. A concurrent create of the same number fails the caller's
     whole transaction (IntegrityError, 409): it is run again and finds the record."""
-    record = ApprovalRecord(
-        application_number=body.application_number,
-        applicant_name=body.applicant_name,
-        mobile=mobile,
-        matter_name=body.matter_name,
-        status=RecordStatus.approved.value,
-        created_by=actor,
-    )
+    record = _new_record(body, mobile, actor, RecordStatus.approved)
     session.add(record)
     session.flush()
-    audit.append(
-        session,
-        actor,
-        "record.created",
-        f"record:{record.application_number}",
-        {"status": record.status} | detail,
-    )
+    _audit_created(session, record, actor, detail)
     return record
 
 

@@ -220,9 +220,8 @@ def stylesheet() -> Response:
     return Response(_CSS, media_type="text/css", headers={"Cache-Control": "max-age=3600"})
 
 
-# {token:path}: a mangled link with a slash in it gets the same clear page, not the API's 404.
-@router.get("/{token:path}", response_class=HTMLResponse)
-def rating_page(token: str, session: SessionDep, policy: PolicyDep, now: NowDep):
+def _open(token: str, session, policy, now):
+    """The handover and locker a link rates, or the page that says why it cannot."""
     try:
         ticket = policy.rating_links.read(token, now)
         handover, _, locker = ratings.rateable(session, ticket.handover_id)
@@ -230,6 +229,16 @@ def rating_page(token: str, session: SessionDep, policy: PolicyDep, now: NowDep)
         return _notice("link_expired" if err.expired else "link_invalid")
     except CloudError as err:
         return _notice(_reason(err))
+    return handover, locker
+
+
+# {token:path}: a mangled link with a slash in it gets the same clear page, not the API's 404.
+@router.get("/{token:path}", response_class=HTMLResponse)
+def rating_page(token: str, session: SessionDep, policy: PolicyDep, now: NowDep):
+    opened = _open(token, session, policy, now)
+    if isinstance(opened, Response):
+        return opened
+    handover, locker = opened
     given = ratings.existing(session, handover.id)
     if given is not None:
         return _thanks(given, locker.site, handover.finished_at)
@@ -238,13 +247,10 @@ def rating_page(token: str, session: SessionDep, policy: PolicyDep, now: NowDep)
 
 @router.post("/{token:path}", response_class=HTMLResponse)
 def submit_rating(token: str, form: FormDep, session: SessionDep, policy: PolicyDep, now: NowDep):
-    try:
-        ticket = policy.rating_links.read(token, now)
-        handover, _, locker = ratings.rateable(session, ticket.handover_id)
-    except RatingLinkError as err:
-        return _notice("link_expired" if err.expired else "link_invalid")
-    except CloudError as err:
-        return _notice(_reason(err))
+    opened = _open(token, session, policy, now)
+    if isinstance(opened, Response):
+        return opened
+    handover, locker = opened
     if isinstance(form, str):
         return _notice(form)
     comment = form.get("comment", "")
