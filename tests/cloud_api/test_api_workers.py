@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select, update
 from sqlmodel import Session
 
@@ -39,6 +38,7 @@ from tests.cloud_api.conftest import locker_body
 from tests.cloud_api.sms.fake_twilio import start_fake_twilio
 from tests.support import mosquitto
 from tests.support.child_process import ServiceProcess
+from tests.support.metrics import samples
 from tests.support.mqtt_clients import FakeLocker
 from tests.support.waiting import free_port, wait_until
 from xinbao.codes import derive_locker_key
@@ -129,11 +129,7 @@ def scrape(url: str) -> dict[tuple[str, tuple], float]:
     """One scrape on a connection of its own (a kept-alive one stays with one worker)."""
     r = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
     assert r.status_code == 200, r.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
+    return samples(r.text)
 
 
 def total(samples, name: str) -> float:

@@ -7,25 +7,16 @@ import re
 import pytest
 
 from cloud_api.main import create_app
-from cloud_api.sms.config import SmsSettings
 from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.helpers import code_of
 from tests.cloud_api.lost_code_helpers import cabinet, handover, sms
-from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.cloud_api.sms.conftest import twilio_settings
 
 
 @pytest.fixture
 def app(settings, clock, fake_twilio):
     """Replaces conftest's app: Twilio settings, so create_app builds the Twilio provider."""
-    sms_settings = SmsSettings(
-        provider="twilio",
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_from=FROM_NUMBER,
-        twilio_api_base=fake_twilio.base,
-        twilio_timeout_seconds=5,
-    )
-    return create_app(settings, sms_settings=sms_settings, clock=clock)
+    return create_app(settings, sms_settings=twilio_settings(fake_twilio), clock=clock)
 
 
 def _bodies(fake_twilio) -> list[tuple[str, str]]:

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
-from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text, update
 from sqlmodel import Session
 
@@ -22,6 +21,7 @@ from cloud_api.services import alarms
 from cloud_api.sms.models import SmsMessage
 from tests.cloud_api.conftest import make_record, reserve_dropoff
 from tests.cloud_api.helpers import assert_problem, code_of
+from tests.support.metrics import samples, value
 from xinbao.contract import CommandType, PingPayload
 
 TOKEN = secrets.token_urlsafe(32)
@@ -39,15 +39,7 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
     r = client.get("/metrics", headers=SCRAPE)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/plain")
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples(r.text)
 
 
 def test_a_request_is_counted_under_its_route_template_and_status(world):

@@ -23,9 +23,8 @@ from cloud_api.core.db import make_engine
 from cloud_api.main import create_app
 from cloud_api.models.staff import Role, Scope
 from cloud_api.services import bootstrap
-from cloud_api.sms.config import SmsSettings
 from tests.cloud_api.conftest import locker_body
-from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.cloud_api.sms.conftest import twilio_settings
 from tests.support.browser import (
     bound_socket,
     launch_chromium,
@@ -112,14 +111,7 @@ def served(template_db, tmp_path, fake_twilio) -> Iterator[Served]:
     settings = Settings(
         demo=True, database_url=url, run_background=False, rating_url=f"{base}/rate"
     )
-    sms = SmsSettings(
-        provider="twilio",
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_from=FROM_NUMBER,
-        twilio_api_base=fake_twilio.base,
-        twilio_timeout_seconds=5,
-    )
+    sms = twilio_settings(fake_twilio)
     app = create_app(settings, sms_settings=sms)
     server, thread, _ = serve(app, sock)
     try:

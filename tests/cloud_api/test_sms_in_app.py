@@ -10,10 +10,9 @@ from twilio.request_validator import RequestValidator
 
 from cloud_api.main import create_app
 from cloud_api.models.audit import AuditEntry
-from cloud_api.sms.config import SmsSettings
 from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.helpers import assert_problem
-from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, FROM_NUMBER
+from tests.cloud_api.sms.conftest import ACCOUNT_SID, AUTH_TOKEN, twilio_settings
 from tests.cloud_api.sms.fake_twilio import Answer
 
 PUBLIC = "https://xinbao.example.cn/api/v1/sms/twilio/status"
@@ -22,15 +21,7 @@ PUBLIC = "https://xinbao.example.cn/api/v1/sms/twilio/status"
 @pytest.fixture
 def app(settings, clock, fake_twilio):
     """Replaces conftest's app: Twilio settings, so create_app builds the Twilio provider."""
-    sms = SmsSettings(
-        provider="twilio",
-        twilio_account_sid=ACCOUNT_SID,
-        twilio_auth_token=AUTH_TOKEN,
-        twilio_from=FROM_NUMBER,
-        twilio_api_base=fake_twilio.base,
-        twilio_timeout_seconds=5,
-        status_callback_url=PUBLIC,
-    )
+    sms = twilio_settings(fake_twilio, status_callback_url=PUBLIC)
     return create_app(settings, sms_settings=sms, clock=clock)
 
 

@@ -7,27 +7,15 @@ import secrets
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.conftest import LOCKER_ID
 from tests.support.cabinet import ControllerProcess, simulator
+from tests.support.metrics import samples, value
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
 TOKEN = secrets.token_urlsafe(32)
-
-
-def samples(text: str) -> dict[tuple[str, tuple], float]:
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
-
-
-def value(found, name: str, **labels) -> float:
-    return found.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def cloud_scrape(cloud) -> dict:

@@ -9,11 +9,11 @@ import secrets
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from locker_controller.config import parse_config
 from locker_controller.errors import ConfigError
 from tests.locker_controller.conftest import LOCKER_KEY, MASTER_HEX
+from tests.support.metrics import samples, value
 from tests.support.waiting import wait_until
 from xinbao.codes import code_for
 
@@ -21,15 +21,7 @@ from xinbao.codes import code_for
 def scrape(ctl, headers: dict | None = None) -> dict[tuple[str, tuple], float]:
     r = httpx.get(ctl.kiosk + "/metrics", headers=headers or {}, timeout=10)
     assert r.status_code == 200, r.text
-    return {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(r.text)
-        for s in family.samples
-    }
-
-
-def value(samples, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    return samples(r.text)
 
 
 def door_events(samples) -> float:
@@ -111,8 +103,8 @@ def test_with_a_token_a_scrape_without_it_is_refused(sim, make_controller):
         body = r.json()
         assert body["reason"] == "metrics_token" and body["message_zh"] and body["message_en"]
         assert "xinbao_" not in r.text
-    samples = scrape(ctl, {"Authorization": f"Bearer {TOKEN}"})
-    assert ("xinbao_controller_outbox_depth", ()) in samples
+    found = scrape(ctl, {"Authorization": f"Bearer {TOKEN}"})
+    assert ("xinbao_controller_outbox_depth", ()) in found
 
 
 @pytest.mark.slow

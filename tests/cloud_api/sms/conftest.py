@@ -14,6 +14,7 @@ from sqlalchemy import create_engine, delete
 from sqlalchemy.orm import Session
 from sqlmodel import SQLModel
 
+from cloud_api.sms.config import SmsSettings
 from cloud_api.sms.models import SmsMessage
 from cloud_api.sms.providers import TwilioProvider
 
@@ -22,6 +23,19 @@ ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 AUTH_TOKEN = "test-auth-token-0123456789"
 FROM_NUMBER = "+15005550006"
 MASTER = b"sms-test-master-secret"
+
+
+def twilio_settings(fake_twilio, **extra) -> SmsSettings:
+    """SMS settings that make create_app build the Twilio provider, against the fake."""
+    return SmsSettings(
+        provider="twilio",
+        twilio_account_sid=ACCOUNT_SID,
+        twilio_auth_token=AUTH_TOKEN,
+        twilio_from=FROM_NUMBER,
+        twilio_api_base=fake_twilio.base,
+        twilio_timeout_seconds=5,
+        **extra,
+    )
 
 
 def _create_tables(engine) -> None:
