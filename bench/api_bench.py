@@ -12,7 +12,8 @@ Operations: bare (API-key check and one locker row), locker detail, nearest lock
 list, issue a drop-off (record lock, claim, code counter, handover, SMS outbox row, two audit
 entries), check a code (locker key, locker row lock, redeem, two audit entries). Each ratio
 is printed beside its target from issue 14; the SQLite drop-off p99 (8 concurrent writers)
-beside its 250 ms.
+beside its 250 ms. Last, bare, locker detail and nearest again with the project as 2 worker
+processes on one port (as ``xinbao api --workers 2`` runs it): the scaling from 1 to 2 workers.
 
     .venv/bin/python bench/api_bench.py [--seconds 4] [--rounds 3] [--sqlite-only|--postgres-only]
 
@@ -70,6 +71,23 @@ from cloud_api.main import create_app
 uvicorn.run(create_app(load_settings()), host="127.0.0.1", port={port}, log_level="warning",
             access_log=False)
 """
+# The project as `xinbao api --workers 2` serves it (cloud_api/cli.py), with the same uvicorn
+# settings as above: a run directory for the workers' metrics and slots, then uvicorn's own
+# worker processes on one port.
+WORKERS_SERVER = """
+import os, tempfile
+from pathlib import Path
+import uvicorn
+from cloud_api import workers
+run_dir = Path(tempfile.mkdtemp(prefix="xinbao-bench-api-"))
+workers.prepare_metrics_dir(run_dir)
+os.environ[workers.RUN_DIR_ENV] = str(run_dir)
+os.environ[workers.WORKERS_ENV] = "{count}"
+uvicorn.run("cloud_api.workers:app_from_environment", factory=True, workers={count},
+            host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+"""
+# The read operations measured again with 2 worker processes, for the scaling from 1 to 2.
+SCALED = ("bare", "locker detail", "nearest")
 
 
 @dataclass
@@ -88,11 +106,11 @@ def free_port() -> int:
 
 
 def start(
-    argv: list[str], env: dict, probe: str, root: Path = ROOT
+    argv: list[str], env: dict, probe: str, root: Path = ROOT, **fill
 ) -> tuple[subprocess.Popen, str, int]:
     port = free_port()
     proc = subprocess.Popen(
-        [a.format(port=port) for a in argv], env=env | {"PYTHONPATH": str(root)}, cwd=root
+        [a.format(port=port, **fill) for a in argv], env=env | {"PYTHONPATH": str(root)}, cwd=root
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -236,11 +254,39 @@ def run_database(name: str, db_url: str, args, tmp: Path) -> dict:
                         f"  p99 {run.p99_ms:7.1f} ms  errors {run.errors}",
                         flush=True,
                     )
+        load_after = os.getloadavg()
+        # The same app once more, as 2 worker processes; the single one is stopped first.
+        stop(servers.pop("project"))
+        servers["workers"] = start(
+            [sys.executable, "-c", WORKERS_SERVER], env, "/openapi.json", args.project_root,
+            count=2,
+        )  # fmt: skip
+        path, mode = scripts["bare", "project"][0]
+        wrk(servers["workers"][1], path, 1, args.connections, mode)  # warm up both workers
+        for r in range(args.rounds):
+            for op in SCALED:
+                path, mode = scripts[op, "project"][r]
+                run = wrk(servers["workers"][1], path, args.seconds, args.connections, mode)
+                results.setdefault((op, "2 workers"), []).append(run)
+                print(
+                    f"  {name} {op:<15} 2 workers {run.rps:8.1f} req/s  p99 {run.p99_ms:7.1f} ms"
+                    f"  errors {run.errors}",
+                    flush=True,
+                )
     finally:
-        for proc, _base, _port in servers.values():
-            proc.terminate()
-            proc.wait(timeout=15)
-    return {"results": results, "load": (load_before, os.getloadavg())}
+        for server in servers.values():
+            stop(server)
+    return {"results": results, "load": (load_before, load_after)}
+
+
+def stop(server: tuple[subprocess.Popen, str, int]) -> None:
+    proc = server[0]
+    proc.terminate()
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=15)
 
 
 def spread(values: list[float], fmt: str = "{:.0f}") -> str:
@@ -283,6 +329,17 @@ def report(name: str, measured: dict, args) -> None:
                 f"{spread([r.p99_ms for r in runs]):>14} {sum(r.errors for r in runs):>4} "
                 f"{ratio:>18} {goal:>7}{cut}"
             )
+    print(
+        f"scaling from 1 to 2 API worker processes ({os.cpu_count()} CPUs, wrk on the same "
+        "machine), req/s median (min-max):"
+    )
+    for op in SCALED:
+        one, two = results[op, "project"], results[op, "2 workers"]
+        gain = [b.rps / a.rps for a, b in zip(one, two, strict=True)]
+        print(
+            f"  {op:<15} 1 worker {spread([r.rps for r in one]):>18}   2 workers "
+            f"{spread([r.rps for r in two]):>18}   x{spread(gain, '{:.2f}')}"
+        )
     if name == "SQLite":
         p99 = [r.p99_ms for r in results["issue drop-off", "project"]]
         print(

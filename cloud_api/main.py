@@ -34,7 +34,7 @@ from cloud_api.api.routes import (
     webhooks,
 )
 from cloud_api.core.config import Settings
-from cloud_api.core.db import make_engine
+from cloud_api.core.db import make_engine, reading
 from cloud_api.metrics import CloudMetrics, mount_metrics
 from cloud_api.models.common import utcnow
 from cloud_api.mqtt import CloudBridge
@@ -157,6 +157,7 @@ def create_app(
     app.add_middleware(SecurityHeaders)
     app.state.settings = settings
     app.state.engine = engine
+    app.state.read_engine = reading(engine)
     app.state.clock = clock
     app.state.policy = handover_policy
     app.state.scheduler = scheduler

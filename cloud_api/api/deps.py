@@ -3,19 +3,27 @@
 Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency in its
 thread pool, and each such hop costs more than the work itself (bench/api_bench.py). Those
 that touch the database stay plain functions, so they never block the event loop.
+
+A GET or HEAD request reads: its session is on ``reading(engine)`` (core/db.py) and refuses to
+write. A GET route that does write (the personal centre's code fetch audits it) says so with
+``@writes_on_read``.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy import event
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from cloud_api.core import security
 from cloud_api.core.config import Settings
+from cloud_api.core.db import READS_ONLY
 from cloud_api.errors import AuthError, Forbidden, InputError
 from cloud_api.models.common import MAX_INT, LockerId
 from cloud_api.models.locker import Locker
@@ -38,9 +46,53 @@ async def get_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_session(request: Request) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
+def writes_on_read(endpoint: Callable) -> Callable:
+    """Mark a GET route that writes: its session is an ordinary one, not a reading one."""
+    endpoint.writes_on_read = True  # type: ignore[attr-defined]
+    return endpoint
+
+
+def reads_only(request: Request) -> bool:
+    endpoint = request.scope.get("endpoint")
+    return request.method in ("GET", "HEAD") and not getattr(endpoint, "writes_on_read", False)
+
+
+class WriteInReadingRequest(RuntimeError):
+    """A GET route wrote without @writes_on_read: a bug, refused before it reaches the
+    database (its write would not be atomic on PostgreSQL's autocommit reads)."""
+
+
+async def get_session(request: Request) -> AsyncIterator[Session]:
+    # async: making a Session does no I/O, and a plain generator would cost two trips to the
+    # thread pool (in and out). Closing it gives its connection back to the pool; a request
+    # that ended mid-transaction rolls back there.
+    if reads_only(request):
+        session = Session(request.app.state.read_engine, expire_on_commit=False, autoflush=False)
+        session.info[READS_ONLY] = True
+    else:
+        session = Session(request.app.state.engine, expire_on_commit=False)
+    try:
         yield session
+    finally:
+        session.close()
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _refuse_flush_when_reading(session: OrmSession, _context, _instances) -> None:
+    if session.info.get(READS_ONLY) and (session.new or session.dirty or session.deleted):
+        raise WriteInReadingRequest(
+            "a GET request tried to write: mark its route @writes_on_read (api/deps.py)"
+        )
+
+
+@event.listens_for(OrmSession, "do_orm_execute")
+def _refuse_dml_when_reading(state: ORMExecuteState) -> None:
+    if state.session.info.get(READS_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise WriteInReadingRequest(
+            "a GET request tried to write: mark its route @writes_on_read (api/deps.py)"
+        )
 
 
 async def get_now(request: Request) -> datetime:
@@ -126,6 +178,14 @@ def get_principal(
     _bearer_declared: Annotated[HTTPAuthorizationCredentials | None, Depends(_staff_bearer)],
     x_api_key: Annotated[str | None, Depends(_api_key)],
 ) -> Principal:
+    # On SQLite a request that writes reads who is calling in a deferred transaction and
+    # ends it here, so the write lock (and the writers' queue, core/db.py) is taken only by
+    # the route's own transaction, and a route that opens a session of its own (the SMS
+    # outbox) does not wait for this one. On PostgreSQL the check is the first statement of
+    # the request's one transaction: no second checkout, no COMMIT round trip.
+    sqlite_writer = not session.info.get(READS_ONLY) and session.get_bind().dialect.name == "sqlite"
+    if sqlite_writer:
+        session.connection(execution_options={READS_ONLY: True})
     # The raw header, not the parsed credentials: a malformed one gets its own message.
     token = _bearer(request.headers.get("authorization"))
     if token is not None:
@@ -141,10 +201,8 @@ def get_principal(
         principal = Principal(f"api_key:{key.id}", frozenset(key.scopes.split()))
     else:
         raise AuthError("log in (Authorization: Bearer) or send an API key (X-API-Key)")
-    # End the read transaction now. On SQLite every transaction holds the write lock (BEGIN
-    # IMMEDIATE, core/db.py), so a route that opens its own session (the SMS outbox) would
-    # otherwise wait for this one until the busy timeout and fail.
-    session.commit()
+    if sqlite_writer:
+        session.commit()
     return principal
 
 

@@ -1,14 +1,20 @@
 """Engines, sessions and migrations.
 
-SQLite is the single-machine default. Its transactions start with ``BEGIN IMMEDIATE`` here:
-with the default deferred start, two transactions that both read and then write (claiming a
-compartment, appending to the audit chain) fail with "database is locked" instead of waiting
-for each other. PostgreSQL keeps its normal transactions; services use conditional UPDATEs and
-row locks where it matters.
+SQLite is the single-machine default. Its transactions that may write start with ``BEGIN
+IMMEDIATE`` here, in turn (WriterQueue): with the default deferred start, two transactions
+that both read and then write (claiming a compartment, appending to the audit chain) fail with
+"database is locked" instead of waiting for each other. PostgreSQL keeps its normal
+transactions; services use conditional UPDATEs and row locks where it matters.
+
+Requests that only read (GET and HEAD, unless the route says it writes: api/deps.py) use
+``reading(engine)``: autocommit on PostgreSQL, a deferred query-only transaction on SQLite.
 """
 
 import logging
 import os
+import threading
+import time
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +22,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -96,28 +103,162 @@ def private_sqlite_file(url: str) -> None:
             os.chmod(each, 0o600)
 
 
+# An execution option: the connection serves a request that only reads (core/db.py's
+# reading(); api/deps.py picks it for GET and HEAD).
+READS_ONLY = "xinbao_reads_only"
+# A pooled PostgreSQL connection idle longer than this is pinged before it is handed out
+# (a server restarted or a firewall that dropped it); a busy one is not, which saves a round
+# trip on every request. A connection that died while busy fails its request once and the
+# pool is emptied (SQLAlchemy's disconnect handling), so the next one reconnects.
+IDLE_PING_AFTER = 1.0
+# How long a SQLite writer waits for its turn (as long as SQLite's own busy timeout).
+WRITE_TURN_TIMEOUT = 30.0
+
+
+class WriterQueue:
+    """SQLite's writers in this process, served first come first served.
+
+    SQLite lets one transaction write at a time. Left to its busy handler, a waiting writer
+    sleeps up to 100 ms between tries and whoever tries at the right instant goes first, so
+    under 8 concurrent writers some wait seconds (bench/api_bench.py). Here each writer
+    takes a ticket before BEGIN IMMEDIATE and is woken when the one before it ends, so the
+    wait is the queue ahead of it and nothing more. Other processes on the same file still
+    meet SQLite's busy handler."""
+
+    def __init__(self) -> None:
+        self._mutex = threading.Lock()
+        self._busy = False
+        self._waiting: deque[threading.Event] = deque()
+
+    def acquire(self, timeout: float) -> bool:
+        with self._mutex:
+            if not self._busy and not self._waiting:
+                self._busy = True
+                return True
+            turn = threading.Event()
+            self._waiting.append(turn)
+        if turn.wait(timeout):
+            return True
+        with self._mutex:
+            if turn.is_set():  # handed over between the timeout and here
+                return True
+            self._waiting.remove(turn)
+            return False
+
+    def release(self) -> None:
+        with self._mutex:
+            if self._waiting:
+                self._waiting.popleft().set()  # the turn passes on; still busy
+            else:
+                self._busy = False
+
+
+_HOLDS_TURN = "xinbao_holds_write_turn"
+
+
+def _sqlite_engine(url: str) -> Engine:
+    private_sqlite_file(url)
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    writers = WriterQueue()
+
+    def give_back_turn(info: dict) -> None:
+        if info.pop(_HOLDS_TURN, False):
+            writers.release()
+
+    @event.listens_for(engine, "connect")
+    def _sqlite_connect(dbapi_connection, _record):
+        # Let SQLAlchemy, not the driver, issue BEGIN (so it can be BEGIN IMMEDIATE).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _sqlite_begin(conn):
+        if conn.get_execution_options().get(READS_ONLY):
+            # A read: a deferred transaction takes no write lock and waits for nobody, and
+            # query_only makes any write in it fail instead of slipping through.
+            conn.exec_driver_sql("PRAGMA query_only=1")
+            conn.exec_driver_sql("BEGIN")
+            return
+        conn.exec_driver_sql("PRAGMA query_only=0")
+        if not writers.acquire(WRITE_TURN_TIMEOUT):
+            raise OperationalError(
+                "BEGIN IMMEDIATE",
+                None,
+                Exception(f"database is locked: no turn to write within {WRITE_TURN_TIMEOUT:g} s"),
+            )
+        conn.info[_HOLDS_TURN] = True
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            give_back_turn(conn.info)
+            raise
+
+    # The turn passes on when the transaction ends. commit and rollback fire just before
+    # the driver's; the next writer's BEGIN IMMEDIATE then meets SQLite's busy handler for
+    # at most that commit's own time. A connection given back or thrown away holding a turn
+    # (it should not happen) gives it back too, so the queue can never stall.
+    @event.listens_for(engine, "commit")
+    def _sqlite_commit(conn):
+        give_back_turn(conn.info)
+
+    @event.listens_for(engine, "rollback")
+    def _sqlite_rollback(conn):
+        give_back_turn(conn.info)
+
+    @event.listens_for(engine.pool, "checkin")
+    def _sqlite_checkin(_dbapi_connection, record):
+        if record is not None:
+            give_back_turn(record.info)
+
+    @event.listens_for(engine.pool, "invalidate")
+    def _sqlite_invalidate(_dbapi_connection, record, _exception):
+        give_back_turn(record.info)
+
+    return engine
+
+
+def _ping_when_idle(engine: Engine, after: float) -> None:
+    """pool_pre_ping, but only for a connection that sat idle in the pool: a ping is one
+    more round trip, and on a busy API most checkouts are of a connection used a moment ago."""
+
+    @event.listens_for(engine.pool, "checkin")
+    def _stamp(_dbapi_connection, record):
+        if record is not None:
+            record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.pool, "checkout")
+    def _ping(dbapi_connection, record, _proxy):
+        idle_since = record.info.get("idle_since")
+        if idle_since is not None and time.monotonic() - idle_since < after:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as err:  # noqa: BLE001 (any driver error means: not usable)
+            raise DisconnectionError(f"the pooled connection is gone: {err}") from err
+        if not alive:
+            raise DisconnectionError("the pooled connection is gone")
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        private_sqlite_file(url)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        return _sqlite_engine(url)
+    engine = create_engine(url, pool_size=pool_size, max_overflow=20)
+    _ping_when_idle(engine, IDLE_PING_AFTER)
+    return engine
 
-        @event.listens_for(engine, "connect")
-        def _sqlite_connect(dbapi_connection, _record):
-            # Let SQLAlchemy, not the driver, issue BEGIN (so it can be BEGIN IMMEDIATE).
-            dbapi_connection.isolation_level = None
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
 
-        @event.listens_for(engine, "begin")
-        def _sqlite_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    return create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+def reading(engine: Engine) -> Engine:
+    """The same engine and pool for requests that only read: PostgreSQL in autocommit (no
+    BEGIN and ROLLBACK round trips; each statement sees committed data, as READ COMMITTED
+    does), SQLite in a deferred, query-only transaction (no write lock, no queue)."""
+    if engine.dialect.name == "sqlite":
+        return engine.execution_options(**{READS_ONLY: True})
+    return engine.execution_options(isolation_level="AUTOCOMMIT", **{READS_ONLY: True})
 
 
 def alembic_config(url: str) -> Config:
@@ -182,8 +323,7 @@ def grant_app_role(owner_url: str, app_role: str) -> None:
                 raise RoleError(f"PostgreSQL role {app_role!r} is a superuser")
             owned = conn.execute(
                 text(
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' "
-                    "AND tableowner = :r"
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tableowner = :r"
                 ),
                 {"r": app_role},
             ).scalar_one()

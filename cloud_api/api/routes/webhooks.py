@@ -18,6 +18,7 @@ from cloud_api.api.deps import (
     SessionDep,
     SettingsDep,
     require,
+    writes_on_read,
 )
 from cloud_api.api.problems import problem_responses
 from cloud_api.errors import Forbidden
@@ -136,6 +137,7 @@ def replay_event(event_pk: DbId, admin: CurrentAdmin, session: SessionDep):
     response_model=CodeRelease,
     responses=problem_responses(404, 409),
 )
+@writes_on_read  # the fetch is audited and spends the code's one release
 def fetch_code(
     handover_id: DbId,
     who: CodesReader,
