@@ -166,6 +166,10 @@ def create_app(
     app.state.bridge = bridge
     app.state.metrics = metrics
     problems.install(app)
+    if settings.bench_routes:
+        # First, where the read routes it stands for are matched (/api/v1/lockers/{id} in
+        # ~15 us); behind the staff, SMS and web routers matching it alone took ~110 us.
+        app.include_router(bench.router)
     for module in (records, lockers, handovers, audit, monitoring, staff_records, webhooks):
         app.include_router(module.router)
     # Routers that do not declare their own particular problems (docs/api.md lists them).
@@ -183,8 +187,6 @@ def create_app(
         staff_dependencies=[Depends(get_current_staff)],
         admin_dependencies=[Depends(get_current_admin)],
     )
-    if settings.bench_routes:
-        app.include_router(bench.router)
     mount_web(app)
     mount_docs(app)
     # Added last, so the request timer is the outermost middleware and sees every answer.

@@ -7,7 +7,7 @@ that both read and then write (claiming a compartment, appending to the audit ch
 transactions; services use conditional UPDATEs and row locks where it matters.
 
 Requests that only read (GET and HEAD, unless the route says it writes: api/deps.py) use
-``reading(engine)``: autocommit on PostgreSQL, a deferred query-only transaction on SQLite.
+``reading(engine)``: autocommit on PostgreSQL, no BEGIN and query-only on SQLite.
 """
 
 import logging
@@ -154,6 +154,7 @@ class WriterQueue:
 
 
 _HOLDS_TURN = "xinbao_holds_write_turn"
+_QUERY_ONLY = "xinbao_query_only"
 
 
 def _sqlite_engine(url: str) -> Engine:
@@ -175,15 +176,22 @@ def _sqlite_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    def query_only(conn, on: bool) -> None:
+        # Straight to the driver (no statement events, no wrapping: cheap enough for every
+        # request), and only when it changes.
+        if conn.info.get(_QUERY_ONLY, False) != on:
+            conn.connection.dbapi_connection.execute(f"PRAGMA query_only={int(on)}")
+            conn.info[_QUERY_ONLY] = on
+
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
         if conn.get_execution_options().get(READS_ONLY):
-            # A read: a deferred transaction takes no write lock and waits for nobody, and
-            # query_only makes any write in it fail instead of slipping through.
-            conn.exec_driver_sql("PRAGMA query_only=1")
-            conn.exec_driver_sql("BEGIN")
+            # A read: no BEGIN, so each statement reads what is committed as it runs (as
+            # PostgreSQL's autocommit reads do), takes no write lock and waits for nobody;
+            # query_only makes a write fail instead of slipping through.
+            query_only(conn, True)
             return
-        conn.exec_driver_sql("PRAGMA query_only=0")
+        query_only(conn, False)
         if not writers.acquire(WRITE_TURN_TIMEOUT):
             raise OperationalError(
                 "BEGIN IMMEDIATE",
@@ -255,7 +263,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 def reading(engine: Engine) -> Engine:
     """The same engine and pool for requests that only read: PostgreSQL in autocommit (no
     BEGIN and ROLLBACK round trips; each statement sees committed data, as READ COMMITTED
-    does), SQLite in a deferred, query-only transaction (no write lock, no queue)."""
+    does), SQLite likewise with no BEGIN, in query-only mode (no write lock, no queue)."""
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{READS_ONLY: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT", **{READS_ONLY: True})
