@@ -9,7 +9,23 @@ syncs are answered as a real cabinet's are), a telemetry heartbeat every ``inter
 
     python bench/city_fleet.py --port 1883 --count 1353 --prefix XA-CITY --first 2
 
-prints ``ready N`` once all N are connected and subscribed, then runs until stdin closes.
+Each locker starts answering and beating as soon as it is connected: a city of 13,539 takes
+minutes to connect, longer than the broker waits (1.5 x keepalive) for a quiet client, and
+its first lockers' syncs would otherwise wait for the last one's CONNACK.
+
+On stdout, one line each (city_bench.py reads them):
+
+- ``status connected=N failed=F dropped=D`` every second;
+- ``ready N`` once all N are connected and subscribed, or ``ready N of M: F failed`` when some
+  could not connect (refused, timed out, out of file descriptors), or ``held N of M`` after
+  ``hold`` on stdin (stop opening connections, keep the ones there are);
+- ``error ...`` for the first few connections that failed or dropped (no locker reconnects);
+- ``done: ...`` when stdin closes, which ends it.
+
+One process holds every connection: it raises its own RLIMIT_NOFILE soft limit to the hard
+one (a child inherits its parent's, but the fleet may be run on its own), and asyncio's loop
+waits on them with epoll (selectors.DefaultSelector on Linux), not select(), which cannot
+watch a descriptor past 1023.
 """
 
 from __future__ import annotations
@@ -18,13 +34,17 @@ import argparse
 import asyncio
 import json
 import random
+import resource
 import struct
 import sys
+import threading
 import time
 from datetime import UTC, datetime
 
 KEEPALIVE_S = 60
 CONNECT_AT_ONCE = 50  # connections opened in parallel: the broker accepts them in batches
+CONNECT_TIMEOUT_S = 30.0  # TCP connect to CONNACK: past it the locker counts as failed
+ERRORS_SHOWN = 5
 
 
 def _length(n: int) -> bytes:
@@ -68,6 +88,12 @@ class Locker:
         self.mid = 0
         self.replied = 0
         self.telemetry_sent = 0
+        self.writer: asyncio.StreamWriter | None = None
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
 
     def _next_mid(self) -> int:
         self.mid = self.mid % 65535 + 1
@@ -137,28 +163,115 @@ class Locker:
             await asyncio.sleep(self.interval)
 
 
-async def run(port: int, ids: list[str], interval: float) -> None:
-    lockers = [Locker(i, port, interval) for i in ids]
-    gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+class Fleet:
+    def __init__(self, port: int, ids: list[str], interval: float) -> None:
+        self.lockers = [Locker(i, port, interval) for i in ids]
+        self.connected = 0
+        self.failed = 0
+        self.dropped = 0
+        self.errors = 0
+        self.tasks: set[asyncio.Task] = set()
 
-    async def start(locker: Locker) -> None:
+    def error(self, text: str) -> None:
+        self.errors += 1
+        if self.errors <= ERRORS_SHOWN:
+            say(f"error {text}")
+
+    async def connect_all(self) -> None:
+        gate = asyncio.Semaphore(CONNECT_AT_ONCE)
+        total = len(self.lockers)
+        try:
+            await asyncio.gather(*(self._start(x, gate) for x in self.lockers))
+        except asyncio.CancelledError:
+            say(f"held {self.connected} of {total}")
+            raise
+        if self.failed:
+            say(f"ready {self.connected} of {total}: {self.failed} failed")
+        else:
+            say(f"ready {self.connected}")
+
+    async def _start(self, locker: Locker, gate: asyncio.Semaphore) -> None:
         async with gate:
-            await locker.connect()
+            try:
+                await asyncio.wait_for(locker.connect(), CONNECT_TIMEOUT_S)
+            except asyncio.CancelledError:
+                locker.close()
+                raise
+            except (OSError, EOFError, IndexError) as err:  # refused, timed out, EMFILE
+                locker.close()
+                self.failed += 1
+                self.error(f"{locker.id} could not connect: {err!r}")
+                return
+        self.connected += 1
+        task = asyncio.create_task(self._run(locker))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
-    await asyncio.gather(*(start(x) for x in lockers))
-    tasks = [asyncio.create_task(x.listen()) for x in lockers]
-    tasks += [asyncio.create_task(x.heartbeat()) for x in lockers]
-    print(f"ready {len(lockers)}", flush=True)
-    stdin_closed = asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
-    done, _ = await asyncio.wait([*tasks, stdin_closed], return_when=asyncio.FIRST_COMPLETED)
-    for task in done:
-        if task is not stdin_closed and task.exception() is not None:
-            raise task.exception()
-    replied = sum(x.replied for x in lockers)
-    sent = sum(x.telemetry_sent for x in lockers)
-    print(f"done: {sent} telemetry messages, {replied} commands answered", flush=True)
-    for task in tasks:
+    async def _run(self, locker: Locker) -> None:
+        parts = [asyncio.create_task(locker.listen()), asyncio.create_task(locker.heartbeat())]
+        try:
+            done, _ = await asyncio.wait(parts, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for part in parts:
+                part.cancel()
+        err = next(iter(done)).exception()
+        self.connected -= 1
+        self.dropped += 1
+        self.error(f"{locker.id} dropped: {err!r}")
+        locker.close()
+
+    async def report(self) -> None:
+        while True:
+            say(f"status connected={self.connected} failed={self.failed} dropped={self.dropped}")
+            await asyncio.sleep(1)
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def read_stdin(loop: asyncio.AbstractEventLoop, lines: asyncio.Queue) -> None:
+    for line in sys.stdin:
+        loop.call_soon_threadsafe(lines.put_nowait, line.strip())
+    loop.call_soon_threadsafe(lines.put_nowait, None)
+
+
+async def run(port: int, ids: list[str], interval: float) -> None:
+    fleet = Fleet(port, ids, interval)
+    lines: asyncio.Queue = asyncio.Queue()
+    loop = asyncio.get_running_loop()
+    threading.Thread(target=read_stdin, args=(loop, lines), daemon=True).start()
+    connecting = asyncio.create_task(fleet.connect_all())
+    reporting = asyncio.create_task(fleet.report())
+    while (line := await lines.get()) is not None:
+        if line == "hold":
+            connecting.cancel()
+    connecting.cancel()
+    reporting.cancel()
+    replied = sum(x.replied for x in fleet.lockers)
+    sent = sum(x.telemetry_sent for x in fleet.lockers)
+    say(
+        f"done: {sent} telemetry messages, {replied} commands answered; "
+        f"{fleet.connected} connected, {fleet.failed} failed, {fleet.dropped} dropped"
+    )
+    for task in list(fleet.tasks):
         task.cancel()
+    for locker in fleet.lockers:
+        locker.close()
+
+
+def raise_fd_limit(count: int) -> None:
+    """As many descriptors as the hard limit allows; a warning when that is too few."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    if soft != resource.RLIM_INFINITY and soft < count + 64:
+        print(
+            f"city_fleet: RLIMIT_NOFILE is {soft}: not enough for {count} connections",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def main() -> None:
@@ -170,6 +283,7 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=30.0, help="seconds between heartbeats")
     args = parser.parse_args()
     ids = [f"{args.prefix}-{n:04d}" for n in range(args.first, args.first + args.count)]
+    raise_fd_limit(len(ids))
     asyncio.run(run(args.port, ids, args.interval))
 
 
