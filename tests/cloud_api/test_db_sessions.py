@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 from cloud_api.api.deps import SessionDep, writes_on_read
+from cloud_api.core import db
 from cloud_api.core.db import WriterQueue, make_engine
 from cloud_api.models.locker import Locker
 from tests.cloud_api.conftest import make_record
@@ -103,14 +104,15 @@ def test_a_request_takes_one_pooled_connection_on_postgres(world, app, db_url):
 
 
 @pytest.mark.postgres
-def test_a_postgres_connection_that_died_while_idle_is_replaced_unseen(pg_url):
+def test_a_postgres_connection_that_died_while_idle_is_replaced_unseen(pg_url, monkeypatch):
+    monkeypatch.setattr(db, "IDLE_PING_AFTER", 0.1)  # 1 s in production
     engine = make_engine(pg_url)
     try:
         with Session(engine) as session:
             pid = session.exec(text("SELECT pg_backend_pid()")).one()[0]
         with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
             admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
-        time.sleep(1.2)  # idle longer than IDLE_PING_AFTER: pinged at its next checkout
+        time.sleep(0.2)  # idle longer than IDLE_PING_AFTER: pinged at its next checkout
         with Session(engine) as session:
             assert session.exec(text("SELECT 1")).one()[0] == 1
             assert session.exec(text("SELECT pg_backend_pid()")).one()[0] != pid
