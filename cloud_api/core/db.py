@@ -16,6 +16,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
@@ -106,6 +107,8 @@ def private_sqlite_file(url: str) -> None:
 # An execution option: the connection serves a request that only reads (core/db.py's
 # reading(); api/deps.py picks it for GET and HEAD).
 READS_ONLY = "xinbao_reads_only"
+# With READS_ONLY: the statements of one transaction all see one moment (snapshot()).
+SNAPSHOT = "xinbao_snapshot"
 # A pooled PostgreSQL connection idle longer than this is pinged before it is handed out
 # (a server restarted or a firewall that dropped it); a busy one is not, which saves a round
 # trip on every request. A connection that died while busy fails its request once and the
@@ -185,11 +188,15 @@ def _sqlite_engine(url: str) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _sqlite_begin(conn):
-        if conn.get_execution_options().get(READS_ONLY):
+        options = conn.get_execution_options()
+        if options.get(READS_ONLY):
             # A read: no BEGIN, so each statement reads what is committed as it runs (as
             # PostgreSQL's autocommit reads do), takes no write lock and waits for nobody;
-            # query_only makes a write fail instead of slipping through.
+            # query_only makes a write fail instead of slipping through. A snapshot read
+            # begins a deferred transaction: WAL keeps its first read's view until it ends.
             query_only(conn, True)
+            if options.get(SNAPSHOT):
+                conn.exec_driver_sql("BEGIN")
             return
         query_only(conn, False)
         if not writers.acquire(WRITE_TURN_TIMEOUT):
@@ -267,6 +274,23 @@ def reading(engine: Engine) -> Engine:
     if engine.dialect.name == "sqlite":
         return engine.execution_options(**{READS_ONLY: True})
     return engine.execution_options(isolation_level="AUTOCOMMIT", **{READS_ONLY: True})
+
+
+@contextmanager
+def snapshot(engine: Engine) -> Iterator[Session]:
+    """A session, on a connection of its own from ``engine``'s pool, whose statements all see
+    one moment (the audit chain's head and its entries while appends go on): REPEATABLE READ
+    on PostgreSQL, a deferred read transaction on SQLite. It blocks no writer and refuses to
+    write. (Set on the connection: an engine already in autocommit, reading(), would keep
+    its autocommit under an engine-level isolation option.)"""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execution_options(**{READS_ONLY: True, SNAPSHOT: True})
+        else:
+            conn.execution_options(isolation_level="REPEATABLE READ", **{READS_ONLY: True})
+        with Session(bind=conn, expire_on_commit=False) as session:
+            session.info[READS_ONLY] = True
+            yield session
 
 
 def alembic_config(url: str) -> Config:

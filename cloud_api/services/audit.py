@@ -39,6 +39,7 @@ from sqlalchemy import Engine, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
 
+from cloud_api.core.db import snapshot
 from cloud_api.models.audit import AuditEntry, AuditHead
 from cloud_api.models.common import utcnow
 from cloud_api.webhooks import events as webhook_events
@@ -175,8 +176,16 @@ def verify(
 ) -> Verdict:
     """Walk the chain from the start; the first broken link and why, or ok. ``checkpoints``
     (read_checkpoints): each checkpointed entry must still be there with the recorded hash,
-    so a cut-off tail or a rewritten, re-chained one is caught even with the head moved."""
-    key = key or current_key()
+    so a cut-off tail or a rewritten, re-chained one is caught even with the head moved.
+
+    The head and the entries are read in one snapshot, on a connection of its own from the
+    session's engine: read a statement at a time, an entry appended between reading the head
+    and walking the entries made a sound chain look cut (the model walk's soak found it)."""
+    with snapshot(session.get_bind()) as seen:
+        return _verify(seen, key or current_key(), checkpoints)
+
+
+def _verify(session: Session, key: bytes, checkpoints: list["Checkpoint"] | None) -> Verdict:
     head = session.get(AuditHead, _HEAD_ID)
     if head is None:
         return Verdict(False, 0, None, "the chain head row is missing")

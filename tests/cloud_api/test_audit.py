@@ -7,10 +7,12 @@ import pytest
 import typer
 from sqlalchemy import text
 from sqlalchemy.exc import DatabaseError
+from sqlmodel import Session
 from typer.testing import CliRunner
 
 from cloud_api.cli import audit_app
 from cloud_api.core.db import make_engine
+from cloud_api.services import audit
 from tests.cloud_api.conftest import reserve_dropoff
 from tests.cloud_api.helpers import drop_audit_guard
 
@@ -304,3 +306,30 @@ def test_the_checkpoint_round_appends_the_head_when_it_moves(world, db_url, tmp_
     found = audit.read_checkpoints(marks)
     assert len(found) == 2 and found[1].seq > found[0].seq
     assert _cli(db_url, "verify", "--checkpoint", str(marks)).exit_code == 0
+
+
+def test_verify_reads_the_head_and_the_entries_at_one_moment(world, db_url, monkeypatch):
+    # An entry is appended (and committed) after verify has read the chain head and before
+    # it walks the entries, as happens whenever the locker's events go on during a check.
+    # Read a statement at a time, the chain looked cut: "the chain head says N entries".
+    _some_history(world)
+    engine = make_engine(db_url)
+    walk = audit._entries
+    appended = []
+
+    def entries_after_an_append(session, *args, **kwargs):
+        if not appended:
+            with Session(engine) as other:
+                audit.append(other, "system:test", "test.appended", "race", {})
+                other.commit()
+            appended.append(True)
+        return walk(session, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "_entries", entries_after_an_append)
+    try:
+        verdict = world.client.get("/api/v1/audit/verify", headers=world.admin_headers).json()
+        assert appended and verdict["ok"], verdict
+        result = _cli(db_url, "verify")
+        assert result.exit_code == 0, result.output  # the next check sees the new entry too
+    finally:
+        engine.dispose()
