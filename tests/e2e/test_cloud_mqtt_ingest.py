@@ -212,10 +212,18 @@ def test_online_gets_a_full_sync_and_staff(cloud, fake_locker):
     assert [u.handover_id for u in full[0].parsed_payload().upserts] == [h2["id"]]
     staff = wait_until(lambda: fake_locker.received("staff_credentials"), 10, "staff credentials")
     assert staff[0].parsed_payload().staff == []  # the admin has no TOTP yet
-    with Session(cloud.engine) as s:
-        sent = s.exec(select(LockerCommand).where(LockerCommand.locker_id == LOCKER_ID)).all()
+
+    def stored_and_received():
+        with Session(cloud.engine) as s:
+            sent = s.exec(select(LockerCommand).where(LockerCommand.locker_id == LOCKER_ID)).all()
+        received = {str(c.request_id) for c in fake_locker.received()}
+        return sent if {c.request_id for c in sent} == received else None
+
+    # Every command stored was sent to the locker, and nothing else. A command is stored
+    # before it is published (a resync after an unanswered one may be in flight at this
+    # instant), so wait for the two to agree rather than compare once.
+    sent = wait_until(stored_and_received, 10, "every stored command received by the locker")
     # The fake locker never answers: each command waits, then times out.
-    assert {c.request_id for c in sent} == {str(c.request_id) for c in fake_locker.received()}
     assert {c.status for c in sent} <= {"sent", "timeout"}
 
 
