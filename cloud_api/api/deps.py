@@ -16,14 +16,11 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState
-from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 from cloud_api.core import security
 from cloud_api.core.config import Settings
-from cloud_api.core.db import READS_ONLY
+from cloud_api.core.db import READS_ONLY, reading_session
 from cloud_api.errors import AuthError, Forbidden, InputError
 from cloud_api.models.common import MAX_INT, LockerId
 from cloud_api.models.locker import Locker
@@ -57,42 +54,18 @@ def reads_only(request: Request) -> bool:
     return request.method in ("GET", "HEAD") and not getattr(endpoint, "writes_on_read", False)
 
 
-class WriteInReadingRequest(RuntimeError):
-    """A GET route wrote without @writes_on_read: a bug, refused before it reaches the
-    database (its write would not be atomic on PostgreSQL's autocommit reads)."""
-
-
 async def get_session(request: Request) -> AsyncIterator[Session]:
     # async: making a Session does no I/O, and a plain generator would cost two trips to the
     # thread pool (in and out). Closing it gives its connection back to the pool; a request
     # that ended mid-transaction rolls back there.
     if reads_only(request):
-        session = Session(request.app.state.read_engine, expire_on_commit=False, autoflush=False)
-        session.info[READS_ONLY] = True
+        session = reading_session(request.app.state.read_engine)
     else:
         session = Session(request.app.state.engine, expire_on_commit=False)
     try:
         yield session
     finally:
         session.close()
-
-
-@event.listens_for(OrmSession, "before_flush")
-def _refuse_flush_when_reading(session: OrmSession, _context, _instances) -> None:
-    if session.info.get(READS_ONLY) and (session.new or session.dirty or session.deleted):
-        raise WriteInReadingRequest(
-            "a GET request tried to write: mark its route @writes_on_read (api/deps.py)"
-        )
-
-
-@event.listens_for(OrmSession, "do_orm_execute")
-def _refuse_dml_when_reading(state: ORMExecuteState) -> None:
-    if state.session.info.get(READS_ONLY) and (
-        state.is_insert or state.is_update or state.is_delete
-    ):
-        raise WriteInReadingRequest(
-            "a GET request tried to write: mark its route @writes_on_read (api/deps.py)"
-        )
 
 
 async def get_now(request: Request) -> datetime:

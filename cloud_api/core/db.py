@@ -21,9 +21,11 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DisconnectionError, OperationalError
+from sqlalchemy.orm import ORMExecuteState
+from sqlalchemy.orm import Session as OrmSession
 from sqlmodel import Session
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
@@ -116,6 +118,39 @@ SNAPSHOT = "xinbao_snapshot"
 IDLE_PING_AFTER = 1.0
 # How long a SQLite writer waits for its turn (as long as SQLite's own busy timeout).
 WRITE_TURN_TIMEOUT = 30.0
+
+
+class WriteInReadingRequest(RuntimeError):
+    """A reading session (a GET route without @writes_on_read, a snapshot) tried to write: a
+    bug, refused before it reaches the database (its write would not be atomic on
+    PostgreSQL's autocommit reads)."""
+
+
+_WRITE_REFUSED = (
+    "a reading session tried to write: mark its GET route @writes_on_read (api/deps.py)"
+)
+
+
+def reading_session(bind: Engine | Connection) -> Session:
+    """A session that only reads (on ``reading(engine)`` or a snapshot's connection): no
+    autoflush, and any write it attempts raises WriteInReadingRequest."""
+    session = Session(bind, expire_on_commit=False, autoflush=False)
+    session.info[READS_ONLY] = True
+    return session
+
+
+@event.listens_for(OrmSession, "before_flush")
+def _refuse_flush_when_reading(session: OrmSession, _context, _instances) -> None:
+    if session.info.get(READS_ONLY) and (session.new or session.dirty or session.deleted):
+        raise WriteInReadingRequest(_WRITE_REFUSED)
+
+
+@event.listens_for(OrmSession, "do_orm_execute")
+def _refuse_dml_when_reading(state: ORMExecuteState) -> None:
+    if state.session.info.get(READS_ONLY) and (
+        state.is_insert or state.is_update or state.is_delete
+    ):
+        raise WriteInReadingRequest(_WRITE_REFUSED)
 
 
 class WriterQueue:
@@ -216,13 +251,11 @@ def _sqlite_engine(url: str) -> Engine:
     # the driver's; the next writer's BEGIN IMMEDIATE then meets SQLite's busy handler for
     # at most that commit's own time. A connection given back or thrown away holding a turn
     # (it should not happen) gives it back too, so the queue can never stall.
-    @event.listens_for(engine, "commit")
-    def _sqlite_commit(conn):
+    def _sqlite_end(conn):
         give_back_turn(conn.info)
 
-    @event.listens_for(engine, "rollback")
-    def _sqlite_rollback(conn):
-        give_back_turn(conn.info)
+    event.listen(engine, "commit", _sqlite_end)
+    event.listen(engine, "rollback", _sqlite_end)
 
     @event.listens_for(engine.pool, "checkin")
     def _sqlite_checkin(_dbapi_connection, record):
@@ -288,8 +321,7 @@ def snapshot(engine: Engine) -> Iterator[Session]:
             conn.execution_options(**{READS_ONLY: True, SNAPSHOT: True})
         else:
             conn.execution_options(isolation_level="REPEATABLE READ", **{READS_ONLY: True})
-        with Session(bind=conn, expire_on_commit=False) as session:
-            session.info[READS_ONLY] = True
+        with reading_session(conn) as session:
             yield session
 
 
