@@ -42,6 +42,15 @@ def test_a_get_answers_while_another_process_holds_the_sqlite_write_lock(world, 
         holder.close()
 
 
+def _rename(session, locker_id: str, site: str) -> dict:
+    """Through the ORM: a changed object flushed at commit."""
+    locker = session.get(Locker, locker_id)
+    locker.site = site
+    session.add(locker)
+    session.commit()
+    return {"ok": True}
+
+
 def _add_writing_gets(app) -> None:
     @app.get("/_test/rename-quietly")
     def rename_quietly(session: SessionDep) -> dict:
@@ -51,20 +60,12 @@ def _add_writing_gets(app) -> None:
 
     @app.get("/_test/rename-by-flush/{locker_id}")
     def rename_by_flush(locker_id: str, session: SessionDep) -> dict:
-        locker = session.get(Locker, locker_id)
-        locker.site = "renamed by a GET"
-        session.add(locker)
-        session.commit()
-        return {"ok": True}
+        return _rename(session, locker_id, "renamed by a GET")
 
     @app.get("/_test/rename-openly/{locker_id}")
     @writes_on_read
     def rename_openly(locker_id: str, session: SessionDep) -> dict:
-        locker = session.get(Locker, locker_id)
-        locker.site = "renamed by a declared GET"
-        session.add(locker)
-        session.commit()
-        return {"ok": True}
+        return _rename(session, locker_id, "renamed by a declared GET")
 
 
 def _site(engine, locker_id: str) -> str:
