@@ -254,10 +254,11 @@ def memory_free_mb() -> int:
 
 
 def progress(started: float, text: str, a: Sample, b: Sample) -> None:
+    u = usage(a, b)
     print(
         f"  [{b.at - started:4.0f} s] {text}; load {os.getloadavg()[0]:.2f}, "
         f"{memory_free_mb():,} MB free; CPU % of a core over {b.at - a.at:.0f} s: "
-        f"{cpu_line(usage(a, b))}, machine {usage(a, b)['machine']:.0f}",
+        f"{cpu_line(u)}, machine {u['machine']:.0f}",
         flush=True,
     )
 
