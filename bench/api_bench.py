@@ -71,20 +71,13 @@ from cloud_api.main import create_app
 uvicorn.run(create_app(load_settings()), host="127.0.0.1", port={port}, log_level="warning",
             access_log=False)
 """
-# The project as `xinbao api --workers 2` serves it (cloud_api/cli.py), with the same uvicorn
-# settings as above: a run directory for the workers' metrics and slots, then uvicorn's own
-# worker processes on one port.
+# The project as `xinbao api --workers 2` serves it (cloud_api/cli.py's serve_workers), with
+# the same uvicorn settings as above.
 WORKERS_SERVER = """
-import os, tempfile
-from pathlib import Path
-import uvicorn
-from cloud_api import workers
-run_dir = Path(tempfile.mkdtemp(prefix="xinbao-bench-api-"))
-workers.prepare_metrics_dir(run_dir)
-os.environ[workers.RUN_DIR_ENV] = str(run_dir)
-os.environ[workers.WORKERS_ENV] = "{count}"
-uvicorn.run("cloud_api.workers:app_from_environment", factory=True, workers={count},
-            host="127.0.0.1", port={port}, log_level="warning", access_log=False)
+from cloud_api.cli import serve_workers
+from cloud_api.core.config import load_settings
+serve_workers(load_settings(), "127.0.0.1", {port}, {count}, log_level="warning",
+              access_log=False)
 """
 # The read operations measured again with 2 worker processes, for the scaling from 1 to 2.
 SCALED = ("bare", "locker detail", "nearest")

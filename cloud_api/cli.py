@@ -122,14 +122,15 @@ def api_command(
         app = create_app(settings, sms_settings=sms_settings)
         uvicorn.run(app, host=host, port=port, log_level="info")
         return
-    _serve_workers(settings, host, port, count)
+    serve_workers(settings, host, port, count)
 
 
 WORKER_HEALTHCHECK_S = 60
 
 
-def _serve_workers(settings, host: str, port: int, count: int) -> None:
-    """N uvicorn workers on one port (cloud_api/workers.py says what each one runs)."""
+def serve_workers(settings, host: str, port: int, count: int, **uvicorn_options) -> None:
+    """N uvicorn workers on one port (cloud_api/workers.py says what each one runs).
+    ``uvicorn_options`` override its settings (bench/api_bench.py: no access log)."""
     import inspect
     import shutil
     import tempfile
@@ -149,7 +150,7 @@ def _serve_workers(settings, host: str, port: int, count: int) -> None:
             os.environ["XINBAO_MASTER_SECRET"] = settings.master_secret.get_secret_value()
             os.environ["XINBAO_TOKEN_SECRET"] = settings.token_secret.get_secret_value()
         typer.echo(f"serving with {count} worker processes", err=True)
-        options = {}
+        options = {"log_level": "info"}
         if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
             # uvicorn kills a worker that does not answer its ping in time (5 s by default)
             # and starts another: on a busy host a worker still importing its modules was
@@ -161,8 +162,7 @@ def _serve_workers(settings, host: str, port: int, count: int) -> None:
             workers=count,
             host=host,
             port=port,
-            log_level="info",
-            **options,
+            **(options | uvicorn_options),
         )
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
