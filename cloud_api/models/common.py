@@ -68,7 +68,10 @@ def _locker_id(value: str) -> str:
 
 # The same rules in the OpenAPI document, so a client (or schemathesis) can tell a valid value
 # from the schema alone: no control characters, and not only blanks (blanks are stripped).
-_TEXT_PATTERN = r"^[^\x00-\x1f\x7f]*[^\s\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
+# The blanks are spelt out: the server strips what Python calls whitespace, and a schema
+# reader's \s may know fewer (JavaScript's lacks U+0085, which the fuzz test once sent alone).
+_BLANK = r"\s\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+_TEXT_PATTERN = rf"^[^\x00-\x1f\x7f]*[^{_BLANK}\x00-\x1f\x7f][^\x00-\x1f\x7f]*$"
 ShortText = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200, pattern=_TEXT_PATTERN),

@@ -1,5 +1,7 @@
 """Approval records: idempotent creates, updates, the state machine over HTTP."""
 
+import re
+
 from tests.cloud_api.conftest import make_record
 from tests.cloud_api.helpers import assert_problem
 
@@ -86,3 +88,26 @@ def test_bad_mobile_and_unknown_record(world):
     assert "+8613800138000" in assert_problem(r, 422)["detail"]
     assert_problem(c.get("/api/v1/records/NOPE-1", headers=h), 404)
     assert_problem(c.post("/api/v1/records", json=RECORD | {"status": "approved"}, headers=h), 422)
+
+
+def test_the_schema_refuses_every_text_the_server_strips_to_nothing(world):
+    # The server strips what Python calls whitespace before its "at least 1 character"; the
+    # schema's pattern must refuse the same texts for a reader whose \s knows only ASCII
+    # blanks (JavaScript's lacks U+0085: the schema fuzz test sent it alone and was refused).
+    schema = world.client.get("/openapi.json").json()["components"]["schemas"]
+    pattern = schema["RecordCreate"]["properties"]["matter_name"]["pattern"]
+    blanks = [c for c in map(chr, range(0x110000)) if c.isspace()]
+    assert [hex(ord(c)) for c in blanks if re.fullmatch(pattern, c + c, re.ASCII)] == []
+    assert re.fullmatch(pattern, " 食品经营许可证 ", re.ASCII)
+    for blank in ("\x85", "\u3000", "\xa0"):
+        r = world.client.post(
+            "/api/v1/records",
+            headers=world.integrator_headers,
+            json={
+                "application_number": "XA-2025-0009",
+                "applicant_name": "王小明",
+                "mobile": "+8613800138000",
+                "matter_name": blank,
+            },
+        )
+        assert_problem(r, 422)
